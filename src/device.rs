@@ -180,6 +180,7 @@ fn matmul_library(default_device: &str, backends: &Backends) -> String {
         return "Accelerate".into();
     }
     match openblas_config() {
+        Some(config) if config.starts_with("OpenBLAS") => config,
         Some(config) => format!("OpenBLAS ({config})"),
         None => "reference BLAS bundled in libmlx (slow: install OpenBLAS, see README)".into(),
     }

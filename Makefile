@@ -1,0 +1,57 @@
+# FineTune — everything a developer runs. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+APP := target/debug/finetune-app
+FT := target/debug/ft
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+# One feature set for every build, so tests and `make run` share one build of
+# the app, and the app always serves the bundled UI (ui/dist).
+FEATURES := --features finetune-app/custom-protocol
+
+.DEFAULT_GOAL := help
+.PHONY: help setup build ui run device test test-rust test-ui lint fmt clean-cache
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Main
+run: setup build ## Set up, build and open the desktop app on the default model and sample data
+	bash scripts/run-app.sh $(APP)
+
+test: setup ui ## Set up, build and run every test (engine, app shell, UI)
+	$(MAKE) --no-print-directory test-ui test-rust
+
+##@ Building
+setup: ## Install system packages, MLX, mlx-c, the default model, sample data, npm packages (idempotent)
+	bash scripts/setup.sh
+
+ui: setup ## Build the web UI into ui/dist
+	npm --prefix ui run build
+
+build: ui ## Build the engine, the ft command line and the desktop app (serving ui/dist)
+	$(CARGO) build --workspace $(FEATURES)
+
+device: build ## Show the machine, MLX backends and measured matmul speed
+	$(FT) device
+
+##@ Testing
+test-rust: ## Engine and app-shell tests (cargo nextest, or cargo test without it)
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run --workspace $(FEATURES) --no-fail-fast
+else
+	$(CARGO) test --workspace $(FEATURES) --no-fail-fast
+endif
+
+test-ui: ## UI unit tests (Vitest, happy-dom)
+	npm --prefix ui test
+
+lint: setup ui ## rustfmt, clippy -D warnings, ESLint and svelte-check
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets $(FEATURES) -- -D warnings
+	npm --prefix ui run lint
+
+fmt: ## Format the Rust code
+	$(CARGO) fmt --all
+
+clean-cache: ## Delete the download cache (.cache/); the next setup downloads again
+	rm -rf .cache

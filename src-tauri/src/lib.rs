@@ -1,0 +1,24 @@
+//! FineTune's desktop shell: hosts the web UI in `ui/` and answers its
+//! commands with the engine. Long work runs off the main thread.
+
+mod commands;
+mod error;
+
+pub use commands::DefaultFile;
+pub use error::CommandError;
+
+/// Registers the commands on a builder, so the app and the mock-runtime
+/// tests build the same thing.
+pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
+    builder.invoke_handler(tauri::generate_handler![
+        commands::device_report,
+        commands::default_files,
+    ])
+}
+
+/// Starts the app.
+pub fn run() {
+    with_commands(tauri::Builder::default())
+        .run(tauri::generate_context!())
+        .expect("error while running the FineTune window");
+}

@@ -3,9 +3,13 @@
 //! The engine never knows about a user interface: the `ft` command line and
 //! the desktop app are its clients.
 
+pub mod chat_template;
 pub mod device;
 pub mod error;
+pub mod generate;
+pub mod model;
 pub mod paths;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use mlx_rs;

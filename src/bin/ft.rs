@@ -1,9 +1,14 @@
 //! `ft`: FineTune's command line.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use finetune::chat_template::Message;
 use finetune::device::DeviceReport;
+use finetune::generate::{generate, GenerateOptions};
+use finetune::model::{self, LoadOptions};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +29,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Continue a prompt with a model; prints only the completion.
+    Generate {
+        /// A .gguf file or a Hugging Face model folder.
+        model: PathBuf,
+        /// The text to continue (or, with --chat, the user's message).
+        #[arg(long, short)]
+        prompt: String,
+        /// Wrap the prompt as one user message in the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// Sampling temperature; 0 always picks the most likely token.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus sampling: keep the most likely tokens up to this probability mass.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Random seed for sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print load time and speeds to stderr when done.
+        #[arg(long)]
+        stats: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -32,7 +63,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // 2: the input was wrong (bad file, record or setting); 1: anything else.
+            let bad_input = matches!(
+                e.downcast_ref::<finetune::Error>(),
+                Some(finetune::Error::Invalid(_) | finetune::Error::Io { .. })
+            );
+            ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }
 }
@@ -45,6 +81,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!("{report}");
+            }
+        }
+        Command::Generate {
+            model,
+            prompt,
+            chat,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            stats,
+        } => {
+            let start = std::time::Instant::now();
+            let mut loaded = model::load(&model, &LoadOptions::default())?;
+            let load_seconds = start.elapsed().as_secs_f64();
+            let text = if chat {
+                let template = loaded.chat_template.as_ref().ok_or_else(|| {
+                    finetune::Error::Invalid(format!(
+                        "{}: the model has no chat template; drop --chat",
+                        model.display()
+                    ))
+                })?;
+                template.render(&[Message::new("user", &prompt)], true)?
+            } else {
+                prompt
+            };
+            let ids = loaded.tokenizer.encode(&text)?;
+            let options = GenerateOptions {
+                max_tokens,
+                temperature,
+                top_p,
+                seed,
+            };
+            let mut stdout = std::io::stdout().lock();
+            let result = generate(
+                &mut loaded.model,
+                &loaded.tokenizer,
+                &ids,
+                &options,
+                |piece| {
+                    let _ = stdout.write_all(piece.as_bytes());
+                    let _ = stdout.flush();
+                },
+            )?;
+            writeln!(stdout)?;
+            stdout.flush()?;
+            if stats {
+                eprintln!(
+                    "load {load_seconds:.2} s; prompt {} tokens in {:.2} s; generated {} tokens at {:.1} tokens/s",
+                    result.prompt_tokens,
+                    result.prompt_seconds,
+                    result.generated_tokens,
+                    result.tokens_per_second
+                );
             }
         }
     }

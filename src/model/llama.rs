@@ -1,0 +1,325 @@
+//! The Llama decoder (also Mistral and Qwen2, which share its shape): RMSNorm,
+//! grouped-query attention with RoPE, SwiGLU MLP, optionally tied head.
+//! Parameter names follow Hugging Face (`model.layers.N.self_attn.q_proj…`).
+
+use mlx_rs::{
+    error::Exception,
+    fast::{self, ScaledDotProductAttentionMask},
+    macros::ModuleParameters,
+    module::{Module, Param},
+    nn, ops, Array,
+};
+
+use super::config::LlamaConfig;
+use super::projection::Projection;
+use crate::error::{Error, Result};
+
+/// RMSNorm with a learned per-feature gain.
+#[derive(Debug, Clone, ModuleParameters)]
+#[module(root = mlx_rs)]
+pub struct RmsNorm {
+    #[param]
+    pub weight: Param<Array>,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn new(weight: Array, eps: f32) -> Self {
+        Self {
+            weight: Param::new(weight),
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array, Exception> {
+        fast::rms_norm(x, Some(&*self.weight), self.eps)
+    }
+}
+
+/// Rotary position embedding settings shared by every layer.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    pub dims: i32,
+    pub base: f32,
+    /// Position multiplier (`1 / factor` for linear scaling).
+    pub scale: f32,
+    /// Per-dimension periods for llama3-style scaling (replaces `base`).
+    pub freqs: Option<Array>,
+}
+
+impl Rope {
+    pub fn from_config(config: &LlamaConfig) -> Result<Self> {
+        let dims = config.head_dim();
+        let mut rope = Rope {
+            dims,
+            base: config.rope_theta,
+            scale: 1.0,
+            freqs: None,
+        };
+        let Some(scaling) = &config.rope_scaling else {
+            return Ok(rope);
+        };
+        match scaling.rope_type.as_str() {
+            "default" => {}
+            "linear" => rope.scale = 1.0 / scaling.factor,
+            "llama3" => rope.freqs = Some(llama3_periods(config, dims)?),
+            other => return Err(Error::Invalid(format!(
+                "rope_scaling type `{other}` is not supported (supported: default, linear, llama3)"
+            ))),
+        }
+        Ok(rope)
+    }
+
+    fn apply(&self, x: &Array, offset: i32) -> Result<Array, Exception> {
+        match &self.freqs {
+            Some(freqs) => fast::rope(x, self.dims, false, None, self.scale, offset, freqs),
+            None => fast::rope(x, self.dims, false, self.base, self.scale, offset, None),
+        }
+    }
+}
+
+/// Llama 3.1's frequency-dependent stretch of the RoPE periods, as
+/// transformers computes it; MLX takes periods (1 / inverse frequency).
+fn llama3_periods(config: &LlamaConfig, dims: i32) -> Result<Array> {
+    let s = config.rope_scaling.as_ref().expect("checked by caller");
+    let missing = |what: &str| Error::Invalid(format!("llama3 rope_scaling needs `{what}`"));
+    let low = s
+        .low_freq_factor
+        .ok_or_else(|| missing("low_freq_factor"))?;
+    let high = s
+        .high_freq_factor
+        .ok_or_else(|| missing("high_freq_factor"))?;
+    let old_ctx = s
+        .original_max_position_embeddings
+        .ok_or_else(|| missing("original_max_position_embeddings"))? as f32;
+    let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
+    let periods: Vec<f32> = (0..dims / 2)
+        .map(|i| {
+            let inv = 1.0 / config.rope_theta.powf(2.0 * i as f32 / dims as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / inv;
+            let scaled = if wavelen > low_wavelen {
+                inv / s.factor
+            } else {
+                inv
+            };
+            let adjusted = if wavelen < high_wavelen || wavelen > low_wavelen {
+                scaled
+            } else {
+                let smooth = (old_ctx / wavelen - low) / (high - low);
+                (1.0 - smooth) * scaled / s.factor + smooth * scaled
+            };
+            1.0 / adjusted
+        })
+        .collect();
+    Ok(Array::from_slice(&periods, &[dims / 2]))
+}
+
+/// Keys and values of past positions, per layer, for incremental decoding.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Array, Array)>>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: (0..num_layers).map(|_| None).collect(),
+        }
+    }
+
+    /// Positions already cached.
+    pub fn offset(&self) -> i32 {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.shape()[2])
+    }
+}
+
+#[derive(Debug, Clone, ModuleParameters)]
+#[module(root = mlx_rs)]
+pub struct Attention {
+    #[param]
+    pub q_proj: Projection,
+    #[param]
+    pub k_proj: Projection,
+    #[param]
+    pub v_proj: Projection,
+    #[param]
+    pub o_proj: Projection,
+    pub num_heads: i32,
+    pub num_kv_heads: i32,
+    pub head_dim: i32,
+}
+
+impl Attention {
+    fn forward(
+        &mut self,
+        x: &Array,
+        rope: &Rope,
+        cache: Option<&mut Option<(Array, Array)>>,
+        offset: i32,
+    ) -> Result<Array, Exception> {
+        let (b, l) = (x.shape()[0], x.shape()[1]);
+        let heads = |a: Array, n: i32| {
+            a.reshape(&[b, l, n, self.head_dim])?
+                .transpose_axes(&[0, 2, 1, 3])
+        };
+        let q = heads(self.q_proj.forward(x)?, self.num_heads)?;
+        let k = heads(self.k_proj.forward(x)?, self.num_kv_heads)?;
+        let v = heads(self.v_proj.forward(x)?, self.num_kv_heads)?;
+        let q = rope.apply(&q, offset)?;
+        let mut k = rope.apply(&k, offset)?;
+        let mut v = v;
+        if let Some(slot) = cache {
+            if let Some((past_k, past_v)) = slot.take() {
+                k = ops::concatenate(&[past_k, k], 2)?;
+                v = ops::concatenate(&[past_v, v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
+        let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?;
+        let out =
+            out.transpose_axes(&[0, 2, 1, 3])?
+                .reshape(&[b, l, self.num_heads * self.head_dim])?;
+        self.o_proj.forward(&out)
+    }
+}
+
+#[derive(Debug, Clone, ModuleParameters)]
+#[module(root = mlx_rs)]
+pub struct Mlp {
+    #[param]
+    pub gate_proj: Projection,
+    #[param]
+    pub up_proj: Projection,
+    #[param]
+    pub down_proj: Projection,
+}
+
+impl Mlp {
+    fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
+        let gate = nn::silu(self.gate_proj.forward(x)?)?;
+        self.down_proj
+            .forward(&gate.multiply(self.up_proj.forward(x)?)?)
+    }
+}
+
+#[derive(Debug, Clone, ModuleParameters)]
+#[module(root = mlx_rs)]
+pub struct DecoderLayer {
+    #[param]
+    pub self_attn: Attention,
+    #[param]
+    pub mlp: Mlp,
+    #[param]
+    pub input_layernorm: RmsNorm,
+    #[param]
+    pub post_attention_layernorm: RmsNorm,
+}
+
+#[derive(Debug, Clone, ModuleParameters)]
+#[module(root = mlx_rs)]
+pub struct LlamaModel {
+    /// (vocab, hidden); quantized embeddings are looked up row by row.
+    #[param]
+    pub embed_tokens: Projection,
+    #[param]
+    pub layers: Vec<DecoderLayer>,
+    #[param]
+    pub norm: RmsNorm,
+}
+
+/// A Llama-family causal language model.
+#[derive(Debug, Clone, ModuleParameters)]
+#[module(root = mlx_rs)]
+pub struct Llama {
+    #[param]
+    pub model: LlamaModel,
+    /// Absent when the head is tied to the embeddings.
+    #[param]
+    pub lm_head: Option<Projection>,
+    pub config: LlamaConfig,
+    pub rope: Rope,
+}
+
+impl Llama {
+    /// Embeds token ids (B, L) into (B, L, hidden).
+    pub fn embed(&self, tokens: &Array) -> Result<Array, Exception> {
+        let e = &self.model.embed_tokens;
+        let rows = e.weight.take_axis(tokens, 0)?;
+        match (e.quantization, &*e.scales, &*e.biases) {
+            (Some(q), Some(scales), biases) => {
+                let biases = biases
+                    .as_ref()
+                    .map(|b| b.take_axis(tokens, 0))
+                    .transpose()?;
+                ops::dequantize(
+                    &rows,
+                    scales.take_axis(tokens, 0)?,
+                    biases.as_ref(),
+                    q.group_size,
+                    q.bits,
+                )
+            }
+            _ => Ok(rows),
+        }
+    }
+
+    /// Logits (B, L, vocab) for token ids (B, L), continuing from `cache`.
+    pub fn forward(
+        &mut self,
+        tokens: &Array,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Array, Exception> {
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let mut h = self.embed(tokens)?;
+        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
+            let normed = layer.input_layernorm.forward(&h)?;
+            let attn = layer.self_attn.forward(&normed, &self.rope, slot, offset)?;
+            h = h.add(&attn)?;
+            let normed = layer.post_attention_layernorm.forward(&h)?;
+            h = h.add(&layer.mlp.forward(&normed)?)?;
+        }
+        let h = self.model.norm.forward(&h)?;
+        match &mut self.lm_head {
+            Some(head) => head.forward(&h),
+            None => self.model.embed_tokens.forward(&h),
+        }
+    }
+
+    /// A cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.model.layers.len())
+    }
+
+    /// Makes every quantized weight dense (embedding and head included).
+    pub fn dequantize(&mut self) -> Result<(), Exception> {
+        for p in self.projections_mut() {
+            p.dequantize()?;
+        }
+        self.model.embed_tokens.dequantize()?;
+        if let Some(head) = &mut self.lm_head {
+            head.dequantize()?;
+        }
+        Ok(())
+    }
+
+    /// Every projection of the decoder layers.
+    pub fn projections_mut(&mut self) -> impl Iterator<Item = &mut Projection> {
+        self.model.layers.iter_mut().flat_map(|l| {
+            [
+                &mut l.self_attn.q_proj,
+                &mut l.self_attn.k_proj,
+                &mut l.self_attn.v_proj,
+                &mut l.self_attn.o_proj,
+                &mut l.mlp.gate_proj,
+                &mut l.mlp.up_proj,
+                &mut l.mlp.down_proj,
+            ]
+        })
+    }
+}

@@ -1,0 +1,81 @@
+//! Models: configuration, the architectures, and loading them from a
+//! Hugging Face folder or a GGUF file.
+
+pub mod config;
+pub mod gguf;
+pub mod llama;
+pub mod projection;
+pub mod safetensors;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use crate::chat_template::ChatTemplate;
+use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
+use llama::Llama;
+
+/// A model ready to run: weights, tokenizer and chat template.
+pub struct LoadedModel {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    pub source: PathBuf,
+}
+
+/// How to load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Turn quantized weights into dense ones (for full-precision work).
+    pub dequantize: bool,
+}
+
+/// Loads a `.gguf` file or a Hugging Face folder (config.json, safetensors,
+/// tokenizer.json).
+pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
+    let mut loaded = if path.is_dir() {
+        safetensors::load_folder(path)?
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        load_gguf(path)?
+    } else if !path.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: no such file or folder",
+            path.display()
+        )));
+    } else {
+        return Err(Error::Invalid(format!(
+            "{}: not a model: expected a .gguf file or a folder with config.json",
+            path.display()
+        )));
+    };
+    if options.dequantize {
+        loaded.model.dequantize()?;
+    }
+    Ok(loaded)
+}
+
+fn load_gguf(path: &Path) -> Result<LoadedModel> {
+    let gguf = gguf::load(path)?;
+    let tokenizer = Tokenizer::from_gguf(&gguf.vocab, path)?;
+    let chat_template = gguf
+        .chat_template
+        .as_deref()
+        .map(|t| {
+            ChatTemplate::new(
+                t,
+                tokenizer.bos_token.as_deref(),
+                tokenizer.eos_token.as_deref(),
+            )
+        })
+        .transpose()?;
+    let model = gguf.weights.into_llama(gguf.config)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+        source: path.into(),
+    })
+}

@@ -1,0 +1,121 @@
+//! A loaded set of named tensors (Hugging Face names) and the model built
+//! from it. Quantized layers follow mlx-lm's convention: `X.weight` (packed
+//! uint32), `X.scales`, `X.biases`.
+
+use std::collections::HashMap;
+
+use mlx_rs::Array;
+
+use super::config::LlamaConfig;
+use super::llama::{Attention, DecoderLayer, Llama, LlamaModel, Mlp, RmsNorm, Rope};
+use super::projection::{Projection, Quantization};
+use crate::error::{Error, Result};
+
+/// Tensors by name, with where they came from (for error messages).
+pub struct Weights {
+    pub source: String,
+    pub tensors: HashMap<String, Array>,
+    /// Group size of quantized tensors (GGUF blocks are 32 wide).
+    pub group_size: i32,
+}
+
+impl Weights {
+    fn take(&mut self, name: &str) -> Result<Array> {
+        self.tensors
+            .remove(name)
+            .ok_or_else(|| Error::Invalid(format!("{}: tensor `{name}` is missing", self.source)))
+    }
+
+    fn take_projection(&mut self, prefix: &str, bias: bool) -> Result<Projection> {
+        let weight = self.take(&format!("{prefix}.weight"))?;
+        let bias = if bias {
+            Some(self.take(&format!("{prefix}.bias"))?)
+        } else {
+            self.tensors.remove(&format!("{prefix}.bias"))
+        };
+        match self.tensors.remove(&format!("{prefix}.scales")) {
+            Some(scales) => {
+                let biases = self.take(&format!("{prefix}.biases"))?;
+                // Each group of `group_size` inputs packs into bits·group/32 words.
+                let words_per_group = weight.shape()[1] / scales.shape()[1];
+                let bits = words_per_group * 32 / self.group_size;
+                Ok(Projection::quantized(
+                    weight,
+                    scales,
+                    biases,
+                    bias,
+                    Quantization {
+                        group_size: self.group_size,
+                        bits,
+                    },
+                ))
+            }
+            None => Ok(Projection::dense(weight, bias)),
+        }
+    }
+
+    /// Builds a Llama-family model, consuming the tensors it uses.
+    pub fn into_llama(mut self, config: LlamaConfig) -> Result<Llama> {
+        let head_dim = config.head_dim();
+        let mut layers = Vec::with_capacity(config.num_hidden_layers as usize);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let self_attn = Attention {
+                q_proj: self
+                    .take_projection(&format!("{p}.self_attn.q_proj"), config.qkv_bias())?,
+                k_proj: self
+                    .take_projection(&format!("{p}.self_attn.k_proj"), config.qkv_bias())?,
+                v_proj: self
+                    .take_projection(&format!("{p}.self_attn.v_proj"), config.qkv_bias())?,
+                o_proj: self.take_projection(&format!("{p}.self_attn.o_proj"), config.o_bias())?,
+                num_heads: config.num_attention_heads,
+                num_kv_heads: config.kv_heads(),
+                head_dim,
+            };
+            let mlp = Mlp {
+                gate_proj: self.take_projection(&format!("{p}.mlp.gate_proj"), false)?,
+                up_proj: self.take_projection(&format!("{p}.mlp.up_proj"), false)?,
+                down_proj: self.take_projection(&format!("{p}.mlp.down_proj"), false)?,
+            };
+            layers.push(DecoderLayer {
+                self_attn,
+                mlp,
+                input_layernorm: RmsNorm::new(
+                    self.take(&format!("{p}.input_layernorm.weight"))?,
+                    config.rms_norm_eps,
+                ),
+                post_attention_layernorm: RmsNorm::new(
+                    self.take(&format!("{p}.post_attention_layernorm.weight"))?,
+                    config.rms_norm_eps,
+                ),
+            });
+        }
+        let embed_tokens = self.take_projection("model.embed_tokens", false)?;
+        let norm = RmsNorm::new(self.take("model.norm.weight")?, config.rms_norm_eps);
+        let has_head = self.tensors.contains_key("lm_head.weight");
+        let lm_head = if has_head && !config.tie_word_embeddings {
+            Some(self.take_projection("lm_head", false)?)
+        } else if config.tie_word_embeddings {
+            None
+        } else {
+            return Err(Error::Invalid(format!(
+                "{}: tensor `lm_head.weight` is missing and tie_word_embeddings is false",
+                self.source
+            )));
+        };
+        // Rotary caches some exporters keep are recomputed, not loaded.
+        self.tensors
+            .retain(|k, _| !k.ends_with("rotary_emb.inv_freq"));
+        let rope = Rope::from_config(&config)?;
+        Ok(Llama {
+            model: LlamaModel {
+                embed_tokens,
+                layers,
+                norm,
+            },
+            lm_head,
+            config,
+            rope,
+        })
+    }
+}

@@ -6,6 +6,7 @@
 pub mod chat_template;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod model;
 pub mod paths;

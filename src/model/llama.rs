@@ -63,9 +63,11 @@ impl Rope {
             "default" => {}
             "linear" => rope.scale = 1.0 / scaling.factor,
             "llama3" => rope.freqs = Some(llama3_periods(config, dims)?),
-            other => return Err(Error::Invalid(format!(
+            other => {
+                return Err(Error::Invalid(format!(
                 "rope_scaling type `{other}` is not supported (supported: default, linear, llama3)"
-            ))),
+            )))
+            }
         }
         Ok(rope)
     }

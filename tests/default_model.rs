@@ -1,0 +1,123 @@
+//! The bundled default model, SmolLM2-135M-Instruct, straight from its Q4_1
+//! GGUF: tokenizer, chat template, perplexity and a greedy chat answer.
+
+mod common;
+
+use std::process::Command;
+
+use finetune::chat_template::Message;
+use finetune::eval::perplexity;
+use finetune::generate::{generate, GenerateOptions};
+use finetune::model::{self, LoadOptions};
+
+const PARAGRAPH: &str = "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars \
+in Paris, France. It is named after the engineer Gustave Eiffel, whose company designed and \
+built the tower from 1887 to 1889. Locally nicknamed \"La dame de fer\", it was constructed as \
+the centrepiece of the 1889 World's Fair. Although initially criticised by some of France's \
+leading artists and intellectuals for its design, it has since become a global cultural icon \
+of France and one of the most recognisable structures in the world.";
+
+#[test]
+fn tokenizer_matches_the_gguf_vocabulary() {
+    let loaded = model::load(&common::default_model(), &LoadOptions::default()).unwrap();
+    let t = &loaded.tokenizer;
+    assert_eq!(t.vocab_size(), 49152);
+    // Special tokens are single ids, never split by BPE.
+    assert_eq!(t.encode("<|im_start|>").unwrap(), vec![1]);
+    assert_eq!(t.encode("<|im_end|>").unwrap(), vec![2]);
+    assert_eq!(t.bos_token.as_deref(), Some("<|im_start|>"));
+    assert!(t.stop_ids.contains(&2));
+    // SmolLM2 splits digits one by one.
+    let digits = t.encode("2024").unwrap();
+    assert_eq!(digits.len(), 4, "{digits:?}");
+    let text = "Héllo, wörld! Ünïcode → ok 123";
+    assert_eq!(t.decode(&t.encode(text).unwrap()).unwrap(), text);
+}
+
+#[test]
+fn chat_template_renders_chatml_with_the_default_system_prompt() {
+    let loaded = model::load(&common::default_model(), &LoadOptions::default()).unwrap();
+    let template = loaded.chat_template.expect("SmolLM2 ships a chat template");
+    let text = template
+        .render(&[Message::new("user", "Hi there")], true)
+        .unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn perplexity_on_english_prose_is_low() {
+    // With llama.cpp's q/k permutation left in, this is ~3x higher.
+    let mut loaded = model::load(&common::default_model(), &LoadOptions::default()).unwrap();
+    let ids = loaded.tokenizer.encode(PARAGRAPH).unwrap();
+    let ppl = perplexity(&mut loaded.model, &ids).unwrap();
+    eprintln!("perplexity {ppl:.3} over {} tokens", ids.len());
+    assert!(ppl > 1.0 && ppl < 20.0, "perplexity {ppl}");
+}
+
+#[test]
+fn greedy_chat_answer_names_paris() {
+    let mut loaded = model::load(&common::default_model(), &LoadOptions::default()).unwrap();
+    let prompt = loaded
+        .chat_template
+        .as_ref()
+        .unwrap()
+        .render(
+            &[Message::new("user", "What is the capital of France?")],
+            true,
+        )
+        .unwrap();
+    let ids = loaded.tokenizer.encode(&prompt).unwrap();
+    let mut streamed = String::new();
+    let options = GenerateOptions {
+        max_tokens: 24,
+        ..Default::default()
+    };
+    let result = generate(
+        &mut loaded.model,
+        &loaded.tokenizer,
+        &ids,
+        &options,
+        |piece| streamed.push_str(piece),
+    )
+    .unwrap();
+    assert!(result.text.contains("Paris"), "{}", result.text);
+    assert_eq!(
+        streamed, result.text,
+        "streamed pieces add up to the answer"
+    );
+    assert!(result.stopped, "the model ends its turn with <|im_end|>");
+}
+
+#[test]
+fn ft_generate_prints_only_the_completion() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ft"))
+        .arg("generate")
+        .arg(common::default_model())
+        .args(["--chat", "--prompt", "What is the capital of France?"])
+        .args(["--temperature", "0", "--max-tokens", "24"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("Paris"), "{stdout}");
+    assert!(!stdout.contains("<|im"), "special tokens leaked: {stdout}");
+}
+
+#[test]
+fn ft_generate_rejects_a_missing_model_with_exit_code_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ft"))
+        .args(["generate", "/no/such/model.gguf", "--prompt", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/no/such/model.gguf"), "{stderr}");
+}

@@ -51,6 +51,9 @@ enum Command {
         /// Random seed for sampling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Expand quantized weights (GGUF Q4/Q8) to dense floats before running.
+        #[arg(long)]
+        dequantize: bool,
         /// Print load time and speeds to stderr when done.
         #[arg(long)]
         stats: bool,
@@ -91,10 +94,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             temperature,
             top_p,
             seed,
+            dequantize,
             stats,
         } => {
             let start = std::time::Instant::now();
-            let mut loaded = model::load(&model, &LoadOptions::default())?;
+            let options = LoadOptions {
+                dequantize,
+                ..Default::default()
+            };
+            let mut loaded = model::load(&model, &options)?;
             let load_seconds = start.elapsed().as_secs_f64();
             let text = if chat {
                 let template = loaded.chat_template.as_ref().ok_or_else(|| {

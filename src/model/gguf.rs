@@ -258,3 +258,45 @@ impl Metadata<'_> {
             .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// llama.cpp's conversion-time permutation, for checking our inverse.
+    fn permute(t: &Array, heads: i32) -> Array {
+        let shape = t.shape().to_vec();
+        let mut split = vec![heads, 2, shape[0] / heads / 2];
+        split.extend(&shape[1..]);
+        t.reshape(&split)
+            .unwrap()
+            .swap_axes(1, 2)
+            .unwrap()
+            .reshape(&shape)
+            .unwrap()
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        let w = Array::from_iter(0..(3 * 8 * 5), &[3 * 8, 5]);
+        let back = unpermute_rows(&permute(&w, 3), 3).unwrap();
+        assert_eq!(back.as_slice::<i32>(), w.as_slice::<i32>());
+        // and it is not the identity itself
+        assert_ne!(permute(&w, 3).as_slice::<i32>(), w.as_slice::<i32>());
+    }
+
+    #[test]
+    fn gguf_names_map_to_hugging_face_names() {
+        assert_eq!(hf_name("token_embd.weight"), "model.embed_tokens.weight");
+        assert_eq!(
+            hf_name("blk.7.attn_q.scales"),
+            "model.layers.7.self_attn.q_proj.scales"
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_norm.weight"),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
+        assert_eq!(hf_name("output.weight"), "lm_head.weight");
+        assert_eq!(hf_name("output_norm.weight"), "model.norm.weight");
+    }
+}

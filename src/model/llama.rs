@@ -298,6 +298,24 @@ impl Llama {
         KvCache::new(self.model.layers.len())
     }
 
+    /// Casts every floating-point parameter (packed quantized weights stay).
+    pub fn cast_floats(&mut self, dtype: mlx_rs::Dtype) -> Result<(), Exception> {
+        use mlx_rs::module::ModuleParameters;
+        for (_, p) in self.parameters_mut().flatten() {
+            if p.dtype().is_float() && p.dtype() != dtype {
+                *p = p.as_dtype(dtype)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates every parameter (see `model::load`).
+    pub fn eval_parameters(&self) -> Result<(), Exception> {
+        use mlx_rs::module::ModuleParameters;
+        let params = self.parameters().flatten();
+        mlx_rs::transforms::eval(params.values().copied())
+    }
+
     /// Makes every quantized weight dense (embedding and head included).
     pub fn dequantize(&mut self) -> Result<(), Exception> {
         for p in self.projections_mut() {

@@ -10,6 +10,8 @@ pub mod weights;
 
 use std::path::{Path, PathBuf};
 
+use mlx_rs::Dtype;
+
 use crate::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
@@ -24,10 +26,23 @@ pub struct LoadedModel {
 }
 
 /// How to load.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Turn quantized weights into dense ones (for full-precision work).
     pub dequantize: bool,
+    /// Floating-point type of weights, scales and activations. float32 by
+    /// default: MLX's CPU backend has BLAS kernels for it, and only slow
+    /// generic loops for float16 / bfloat16.
+    pub dtype: Dtype,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dequantize: false,
+            dtype: Dtype::Float32,
+        }
+    }
 }
 
 /// Loads a `.gguf` file or a Hugging Face folder (config.json, safetensors,
@@ -51,9 +66,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
             path.display()
         )));
     };
+    loaded.model.cast_floats(options.dtype)?;
     if options.dequantize {
         loaded.model.dequantize()?;
     }
+    // Materialise the weights now: MLX is lazy, and an unevaluated
+    // transformation (GGUF's row un-permutation, dequantization) would
+    // otherwise be recomputed on every forward pass.
+    loaded.model.eval_parameters()?;
     Ok(loaded)
 }
 

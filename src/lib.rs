@@ -4,13 +4,16 @@
 //! the desktop app are its clients.
 
 pub mod chat_template;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
 pub mod generate;
+pub mod lora;
 pub mod model;
 pub mod paths;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use mlx_rs;

@@ -147,6 +147,15 @@ impl Tokenizer {
             .map_err(|e| Error::Invalid(format!("cannot tokenize: {e}")))
     }
 
+    /// Token ids with the byte range of `text` each one covers.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Invalid(format!("cannot tokenize: {e}")))?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
+    }
+
     /// Text of `ids`, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner

@@ -328,6 +328,21 @@ impl Llama {
         Ok(())
     }
 
+    /// Every projection of the decoder layers, read-only.
+    pub fn projections(&self) -> impl Iterator<Item = &Projection> {
+        self.model.layers.iter().flat_map(|l| {
+            [
+                &l.self_attn.q_proj,
+                &l.self_attn.k_proj,
+                &l.self_attn.v_proj,
+                &l.self_attn.o_proj,
+                &l.mlp.gate_proj,
+                &l.mlp.up_proj,
+                &l.mlp.down_proj,
+            ]
+        })
+    }
+
     /// Every projection of the decoder layers.
     pub fn projections_mut(&mut self) -> impl Iterator<Item = &mut Projection> {
         self.model.layers.iter_mut().flat_map(|l| {

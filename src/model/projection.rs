@@ -1,5 +1,10 @@
 //! A linear layer whose weight is dense or MLX-quantized (4/8-bit affine,
-//! as loaded from GGUF Q4_0/Q4_1/Q8_0 or made by `quantize`).
+//! as loaded from GGUF Q4_0/Q4_1/Q8_0 or made by `quantize`), with an
+//! optional low-rank adapter (LoRA) on top.
+//!
+//! The adapter's parameters are named `lora_a` (in, r) and `lora_b` (r, out)
+//! like mlx-lm's, so the flattened names of a model's trainable parameters
+//! are already mlx-lm adapter keys.
 
 use mlx_rs::{
     error::Exception,
@@ -29,6 +34,14 @@ pub struct Projection {
     #[param]
     pub biases: Param<Option<Array>>,
     pub quantization: Option<Quantization>,
+    /// LoRA down-projection (in, r); absent without an adapter.
+    #[param]
+    pub lora_a: Param<Option<Array>>,
+    /// LoRA up-projection (r, out), zero at the start of training.
+    #[param]
+    pub lora_b: Param<Option<Array>>,
+    /// The adapter's output multiplier: alpha / rank.
+    pub lora_scale: f32,
 }
 
 impl Projection {
@@ -40,6 +53,9 @@ impl Projection {
             scales: Param::new(None),
             biases: Param::new(None),
             quantization: None,
+            lora_a: Param::new(None),
+            lora_b: Param::new(None),
+            lora_scale: 0.0,
         }
     }
 
@@ -57,7 +73,43 @@ impl Projection {
             scales: Param::new(Some(scales)),
             biases: Param::new(Some(biases)),
             quantization: Some(quantization),
+            lora_a: Param::new(None),
+            lora_b: Param::new(None),
+            lora_scale: 0.0,
         }
+    }
+
+    /// Adds a LoRA adapter of `rank`: A uniform in ±1/√in, B zero, so the
+    /// layer computes exactly what it did before until B is trained.
+    pub fn add_lora(&mut self, rank: i32, scale: f32) -> Result<(), Exception> {
+        let input = self.input_dims();
+        let bound = 1.0 / (input as f32).sqrt();
+        let a = mlx_rs::random::uniform::<f32, f32>(-bound, bound, &[input, rank], None)?;
+        let b = mlx_rs::ops::zeros::<f32>(&[rank, self.output_dims()])?;
+        self.lora_a = Param::new(Some(a));
+        self.lora_b = Param::new(Some(b));
+        self.lora_scale = scale;
+        Ok(())
+    }
+
+    /// Whether an adapter is attached.
+    pub fn has_lora(&self) -> bool {
+        self.lora_a.is_some() && self.lora_b.is_some()
+    }
+
+    /// Folds the adapter into a dense weight: W + scale·(A·B)ᵀ.
+    pub fn fuse_lora(&mut self) -> Result<(), Exception> {
+        if let (Some(a), Some(b)) = (self.lora_a.value.take(), self.lora_b.value.take()) {
+            let delta = a
+                .matmul(&b)?
+                .t()
+                .multiply(Array::from_f32(self.lora_scale))?;
+            let weight = self.dense_weight()?;
+            let fused = weight.add(delta.as_dtype(weight.dtype())?)?;
+            let bias = self.bias.value.take();
+            *self = Self::dense(fused, bias);
+        }
+        Ok(())
     }
 
     /// The weight as a dense (out, in) matrix.
@@ -73,8 +125,10 @@ impl Projection {
     /// Replaces a quantized weight by its dense equivalent.
     pub fn dequantize(&mut self) -> Result<(), Exception> {
         if self.quantization.is_some() {
-            let dense = self.dense_weight()?;
-            *self = Self::dense(dense, self.bias.value.take());
+            self.weight = Param::new(self.dense_weight()?);
+            self.scales = Param::new(None);
+            self.biases = Param::new(None);
+            self.quantization = None;
         }
         Ok(())
     }
@@ -84,7 +138,10 @@ impl Projection {
         if self.quantization.is_none() {
             let (w, scales, biases) =
                 ops::quantize(&*self.weight, quantization.group_size, quantization.bits)?;
-            *self = Self::quantized(w, scales, biases, self.bias.value.take(), quantization);
+            self.weight = Param::new(w);
+            self.scales = Param::new(Some(scales));
+            self.biases = Param::new(Some(biases));
+            self.quantization = Some(quantization);
         }
         Ok(())
     }
@@ -121,9 +178,16 @@ impl Module<&Array> for Projection {
             )?,
             _ => x.matmul(self.weight.t())?,
         };
-        match &*self.bias {
-            Some(b) => y.add(b),
-            None => Ok(y),
+        let y = match &*self.bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        };
+        match (&*self.lora_a, &*self.lora_b) {
+            (Some(a), Some(b)) => {
+                let update = x.matmul(a)?.matmul(b)?;
+                y.add(update.multiply(Array::from_f32(self.lora_scale))?)
+            }
+            _ => Ok(y),
         }
     }
 

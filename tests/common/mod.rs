@@ -80,7 +80,11 @@ pub fn write_tokenizer(dir: &Path) -> usize {
 }
 
 fn random(shape: &[i32]) -> Array {
-    mlx_rs::random::normal::<f32>(shape, None, 0.02, None).unwrap()
+    random_std(shape, 0.02)
+}
+
+fn random_std(shape: &[i32], std: f32) -> Array {
+    mlx_rs::random::normal::<f32>(shape, None, std, None).unwrap()
 }
 
 impl TinyModel {
@@ -115,7 +119,10 @@ impl TinyModel {
             Array::ones::<f32>(&[self.hidden]).unwrap(),
         );
         if !self.tie_word_embeddings {
-            t.insert("lm_head.weight".into(), random(&[vocab, self.hidden]));
+            t.insert(
+                "lm_head.weight".into(),
+                random_std(&[vocab, self.hidden], 0.3),
+            );
         }
         let qkv_bias = self.model_type == "qwen2";
         for i in 0..self.layers {

@@ -1,0 +1,220 @@
+//! Low-rank adapters: which layers get one, and the mlx-lm adapter format.
+//!
+//! `alpha` follows PEFT: the adapter's output is scaled by `alpha / rank`
+//! (mlx-lm instead takes that product directly as `scale`; FineTune writes
+//! both so either tool reads the same number).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use mlx_rs::module::{ModuleParameters, Parameter};
+use mlx_rs::Array;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::llama::Llama;
+
+/// The projections adapters can target.
+pub const ALL_TARGETS: &[&str] = &[
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// Where and how big the adapters are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraConfig {
+    pub rank: i32,
+    pub alpha: f32,
+    pub dropout: f32,
+    /// Projection names (default: every attention and MLP projection).
+    pub targets: Vec<String>,
+    /// Adapt only the last N layers (all when absent).
+    pub num_layers: Option<usize>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            targets: ALL_TARGETS.iter().map(|s| s.to_string()).collect(),
+            num_layers: None,
+        }
+    }
+}
+
+impl LoraConfig {
+    pub fn scale(&self) -> f32 {
+        self.alpha / self.rank as f32
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.rank <= 0 {
+            return Err(Error::Invalid(format!(
+                "lora rank must be positive, got {}",
+                self.rank
+            )));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Invalid(format!(
+                "lora dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
+        }
+        if let Some(bad) = self
+            .targets
+            .iter()
+            .find(|t| !ALL_TARGETS.contains(&t.as_str()))
+        {
+            return Err(Error::Invalid(format!(
+                "unknown LoRA target `{bad}`; choose from {}",
+                ALL_TARGETS.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Freezes the model and attaches trainable adapters; returns how many
+/// parameters are trainable.
+pub fn apply(model: &mut Llama, config: &LoraConfig) -> Result<usize> {
+    config.validate()?;
+    model.freeze_parameters(true);
+    let layers = model.model.layers.len();
+    let first = layers - config.num_layers.unwrap_or(layers).min(layers);
+    for layer in &mut model.model.layers[first..] {
+        let attn = &mut layer.self_attn;
+        let mlp = &mut layer.mlp;
+        for (name, projection) in [
+            ("q_proj", &mut attn.q_proj),
+            ("k_proj", &mut attn.k_proj),
+            ("v_proj", &mut attn.v_proj),
+            ("o_proj", &mut attn.o_proj),
+            ("gate_proj", &mut mlp.gate_proj),
+            ("up_proj", &mut mlp.up_proj),
+            ("down_proj", &mut mlp.down_proj),
+        ] {
+            if config.targets.iter().any(|t| t == name) {
+                projection.add_lora(config.rank, config.scale())?;
+                projection.lora_a.unfreeze(false);
+                projection.lora_b.unfreeze(false);
+            }
+        }
+    }
+    Ok(trainable_count(model))
+}
+
+/// Number of trainable scalars.
+pub fn trainable_count(model: &Llama) -> usize {
+    model
+        .trainable_parameters()
+        .flatten()
+        .values()
+        .map(|a| a.size())
+        .sum()
+}
+
+/// Number of scalars in the model (quantized weights counted unpacked).
+pub fn total_count(model: &Llama) -> usize {
+    let mut total = 0;
+    for (name, array) in model.parameters().flatten() {
+        if name.ends_with(".scales") || name.ends_with(".biases") {
+            continue;
+        }
+        total += array.size();
+    }
+    let packed: usize = model
+        .projections()
+        .filter_map(|p| {
+            p.quantization
+                .map(|q| p.weight.size() * (32 / q.bits as usize - 1))
+        })
+        .sum();
+    total + packed
+}
+
+/// mlx-lm's `adapter_config.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdapterConfig {
+    pub fine_tune_type: String,
+    pub num_layers: usize,
+    pub lora_parameters: LoraParameters,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoraParameters {
+    pub rank: i32,
+    pub scale: f32,
+    pub dropout: f32,
+    pub keys: Vec<String>,
+    /// FineTune's own record of alpha (mlx-lm ignores it).
+    #[serde(default)]
+    pub alpha: Option<f32>,
+}
+
+/// Writes `adapters.safetensors` + `adapter_config.json` (mlx-lm's format)
+/// into `dir`, each through a temporary file and a rename.
+pub fn save_mlx_adapters(model: &Llama, config: &LoraConfig, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.into(),
+        source,
+    })?;
+    let weights: HashMap<String, Array> = model
+        .trainable_parameters()
+        .flatten()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let tmp = dir.join("adapters.tmp.safetensors");
+    Array::save_safetensors(&weights, None, &tmp)
+        .map_err(|e| Error::Invalid(format!("{}: cannot write adapters: {e}", tmp.display())))?;
+    rename(&tmp, &dir.join("adapters.safetensors"))?;
+
+    let layers = model.model.layers.len();
+    let adapter_config = AdapterConfig {
+        fine_tune_type: "lora".into(),
+        num_layers: config.num_layers.unwrap_or(layers).min(layers),
+        lora_parameters: LoraParameters {
+            rank: config.rank,
+            scale: config.scale(),
+            dropout: config.dropout,
+            keys: config.targets.iter().map(|t| qualified_key(t)).collect(),
+            alpha: Some(config.alpha),
+        },
+    };
+    let json = serde_json::to_string_pretty(&adapter_config).expect("serializable");
+    write_atomic(&dir.join("adapter_config.json"), json.as_bytes())
+}
+
+/// mlx-lm names keys by their path inside a layer.
+fn qualified_key(target: &str) -> String {
+    match target {
+        "q_proj" | "k_proj" | "v_proj" | "o_proj" => format!("self_attn.{target}"),
+        _ => format!("mlp.{target}"),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// crash never leaves a half-written file behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|source| Error::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    rename(&tmp, path)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|source| Error::Io {
+        path: to.into(),
+        source,
+    })
+}

@@ -1,0 +1,65 @@
+//! The one event type the trainer emits; the CLI renders it, the app
+//! forwards it to the window, `events.jsonl` records it.
+
+use serde::{Deserialize, Serialize};
+
+use super::trainer::TrainSummary;
+
+/// Something that happened during training. Every number is measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TrainEvent {
+    Started {
+        total_steps: usize,
+        steps_per_epoch: usize,
+        train_examples: usize,
+        valid_examples: usize,
+        trainable_parameters: usize,
+        total_parameters: usize,
+    },
+    Step {
+        step: usize,
+        epoch: f64,
+        loss: f32,
+        learning_rate: f32,
+        grad_norm: f32,
+        /// Tokens the loss was computed on, since the start.
+        trained_tokens: usize,
+        tokens_per_second: f64,
+        elapsed_seconds: f64,
+        eta_seconds: f64,
+        mlx_active_bytes: usize,
+        mlx_peak_bytes: usize,
+        system_available_bytes: u64,
+    },
+    Eval {
+        step: usize,
+        val_loss: f32,
+        best: bool,
+    },
+    Checkpoint {
+        step: usize,
+        path: String,
+    },
+    Finished {
+        summary: TrainSummary,
+    },
+    Stopped {
+        step: usize,
+        reason: String,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// Receives events; called on the training thread, so keep it quick.
+pub trait Observer {
+    fn on_event(&mut self, event: &TrainEvent);
+}
+
+impl<F: FnMut(&TrainEvent)> Observer for F {
+    fn on_event(&mut self, event: &TrainEvent) {
+        self(event)
+    }
+}

@@ -1,0 +1,12 @@
+//! Training: configuration, batches, the learning-rate schedule, events, and
+//! the loop that runs LoRA fine-tuning on its own thread.
+
+pub mod batches;
+pub mod config;
+pub mod events;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use events::{Observer, TrainEvent};
+pub use trainer::{train, TrainControl, TrainSummary};

@@ -1,0 +1,391 @@
+//! The training loop: LoRA on a frozen base, masked cross-entropy
+//! normalised by the number of trained tokens, AdamW, a schedule, clipping,
+//! periodic validation, events, and pause / cancel from another thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlx_rs::error::Exception;
+use mlx_rs::module::ModuleParameters;
+use mlx_rs::optimizers::{clip_grad_norm, AdamW, Optimizer};
+use mlx_rs::{nn, Array};
+use serde::{Deserialize, Serialize};
+
+use super::batches::{epoch_order, length_sorted_groups, make_batch, Batch};
+use super::config::TrainConfig;
+use super::events::{Observer, TrainEvent};
+use super::schedule::Schedule;
+use crate::data::{read_records, tokenize_record, Example};
+use crate::error::{Error, Result};
+use crate::eval::token_nll;
+use crate::lora;
+use crate::model::{self, llama::Llama, LoadOptions};
+
+/// Run state shared with the thread that controls training.
+#[derive(Debug, Clone, Default)]
+pub struct TrainControl(Arc<AtomicU8>);
+
+const RUNNING: u8 = 0;
+const PAUSED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+impl TrainControl {
+    pub fn pause(&self) {
+        let _ = self
+            .0
+            .compare_exchange(RUNNING, PAUSED, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    pub fn resume(&self) {
+        let _ = self
+            .0
+            .compare_exchange(PAUSED, RUNNING, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    pub fn cancel(&self) {
+        self.0.store(CANCELLED, Ordering::SeqCst);
+    }
+    fn state(&self) -> u8 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How a run ended, with what it measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub final_loss: Option<f32>,
+    pub best_val_loss: Option<f32>,
+    pub trained_tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+    pub peak_memory_bytes: usize,
+    pub adapter_dir: PathBuf,
+}
+
+/// Loads the model and data of `config`, trains, writes the adapters, and
+/// reports through `observer`. Runs on the calling thread.
+pub fn train(
+    config: &TrainConfig,
+    observer: &mut dyn Observer,
+    control: &TrainControl,
+) -> Result<TrainSummary> {
+    match run(config, observer, control) {
+        Ok(summary) => Ok(summary),
+        Err(e) => {
+            observer.on_event(&TrainEvent::Failed {
+                error: e.to_string(),
+            });
+            Err(e)
+        }
+    }
+}
+
+fn run(
+    config: &TrainConfig,
+    observer: &mut dyn Observer,
+    control: &TrainControl,
+) -> Result<TrainSummary> {
+    if config.batch_size == 0 {
+        return Err(Error::Invalid("batch_size must be at least 1".into()));
+    }
+    mlx_rs::random::seed(config.seed)?;
+    let mut loaded = model::load(&config.model, &LoadOptions::default())?;
+    let train_set = load_examples(&config.data, config, &loaded)?;
+    let valid_path = config.valid.clone().or_else(|| {
+        let beside = if config.data.is_dir() {
+            config.data.join("valid.jsonl")
+        } else {
+            config.data.with_file_name("valid.jsonl")
+        };
+        (beside.exists() && beside != config.data).then_some(beside)
+    });
+    let valid_set = match &valid_path {
+        Some(p) => load_examples(p, config, &loaded)?,
+        None => Vec::new(),
+    };
+
+    let groups = length_sorted_groups(&train_set, config.batch_size);
+    if groups.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: {} usable examples, fewer than batch_size {}",
+            config.data.display(),
+            train_set.len(),
+            config.batch_size
+        )));
+    }
+    let steps_per_epoch = groups.len();
+    let total_steps = config
+        .iters
+        .unwrap_or_else(|| ((config.epochs * steps_per_epoch as f64).ceil() as usize).max(1));
+
+    let model = &mut loaded.model;
+    let trainable = lora::apply(model, &config.lora)?;
+    let total_parameters = lora::total_count(model);
+    observer.on_event(&TrainEvent::Started {
+        total_steps,
+        steps_per_epoch,
+        train_examples: train_set.len(),
+        valid_examples: valid_set.len(),
+        trainable_parameters: trainable,
+        total_parameters,
+    });
+
+    let schedule = Schedule {
+        kind: config.schedule,
+        peak: config.learning_rate,
+        warmup_steps: config.warmup_steps,
+        total_steps,
+        final_fraction: 0.0,
+    };
+    let mut optimizer = AdamW::new(config.learning_rate);
+    optimizer.weight_decay = Array::from_f32(config.weight_decay);
+    let mut step_fn = nn::value_and_grad(loss_fn);
+    let pad = loaded
+        .tokenizer
+        .eos_token
+        .as_deref()
+        .and_then(|t| loaded.tokenizer.token_to_id(t))
+        .unwrap_or(0);
+
+    mlx_rs::memory::reset_peak_memory()?;
+    let start = Instant::now();
+    let mut paused = Duration::ZERO;
+    let mut trained_tokens = 0usize;
+    let mut window = (0.0f64, 0usize, 0usize); // loss·tokens, tokens, steps since the last report
+    let mut last_loss = None;
+    let mut best_val: Option<f32> = None;
+    let mut order = epoch_order(groups.len(), config.seed, 0);
+
+    for step in 0..total_steps {
+        // Pause / cancel between steps.
+        if control.state() == PAUSED {
+            let since = Instant::now();
+            while control.state() == PAUSED {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            paused += since.elapsed();
+        }
+        if control.state() == CANCELLED {
+            lora::save_mlx_adapters(model, &config.lora, &config.output)?;
+            observer.on_event(&TrainEvent::Stopped {
+                step,
+                reason: "cancelled".into(),
+            });
+            return Ok(summary(
+                step,
+                last_loss,
+                best_val,
+                trained_tokens,
+                start,
+                paused,
+                &config.output,
+            ));
+        }
+        let epoch = step / steps_per_epoch;
+        if step % steps_per_epoch == 0 && step > 0 {
+            order = epoch_order(groups.len(), config.seed, epoch);
+        }
+        let batch = make_batch(&train_set, &groups[order[step % steps_per_epoch]], pad);
+        let lr = schedule.at(step);
+        optimizer.lr = Array::from_f32(lr);
+
+        let (loss, grads) = step_fn(model, (&batch.inputs, &batch.targets, &batch.mask))?;
+        let (grads, grad_norm) = match config.max_grad_norm {
+            Some(max) => {
+                let (clipped, norm) = clip_grad_norm(&grads, max)?;
+                let owned: HashMap<Rc<str>, Array> = clipped
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_owned()))
+                    .collect();
+                (owned, norm)
+            }
+            None => {
+                let norm = global_norm(&grads)?;
+                (grads, norm)
+            }
+        };
+        optimizer.update(model, &grads)?;
+        let mut to_eval: Vec<&Array> = vec![&loss];
+        let params = model.trainable_parameters().flatten();
+        to_eval.extend(params.values().copied());
+        to_eval.extend(optimizer.state.values().flat_map(|(m, v)| [m, v]));
+        mlx_rs::transforms::eval(to_eval)?;
+
+        let loss_value: f32 = loss.item_exact();
+        if !loss_value.is_finite() {
+            return Err(Error::Invalid(format!(
+                "the loss became {loss_value} at step {}: lower the learning rate",
+                step + 1
+            )));
+        }
+        last_loss = Some(loss_value);
+        trained_tokens += batch.trained_tokens;
+        window.0 += loss_value as f64 * batch.trained_tokens as f64;
+        window.1 += batch.trained_tokens;
+        window.2 += 1;
+
+        let done = step + 1;
+        if done % config.steps_per_report.max(1) == 0 || done == total_steps {
+            let elapsed = (start.elapsed() - paused).as_secs_f64();
+            let tokens_per_second = trained_tokens as f64 / elapsed.max(1e-9);
+            observer.on_event(&TrainEvent::Step {
+                step: done,
+                epoch: done as f64 / steps_per_epoch as f64,
+                loss: (window.0 / window.1.max(1) as f64) as f32,
+                learning_rate: lr,
+                grad_norm,
+                trained_tokens,
+                tokens_per_second,
+                elapsed_seconds: elapsed,
+                eta_seconds: elapsed / done as f64 * (total_steps - done) as f64,
+                mlx_active_bytes: mlx_rs::memory::active_memory()?,
+                mlx_peak_bytes: mlx_rs::memory::peak_memory()?,
+                system_available_bytes: system_available(),
+            });
+            window = (0.0, 0, 0);
+        }
+        let eval_now =
+            (config.steps_per_eval > 0 && done % config.steps_per_eval == 0) || done == total_steps;
+        if eval_now && !valid_set.is_empty() {
+            let val_loss = evaluate(model, &valid_set, config, pad)?;
+            let best = best_val.is_none_or(|b| val_loss < b);
+            if best {
+                best_val = Some(val_loss);
+            }
+            observer.on_event(&TrainEvent::Eval {
+                step: done,
+                val_loss,
+                best,
+            });
+        }
+    }
+
+    lora::save_mlx_adapters(model, &config.lora, &config.output)?;
+    observer.on_event(&TrainEvent::Checkpoint {
+        step: total_steps,
+        path: config.output.display().to_string(),
+    });
+    let summary = summary(
+        total_steps,
+        last_loss,
+        best_val,
+        trained_tokens,
+        start,
+        paused,
+        &config.output,
+    );
+    observer.on_event(&TrainEvent::Finished {
+        summary: summary.clone(),
+    });
+    Ok(summary)
+}
+
+/// Mean cross-entropy over the masked (trained) tokens.
+fn loss_fn(
+    model: &mut Llama,
+    (inputs, targets, mask): (&Array, &Array, &Array),
+) -> Result<Array, Exception> {
+    let logits = model.forward(inputs, None)?;
+    let nll = token_nll(&logits, targets)?;
+    let count = mlx_rs::ops::maximum(mask.sum(None)?, Array::from_f32(1.0))?;
+    nll.multiply(mask)?.sum(None)?.divide(count)
+}
+
+/// Token-weighted mean validation loss.
+fn evaluate(
+    model: &mut Llama,
+    examples: &[Example],
+    config: &TrainConfig,
+    pad: u32,
+) -> Result<f32> {
+    let groups = length_sorted_groups(examples, config.batch_size.min(examples.len()).max(1));
+    let take = if config.val_batches == 0 {
+        groups.len()
+    } else {
+        config.val_batches.min(groups.len())
+    };
+    let (mut total, mut tokens) = (0.0f64, 0usize);
+    for group in groups.iter().take(take) {
+        let Batch {
+            inputs,
+            targets,
+            mask,
+            trained_tokens,
+        } = make_batch(examples, group, pad);
+        let loss: f32 = loss_fn(model, (&inputs, &targets, &mask))?.item_exact();
+        total += loss as f64 * trained_tokens as f64;
+        tokens += trained_tokens;
+    }
+    Ok((total / tokens.max(1) as f64) as f32)
+}
+
+fn global_norm(grads: &HashMap<Rc<str>, Array>) -> Result<f32> {
+    let mut sum = Array::from_f32(0.0);
+    for g in grads.values() {
+        sum = sum.add(g.square()?.sum(None)?)?;
+    }
+    Ok(sum.sqrt()?.item_exact())
+}
+
+fn load_examples(
+    path: &Path,
+    config: &TrainConfig,
+    loaded: &model::LoadedModel,
+) -> Result<Vec<Example>> {
+    let records = read_records(path)?;
+    let source = if path.is_dir() {
+        path.join("train.jsonl")
+    } else {
+        path.to_path_buf()
+    };
+    let mut examples = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let example = tokenize_record(
+            record,
+            loaded.chat_template.as_ref(),
+            &loaded.tokenizer,
+            config.mask_policy(),
+            config.max_length,
+        )
+        .map_err(|e| Error::Invalid(format!("{}: record {}: {e}", source.display(), i + 1)))?;
+        // An example with nothing left to learn after truncation teaches nothing.
+        if example.trained_tokens() > 0 && example.tokens.len() > 1 {
+            examples.push(example);
+        }
+    }
+    Ok(examples)
+}
+
+fn system_available() -> u64 {
+    sysinfo::System::new()
+        .map(|mut s| {
+            s.refresh_memory();
+            s.available_memory()
+        })
+        .unwrap_or(0)
+}
+
+fn summary(
+    steps: usize,
+    final_loss: Option<f32>,
+    best_val_loss: Option<f32>,
+    trained_tokens: usize,
+    start: Instant,
+    paused: Duration,
+    dir: &Path,
+) -> TrainSummary {
+    let seconds = (start.elapsed() - paused).as_secs_f64();
+    TrainSummary {
+        steps,
+        final_loss,
+        best_val_loss,
+        trained_tokens,
+        seconds,
+        tokens_per_second: trained_tokens as f64 / seconds.max(1e-9),
+        peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
+        adapter_dir: dir.into(),
+    }
+}

@@ -1,0 +1,204 @@
+//! LoRA training end to end on a tiny random model and a small chat dataset
+//! written by the test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::TinyModel;
+use finetune::data::{read_records, tokenize_record, MaskPolicy};
+use finetune::eval::token_nll;
+use finetune::model::{self, LoadOptions};
+use finetune::train::batches::make_batch;
+use finetune::train::{train, TrainConfig, TrainControl, TrainEvent};
+
+fn write_chat_data(dir: &Path, n: usize) -> PathBuf {
+    let mut lines = String::new();
+    for i in 0..n {
+        let record = serde_json::json!({"messages": [
+            {"role": "user", "content": format!("hello {}", i % 3)},
+            {"role": "assistant", "content": "well hello"},
+        ]});
+        lines.push_str(&record.to_string());
+        lines.push('\n');
+    }
+    let path = dir.join("train.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+fn config(tmp: &Path, iters: usize) -> TrainConfig {
+    let model = TinyModel::default().write(tmp);
+    let data = write_chat_data(tmp, 8);
+    TrainConfig {
+        model,
+        data,
+        output: tmp.join("adapters"),
+        iters: Some(iters),
+        batch_size: 4,
+        learning_rate: 1e-2,
+        max_length: 64,
+        steps_per_report: 1,
+        seed: 3,
+        ..Default::default()
+    }
+}
+
+fn run(config: &TrainConfig) -> Vec<TrainEvent> {
+    let mut events = Vec::new();
+    let mut observer = |e: &TrainEvent| events.push(e.clone());
+    train(config, &mut observer, &TrainControl::default()).unwrap();
+    events
+}
+
+fn step_losses(events: &[TrainEvent]) -> Vec<f32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step { loss, .. } => Some(*loss),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn loss_falls_when_overfitting_a_tiny_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let events = run(&config(tmp.path(), 30));
+    let losses = step_losses(&events);
+    assert_eq!(losses.len(), 30);
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    assert!(last < first * 0.5, "loss {first} -> {last}");
+    assert!(matches!(
+        events.first(),
+        Some(TrainEvent::Started {
+            total_steps: 30,
+            ..
+        })
+    ));
+    assert!(matches!(events.last(), Some(TrainEvent::Finished { .. })));
+}
+
+#[test]
+fn first_step_loss_is_the_base_models_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 1);
+    cfg.batch_size = 8; // one batch holding every example
+    let events = run(&cfg);
+    let reported = step_losses(&events)[0];
+
+    let loaded = model::load(&cfg.model, &LoadOptions::default()).unwrap();
+    let examples: Vec<_> = read_records(&cfg.data)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            tokenize_record(
+                r,
+                loaded.chat_template.as_ref(),
+                &loaded.tokenizer,
+                MaskPolicy::Completions,
+                64,
+            )
+            .unwrap()
+        })
+        .collect();
+    let pad = loaded.tokenizer.token_to_id("<|im_end|>").unwrap();
+    let batch = make_batch(&examples, &(0..8).collect::<Vec<_>>(), pad);
+    let mut base = loaded.model;
+    let logits = base.forward(&batch.inputs, None).unwrap();
+    let nll = token_nll(&logits, &batch.targets).unwrap();
+    let total: f32 = nll
+        .multiply(&batch.mask)
+        .unwrap()
+        .sum(None)
+        .unwrap()
+        .item_exact();
+    let expected = total / batch.trained_tokens as f32;
+    assert!(
+        (reported - expected).abs() < 1e-4,
+        "{reported} vs {expected}"
+    );
+}
+
+#[test]
+fn adapters_are_written_in_mlx_lm_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 2);
+    cfg.lora.rank = 4;
+    cfg.lora.alpha = 8.0;
+    run(&cfg);
+    let weights =
+        finetune::mlx_rs::Array::load_safetensors(cfg.output.join("adapters.safetensors")).unwrap();
+    // 2 layers x 7 projections x (A, B)
+    assert_eq!(weights.len(), 28);
+    let a = &weights["model.layers.0.self_attn.q_proj.lora_a"];
+    let b = &weights["model.layers.0.self_attn.q_proj.lora_b"];
+    assert_eq!(a.shape(), &[64, 4], "lora_a is (in, r)");
+    assert_eq!(b.shape(), &[4, 64], "lora_b is (r, out)");
+    assert_eq!(
+        weights["model.layers.1.mlp.down_proj.lora_a"].shape(),
+        &[128, 4]
+    );
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cfg.output.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["fine_tune_type"], "lora");
+    assert_eq!(config["num_layers"], 2);
+    assert_eq!(config["lora_parameters"]["rank"], 4);
+    assert_eq!(config["lora_parameters"]["scale"], 2.0);
+    assert!(!cfg.output.join("adapters.tmp.safetensors").exists());
+}
+
+#[test]
+fn trainable_parameters_are_reported_against_the_total() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 1);
+    cfg.lora.num_layers = Some(1);
+    cfg.lora.targets = vec!["q_proj".into(), "v_proj".into()];
+    cfg.lora.rank = 2;
+    let events = run(&cfg);
+    let Some(TrainEvent::Started {
+        trainable_parameters,
+        total_parameters,
+        ..
+    }) = events.first()
+    else {
+        panic!("no Started event");
+    };
+    // q: (64x2 + 2x64), v: (64x2 + 2x32) in the last layer only.
+    assert_eq!(*trainable_parameters, 64 * 2 + 2 * 64 + 64 * 2 + 2 * 32);
+    assert!(*total_parameters > *trainable_parameters * 50);
+}
+
+#[test]
+fn cancelling_stops_cleanly_and_keeps_the_adapters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 50);
+    let control = TrainControl::default();
+    control.cancel();
+    let mut events = Vec::new();
+    let mut observer = |e: &TrainEvent| events.push(e.clone());
+    let summary = train(&cfg, &mut observer, &control).unwrap();
+    assert_eq!(summary.steps, 0);
+    assert!(matches!(
+        events.last(),
+        Some(TrainEvent::Stopped { step: 0, .. })
+    ));
+    assert!(cfg.output.join("adapters.safetensors").exists());
+}
+
+#[test]
+fn bad_records_name_the_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 1);
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"messages\": []}\n{\"text\": \"ok\"}\n{not json}\n").unwrap();
+    cfg.data = bad;
+    let mut observer = |_: &TrainEvent| {};
+    let err = train(&cfg, &mut observer, &TrainControl::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad.jsonl:1"), "{err}");
+    assert!(err.contains("no assistant message"), "{err}");
+}

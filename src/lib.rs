@@ -12,6 +12,7 @@ pub mod generate;
 pub mod lora;
 pub mod model;
 pub mod paths;
+pub mod runs;
 pub mod tokenizer;
 pub mod train;
 

@@ -121,23 +121,26 @@ pub fn trainable_count(model: &Llama) -> usize {
         .sum()
 }
 
-/// Number of scalars in the model (quantized weights counted unpacked).
+/// Number of scalars in the base model, quantized weights counted as the
+/// dense matrices they stand for (adapters excluded).
 pub fn total_count(model: &Llama) -> usize {
-    let mut total = 0;
-    for (name, array) in model.parameters().flatten() {
-        if name.ends_with(".scales") || name.ends_with(".biases") {
-            continue;
-        }
-        total += array.size();
-    }
-    let packed: usize = model
+    let norms: usize = model
+        .model
+        .layers
+        .iter()
+        .map(|l| l.input_layernorm.weight.size() + l.post_attention_layernorm.weight.size())
+        .sum::<usize>()
+        + model.model.norm.weight.size();
+    let projections: usize = model
         .projections()
-        .filter_map(|p| {
-            p.quantization
-                .map(|q| p.weight.size() * (32 / q.bits as usize - 1))
+        .chain(std::iter::once(&model.model.embed_tokens))
+        .chain(model.lm_head.as_ref())
+        .map(|p| {
+            let bias = p.bias.value.as_ref().map_or(0, |b| b.size());
+            (p.output_dims() * p.input_dims()) as usize + bias
         })
         .sum();
-    total + packed
+    norms + projections
 }
 
 /// mlx-lm's `adapter_config.json`.

@@ -14,6 +14,9 @@ use tokenizers::AddedToken;
 use crate::error::{Error, Result};
 use crate::model::gguf::GgufVocab;
 
+/// A half-open byte range `start..end` of a text.
+pub type ByteSpan = (usize, usize);
+
 /// A tokenizer with the special tokens a chat template needs.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -148,7 +151,7 @@ impl Tokenizer {
     }
 
     /// Token ids with the byte range of `text` each one covers.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<ByteSpan>)> {
         let encoding = self
             .inner
             .encode(text, false)

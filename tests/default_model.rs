@@ -121,3 +121,10 @@ fn ft_generate_rejects_a_missing_model_with_exit_code_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/no/such/model.gguf"), "{stderr}");
 }
+
+#[test]
+fn parameter_count_matches_the_published_size() {
+    let loaded = model::load(&common::default_model(), &LoadOptions::default()).unwrap();
+    // SmolLM2-135M: 134,515,008 parameters (tied head), whether quantized or not.
+    assert_eq!(finetune::lora::total_count(&loaded.model), 134_515_008);
+}

@@ -202,3 +202,76 @@ fn bad_records_name_the_file_and_line() {
     assert!(err.contains("bad.jsonl:1"), "{err}");
     assert!(err.contains("no assistant message"), "{err}");
 }
+
+#[test]
+fn ft_train_start_records_a_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = TinyModel::default().write(tmp.path());
+    let data = write_chat_data(tmp.path(), 8);
+    let runs = tmp.path().join("runs");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ft"))
+        .args(["train", "start"])
+        .arg(&model)
+        .arg(&data)
+        .args([
+            "--iters",
+            "3",
+            "--batch-size",
+            "2",
+            "--lora-rank",
+            "4",
+            "--json",
+        ])
+        .arg("--runs-dir")
+        .arg(&runs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // stdout carries one JSON event per line.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let printed: Vec<TrainEvent> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(matches!(printed.last(), Some(TrainEvent::Finished { .. })));
+
+    let listed = finetune::runs::list(&runs).unwrap();
+    assert_eq!(listed.len(), 1);
+    let run = &listed[0];
+    assert_eq!(
+        run.read_events().unwrap(),
+        printed,
+        "events.jsonl records what was printed"
+    );
+    let config = run.read_config().unwrap();
+    assert_eq!(config.iters, Some(3));
+    assert_eq!(config.lora.rank, 4);
+    assert_eq!(config.output, run.adapters_dir());
+    assert!(run.adapters_dir().join("adapters.safetensors").exists());
+}
+
+#[test]
+fn ft_train_rejects_a_bad_dataset_with_exit_code_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = TinyModel::default().write(tmp.path());
+    let data = tmp.path().join("broken.jsonl");
+    std::fs::write(&data, "{\"messages\": [{\"role\": \"user\"}]}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ft"))
+        .args(["train", "quick"])
+        .arg(&model)
+        .arg(&data)
+        .arg("--runs-dir")
+        .arg(tmp.path().join("runs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("broken.jsonl:1") && stderr.contains("messages[0]"),
+        "{stderr}"
+    );
+}

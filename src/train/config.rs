@@ -31,6 +31,10 @@ pub struct TrainConfig {
     pub max_grad_norm: Option<f32>,
     pub weight_decay: f32,
     pub lora: LoraConfig,
+    /// Keep a quantized base (GGUF Q4/Q8) quantized while training (QLoRA).
+    /// Off by default: on the CPU, MLX's dense float32 kernels are far faster
+    /// than its quantized ones.
+    pub quantized_base: bool,
     #[serde(skip)]
     pub mask: MaskPolicy,
     /// Learn every token instead of the assistant's / completion's only.
@@ -60,6 +64,7 @@ impl Default for TrainConfig {
             max_grad_norm: Some(1.0),
             weight_decay: 0.0,
             lora: LoraConfig::default(),
+            quantized_base: false,
             mask: MaskPolicy::Completions,
             train_on_prompt: false,
             seed: 0,

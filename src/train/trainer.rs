@@ -92,7 +92,11 @@ fn run(
         return Err(Error::Invalid("batch_size must be at least 1".into()));
     }
     mlx_rs::random::seed(config.seed)?;
-    let mut loaded = model::load(&config.model, &LoadOptions::default())?;
+    let load_options = LoadOptions {
+        dequantize: !config.quantized_base,
+        ..LoadOptions::default()
+    };
+    let mut loaded = model::load(&config.model, &load_options)?;
     let train_set = load_examples(&config.data, config, &loaded)?;
     let valid_path = config.valid.clone().or_else(|| {
         let beside = if config.data.is_dir() {

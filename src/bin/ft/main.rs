@@ -1,5 +1,8 @@
 //! `ft`: FineTune's command line.
 
+mod progress;
+mod train;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +32,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fine-tune a model on a dataset.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
     /// Continue a prompt with a model; prints only the completion.
     Generate {
         /// A .gguf file or a Hugging Face model folder.
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Train(command) => train::run(command)?,
         Command::Device { json } => {
             let report = DeviceReport::collect()?;
             if json {

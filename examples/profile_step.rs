@@ -1,0 +1,121 @@
+//! Where the time of one LoRA training step goes on this machine: times the
+//! forward pass, forward + backward, and the main operations at the shapes
+//! of SmolLM2-135M with batch × length tokens.
+//!
+//! cargo run --release --example profile_step -- [MODEL] [BATCH] [LENGTH]
+
+use std::time::Instant;
+
+use finetune::eval::token_nll;
+use finetune::lora::{self, LoraConfig};
+use finetune::mlx_rs::{self, fast, nn, Array};
+use finetune::model::{self, llama::Llama, LoadOptions};
+
+fn time<T>(label: &str, runs: usize, mut f: impl FnMut() -> T) -> f64 {
+    f(); // warm-up
+    let start = Instant::now();
+    for _ in 0..runs {
+        f();
+    }
+    let ms = start.elapsed().as_secs_f64() * 1000.0 / runs as f64;
+    println!("{label:<44} {ms:>9.1} ms");
+    ms
+}
+
+fn eval(a: &Array) {
+    a.eval().unwrap();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| finetune::paths::default_model().display().to_string());
+    let batch: i32 = args.get(2).map_or(4, |v| v.parse().unwrap());
+    let length: i32 = args.get(3).map_or(256, |v| v.parse().unwrap());
+    let options = LoadOptions {
+        dequantize: true,
+        ..Default::default()
+    };
+    let mut loaded = model::load(path.as_ref(), &options).unwrap();
+    let m = &mut loaded.model;
+    lora::apply(m, &LoraConfig::default()).unwrap();
+    let cfg = m.config.clone();
+    let (h, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let n = batch * length;
+    println!("batch {batch} x length {length} = {n} tokens; hidden {h}, ffn {f}, vocab {v}");
+
+    let tokens = mlx_rs::random::randint::<_, i32>(0, v, &[batch, length], None).unwrap();
+    let targets = mlx_rs::random::randint::<_, i32>(0, v, &[batch, length], None).unwrap();
+    let mask = Array::ones::<f32>(&[batch, length]).unwrap();
+
+    let fwd = time("forward (logits)", 2, || {
+        eval(&m.forward(&tokens, None).unwrap())
+    });
+    let loss_fn = |m: &mut Llama,
+                   (x, y, k): (&Array, &Array, &Array)|
+     -> Result<Array, mlx_rs::error::Exception> {
+        let logits = m.forward(x, None)?;
+        token_nll(&logits, y)?
+            .multiply(k)?
+            .sum(None)?
+            .divide(k.sum(None)?)
+    };
+    let mut vg = nn::value_and_grad(loss_fn);
+    let step = time("forward + backward (loss, LoRA grads)", 2, || {
+        let (loss, grads) = vg(m, (&tokens, &targets, &mask)).unwrap();
+        let mut all: Vec<&Array> = vec![&loss];
+        all.extend(grads.values());
+        mlx_rs::transforms::eval(all).unwrap();
+    });
+    println!(
+        "=> {:.1} tokens/s (all tokens trained)",
+        n as f64 / step * 1000.0
+    );
+
+    let x = mlx_rs::random::normal::<f32>(&[n, h], None, None, None).unwrap();
+    let w_up = mlx_rs::random::normal::<f32>(&[f, h], None, None, None).unwrap();
+    let head = mlx_rs::random::normal::<f32>(&[v, h], None, None, None).unwrap();
+    time("matmul x·W_upᵀ (n×576 · 576×1536)", 3, || {
+        eval(&x.matmul(w_up.t()).unwrap())
+    });
+    let logits = x.matmul(head.t()).unwrap();
+    eval(&logits);
+    time("matmul lm_head (n×576 · 576×49152)", 2, || {
+        eval(&x.matmul(head.t()).unwrap())
+    });
+    time("logsumexp over vocab", 2, || {
+        eval(&logits.logsumexp_axis(-1, false).unwrap())
+    });
+    let g = mlx_rs::random::normal::<f32>(&[n, f], None, None, None).unwrap();
+    time("silu(gate) * up (n×1536)", 3, || {
+        eval(&nn::silu(&g).unwrap().multiply(&g).unwrap())
+    });
+    let wn = Array::ones::<f32>(&[h]).unwrap();
+    time("rms_norm (n×576)", 3, || {
+        eval(&fast::rms_norm(&x, Some(&wn), 1e-5).unwrap())
+    });
+    let heads = cfg.num_attention_heads;
+    let d = cfg.head_dim();
+    let q = mlx_rs::random::normal::<f32>(&[batch, heads, length, d], None, None, None).unwrap();
+    let kv = mlx_rs::random::normal::<f32>(&[batch, cfg.kv_heads(), length, d], None, None, None)
+        .unwrap();
+    time("rope (q)", 3, || {
+        eval(&fast::rope(&q, d, false, 10000.0, 1.0, 0, None).unwrap())
+    });
+    time("causal attention (sdpa)", 3, || {
+        eval(
+            &fast::scaled_dot_product_attention(
+                &q,
+                &kv,
+                &kv,
+                0.125,
+                fast::ScaledDotProductAttentionMask::Causal,
+                None,
+            )
+            .unwrap(),
+        )
+    });
+    println!("forward share of step: {:.0}%", 100.0 * fwd / step);
+}

@@ -1,0 +1,136 @@
+//! `ft train quick | start`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use finetune::runs::{runs_dir, Run};
+use finetune::train::{train, Observer, TrainConfig, TrainControl};
+
+use crate::progress::{Fanout, JsonLines, TerminalProgress};
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Train LoRA adapters with defaults picked for a first run.
+    Quick(TrainArgs),
+    /// Train with settings from flags and/or a YAML config.
+    Start(TrainArgs),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A .gguf file or a Hugging Face model folder.
+    pub model: PathBuf,
+    /// A .jsonl file or a folder with train.jsonl (and valid.jsonl).
+    pub data: PathBuf,
+    /// YAML config; flags given here override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Optimizer steps (instead of epochs).
+    #[arg(long, conflicts_with = "epochs")]
+    pub iters: Option<usize>,
+    /// Passes over the training data.
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub learning_rate: Option<f32>,
+    /// Longest example in tokens; longer ones are cut.
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    #[arg(long)]
+    pub lora_rank: Option<i32>,
+    /// Adapter scale is alpha / rank.
+    #[arg(long)]
+    pub lora_alpha: Option<f32>,
+    /// Adapt only the last N layers.
+    #[arg(long)]
+    pub lora_layers: Option<usize>,
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Validate every N steps.
+    #[arg(long)]
+    pub val_every: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Learn the prompt tokens too (default: only the assistant's replies).
+    #[arg(long)]
+    pub train_on_prompt: bool,
+    /// Folder for runs (default: $FINETUNE_RUNS or the platform data folder).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// Print events as JSON lines instead of a progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(command: TrainCommand) -> anyhow::Result<()> {
+    let (args, quick) = match command {
+        TrainCommand::Quick(a) => (a, true),
+        TrainCommand::Start(a) => (a, false),
+    };
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| finetune::Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            serde_yaml::from_str::<TrainConfig>(&text)
+                .map_err(|e| finetune::Error::Invalid(format!("{}: {e}", path.display())))?
+        }
+        None if quick => quick_defaults(),
+        None => TrainConfig::default(),
+    };
+    config.model = args.model.clone();
+    config.data = args.data.clone();
+    if let Some(v) = args.iters {
+        config.iters = Some(v);
+    }
+    if let Some(v) = args.epochs {
+        config.epochs = v;
+        config.iters = None;
+    }
+    macro_rules! set {
+        ($($flag:ident => $($field:ident).+),* $(,)?) => {
+            $(if let Some(v) = args.$flag { config.$($field).+ = v; })*
+        };
+    }
+    set!(batch_size => batch_size, learning_rate => learning_rate, max_length => max_length,
+         lora_rank => lora.rank, lora_alpha => lora.alpha, warmup_steps => warmup_steps,
+         val_every => steps_per_eval, seed => seed);
+    if let Some(v) = args.lora_layers {
+        config.lora.num_layers = Some(v);
+    }
+    config.train_on_prompt |= args.train_on_prompt;
+
+    let root = args.runs_dir.clone().unwrap_or_else(runs_dir);
+    let label = config
+        .data
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let run = Run::create(&root, &label)?;
+    config.output = run.adapters_dir();
+    run.write_config(&config)?;
+    eprintln!("run {} in {}", run.id, run.dir.display());
+
+    let mut recorder = run.recorder()?;
+    let mut terminal = TerminalProgress::new();
+    let mut json = JsonLines;
+    let renderer: &mut dyn Observer = if args.json { &mut json } else { &mut terminal };
+    let mut observer = Fanout(vec![&mut recorder, renderer]);
+    train(&config, &mut observer, &TrainControl::default())?;
+    Ok(())
+}
+
+/// `train quick`: a short, safe first run.
+fn quick_defaults() -> TrainConfig {
+    TrainConfig {
+        iters: Some(100),
+        learning_rate: 2e-4,
+        warmup_steps: 10,
+        steps_per_eval: 50,
+        val_batches: 10,
+        ..TrainConfig::default()
+    }
+}

@@ -3,29 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::TinyModel;
+use common::{write_chat_data, TinyModel};
 use finetune::data::{read_records, tokenize_record, MaskPolicy};
 use finetune::eval::token_nll;
 use finetune::model::{self, LoadOptions};
 use finetune::train::batches::make_batch;
 use finetune::train::{train, TrainConfig, TrainControl, TrainEvent};
-
-fn write_chat_data(dir: &Path, n: usize) -> PathBuf {
-    let mut lines = String::new();
-    for i in 0..n {
-        let record = serde_json::json!({"messages": [
-            {"role": "user", "content": format!("hello {}", i % 3)},
-            {"role": "assistant", "content": "well hello"},
-        ]});
-        lines.push_str(&record.to_string());
-        lines.push('\n');
-    }
-    let path = dir.join("train.jsonl");
-    std::fs::write(&path, lines).unwrap();
-    path
-}
 
 fn config(tmp: &Path, iters: usize) -> TrainConfig {
     let model = TinyModel::default().write(tmp);

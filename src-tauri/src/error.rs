@@ -12,6 +12,9 @@ pub enum CommandError {
     /// Work on a background thread died.
     #[error("{0}")]
     Background(String),
+    /// The request conflicts with what is running (or not running).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<finetune::Error> for CommandError {

@@ -3,17 +3,25 @@
 
 mod commands;
 mod error;
+pub mod training;
 
 pub use commands::DefaultFile;
 pub use error::CommandError;
+pub use training::{StartRequest, TrainingState};
 
 /// Registers the commands on a builder, so the app and the mock-runtime
 /// tests build the same thing.
 pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
-    builder.invoke_handler(tauri::generate_handler![
-        commands::device_report,
-        commands::default_files,
-    ])
+    builder
+        .manage(TrainingState::default())
+        .invoke_handler(tauri::generate_handler![
+            commands::device_report,
+            commands::default_files,
+            training::start_training,
+            training::pause_training,
+            training::resume_training,
+            training::stop_training,
+        ])
 }
 
 /// Starts the app.

@@ -1,6 +1,6 @@
 // Typed wrappers over the Tauri commands in src-tauri/src/commands.rs.
 // The types mirror the engine's serde output field for field.
-import { invoke } from "@tauri-apps/api/core";
+import { Channel, invoke } from "@tauri-apps/api/core";
 
 export interface DeviceReport {
   os: string;
@@ -43,4 +43,77 @@ export function formatBytes(bytes: number): string {
     unit += 1;
   }
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+/** Settings the Train panel sends; empty paths mean the bundled defaults. */
+export interface StartRequest {
+  model: string | null;
+  data: string | null;
+  iters: number;
+  batch_size: number;
+  learning_rate: number;
+  lora_rank: number;
+  lora_alpha: number;
+  max_length: number;
+  steps_per_eval: number;
+}
+
+export interface TrainSummary {
+  steps: number;
+  final_loss: number | null;
+  best_val_loss: number | null;
+  trained_tokens: number;
+  seconds: number;
+  tokens_per_second: number;
+  peak_memory_bytes: number;
+  adapter_dir: string;
+}
+
+/** The engine's TrainEvent, as serde writes it. */
+export type TrainEvent =
+  | {
+      event: "started";
+      total_steps: number;
+      steps_per_epoch: number;
+      train_examples: number;
+      valid_examples: number;
+      trainable_parameters: number;
+      total_parameters: number;
+    }
+  | {
+      event: "step";
+      step: number;
+      epoch: number;
+      loss: number;
+      learning_rate: number;
+      grad_norm: number;
+      trained_tokens: number;
+      tokens_per_second: number;
+      elapsed_seconds: number;
+      eta_seconds: number;
+      mlx_active_bytes: number;
+      mlx_peak_bytes: number;
+      system_available_bytes: number;
+    }
+  | { event: "eval"; step: number; val_loss: number; best: boolean }
+  | { event: "checkpoint"; step: number; path: string }
+  | { event: "finished"; summary: TrainSummary }
+  | { event: "stopped"; step: number; reason: string }
+  | { event: "failed"; error: string };
+
+/** Starts a run; `onEvent` receives its events in order. Resolves to the run id. */
+export function startTraining(request: StartRequest, onEvent: (e: TrainEvent) => void): Promise<string> {
+  const channel = new Channel<TrainEvent>();
+  channel.onmessage = onEvent;
+  return invoke<string>("start_training", { request, onEvent: channel });
+}
+
+export const pauseTraining = () => invoke<void>("pause_training");
+export const resumeTraining = () => invoke<void>("resume_training");
+export const stopTraining = () => invoke<void>("stop_training");
+
+export function formatDuration(seconds: number): string {
+  const s = Math.round(seconds);
+  if (s >= 3600) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+  return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
 }

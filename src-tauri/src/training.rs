@@ -1,0 +1,151 @@
+//! Training from the window: starts the engine's trainer on its own thread
+//! and streams its events to the UI over a Tauri channel (ordered, typed);
+//! pause / resume / stop act on the running job.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use finetune::runs::{runs_dir, Run};
+use finetune::train::{train, Observer, TrainConfig, TrainControl, TrainEvent};
+use serde::{Deserialize, Serialize};
+use tauri::ipc::Channel;
+use tauri::State;
+
+use crate::error::CommandError;
+
+/// What the Train panel sends. Empty paths mean the bundled defaults.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct StartRequest {
+    pub model: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub iters: usize,
+    pub batch_size: usize,
+    pub learning_rate: f32,
+    pub lora_rank: i32,
+    pub lora_alpha: f32,
+    pub max_length: usize,
+    pub steps_per_eval: usize,
+}
+
+/// The job the window controls (one at a time).
+#[derive(Default)]
+pub struct TrainingState {
+    /// Shared with the training thread, which clears it when the run ends.
+    current: Arc<Mutex<Option<TrainControl>>>,
+}
+
+/// Forwards events to the window and records them in the run folder.
+struct ChannelObserver {
+    channel: Channel<TrainEvent>,
+    recorder: Option<finetune::runs::EventRecorder>,
+}
+
+impl Observer for ChannelObserver {
+    fn on_event(&mut self, event: &TrainEvent) {
+        if let Some(r) = &mut self.recorder {
+            r.on_event(event);
+        }
+        // A closed window must not stop training; the run folder keeps the record.
+        let _ = self.channel.send(event.clone());
+    }
+}
+
+impl StartRequest {
+    fn to_config(&self) -> TrainConfig {
+        let mut config = TrainConfig {
+            model: self
+                .model
+                .clone()
+                .unwrap_or_else(finetune::paths::default_model),
+            data: self
+                .data
+                .clone()
+                .unwrap_or_else(finetune::paths::sample_dataset),
+            iters: Some(self.iters),
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            max_length: self.max_length,
+            steps_per_eval: self.steps_per_eval,
+            steps_per_report: 1,
+            warmup_steps: (self.iters / 10).min(50),
+            ..TrainConfig::default()
+        };
+        config.lora.rank = self.lora_rank;
+        config.lora.alpha = self.lora_alpha;
+        config
+    }
+}
+
+/// Starts a run; returns its id. Events arrive on `on_event`.
+#[tauri::command]
+pub fn start_training(
+    request: StartRequest,
+    on_event: Channel<TrainEvent>,
+    state: State<'_, TrainingState>,
+) -> Result<String, CommandError> {
+    let mut current = state.current.lock().expect("training state lock");
+    if current.is_some() {
+        return Err(CommandError::Busy(
+            "a training run is already in progress".into(),
+        ));
+    }
+    let mut config = request.to_config();
+    let root = runs_dir();
+    let label = config
+        .data
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let run = Run::create(&root, &label)?;
+    config.output = run.adapters_dir();
+    run.write_config(&config)?;
+    let control = TrainControl::default();
+    *current = Some(control.clone());
+    let recorder = run.recorder().ok();
+    let id = run.id.clone();
+    let slot = Arc::clone(&state.current);
+    std::thread::Builder::new()
+        .name("training".into())
+        .spawn(move || {
+            let mut observer = ChannelObserver {
+                channel: on_event,
+                recorder,
+            };
+            // Errors reach the window as a `failed` event.
+            let _ = train(&config, &mut observer, &control);
+            if let Ok(mut job) = slot.lock() {
+                *job = None;
+            }
+        })
+        .map_err(|e| CommandError::Background(e.to_string()))?;
+    Ok(id)
+}
+
+fn with_job(
+    state: &State<'_, TrainingState>,
+    act: impl FnOnce(&TrainControl),
+) -> Result<(), CommandError> {
+    match state.current.lock().expect("training state lock").as_ref() {
+        Some(control) => {
+            act(control);
+            Ok(())
+        }
+        None => Err(CommandError::Busy("no training run in progress".into())),
+    }
+}
+
+#[tauri::command]
+pub fn pause_training(state: State<'_, TrainingState>) -> Result<(), CommandError> {
+    with_job(&state, TrainControl::pause)
+}
+
+#[tauri::command]
+pub fn resume_training(state: State<'_, TrainingState>) -> Result<(), CommandError> {
+    with_job(&state, TrainControl::resume)
+}
+
+#[tauri::command]
+pub fn stop_training(state: State<'_, TrainingState>) -> Result<(), CommandError> {
+    with_job(&state, TrainControl::cancel)
+}

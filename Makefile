@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui lint fmt clean-cache
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e lint fmt clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,8 +18,8 @@ help: ## List the targets
 run: setup build ## Set up, build and open the desktop app on the default model and sample data
 	bash scripts/run-app.sh $(APP)
 
-test: setup ui ## Set up, build and run every test (engine, app shell, UI)
-	$(MAKE) --no-print-directory test-ui test-rust
+test: setup ui ## Set up, build and run every test (engine, app shell, UI, end to end)
+	$(MAKE) --no-print-directory test-ui test-rust test-e2e
 
 ##@ Building
 setup: ## Install system packages, MLX, mlx-c, the default model, sample data, npm packages (idempotent)
@@ -40,6 +40,13 @@ ifeq ($(NEXTEST),yes)
 	$(CARGO) nextest run --workspace $(FEATURES) --no-fail-fast
 else
 	$(CARGO) test --workspace $(FEATURES) --no-fail-fast
+endif
+
+test-e2e: build ## End-to-end: the real window under Xvfb, driven by tauri-driver
+ifeq ($(shell uname -s),Linux)
+	bash scripts/e2e.sh $(APP)
+else
+	@echo "test-e2e: tauri-driver has no macOS WebDriver; skipped on $(shell uname -s)"
 endif
 
 test-ui: ## UI unit tests (Vitest, happy-dom)

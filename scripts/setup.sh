@@ -25,7 +25,7 @@ apt_packages=(
   build-essential pkg-config libclang-dev   # mlx-c (C++20) and bindgen
   libopenblas0-pthread                      # fast BLAS ahead of the wheel's reference BLAS
   libwebkit2gtk-4.1-dev libssl-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev  # Tauri
-  webkit2gtk-driver xvfb                    # end-to-end tests of the real window
+  webkit2gtk-driver xvfb curl               # end-to-end tests of the real window
   unzip
 )
 if [ "$OS" = Linux ] && [ "${FINETUNE_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
@@ -148,6 +148,13 @@ if [ ! -f "$DATA/.complete" ]; then
   rm -rf "$DATA" && mkdir -p "$DATA"
   unzip -p "$WHEEL" chitchat_dataset/dataset.json | "$PYTHON" "$ROOT/scripts/make_sample_dataset.py" "$DATA"
   touch "$DATA/.complete"
+fi
+
+# ---------------------------------------------------------------- end-to-end driver
+# tauri-driver bridges WebDriver to the app's webview (Linux: WebKitWebDriver).
+if [ "$OS" = Linux ] && ! command -v tauri-driver >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tauri-driver" ]; then
+  say "installing tauri-driver"
+  cargo install --quiet tauri-driver --version 2.1.0 --locked
 fi
 
 # ---------------------------------------------------------------- web UI packages

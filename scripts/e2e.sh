@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the end-to-end tests against the built app in a virtual display:
+# Xvfb + tauri-driver (which starts WebKitWebDriver) + node's test runner.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+APP="${1:-$ROOT/target/debug/finetune-app}"
+[ -x "$APP" ] || { echo "e2e: $APP is not built (run make build)" >&2; exit 1; }
+DRIVER="$(command -v tauri-driver || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tauri-driver")"
+[ -x "$DRIVER" ] || { echo "e2e: tauri-driver missing (make setup installs it)" >&2; exit 1; }
+
+work="$(mktemp -d)"
+port=$((20000 + RANDOM % 20000))
+export FINETUNE_RUNS="$work/runs" FINETUNE_APP="$APP" E2E_OUT="$ROOT/target/e2e"
+export TAURI_DRIVER_URL="http://127.0.0.1:$port"
+mkdir -p "$FINETUNE_RUNS"
+
+# Its own process group, so everything it starts (Xvfb, WebKitWebDriver,
+# the app) goes away with it.
+setsid xvfb-run -a -s "-screen 0 1280x1000x24" "$DRIVER" --port "$port" --native-port $((port + 1)) \
+  >"$work/driver.log" 2>&1 &
+group=$!
+trap 'kill -- -$group 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 100); do
+  curl -s "$TAURI_DRIVER_URL/status" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+node --test "$ROOT"/tests/e2e/*.e2e.mjs || { echo "--- tauri-driver log:" >&2; tail -50 "$work/driver.log" >&2; exit 1; }

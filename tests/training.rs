@@ -237,6 +237,17 @@ fn ft_train_start_records_a_run_folder() {
     assert_eq!(config.lora.rank, 4);
     assert_eq!(config.output, run.adapters_dir());
     assert!(run.adapters_dir().join("adapters.safetensors").exists());
+
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_ft"))
+        .args(["runs", "list", "--runs-dir"])
+        .arg(&runs)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        text.starts_with(&run.id) && text.contains("finished: step 3/3"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `ft`: FineTune's command line.
 
 mod progress;
+mod runs;
 mod train;
 
 use std::io::Write;
@@ -35,6 +36,9 @@ enum Command {
     /// Fine-tune a model on a dataset.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// List and inspect past training runs.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
     /// Continue a prompt with a model; prints only the completion.
     Generate {
         /// A .gguf file or a Hugging Face model folder.
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(command) => train::run(command)?,
+        Command::Runs(command) => runs::run(command)?,
         Command::Device { json } => {
             let report = DeviceReport::collect()?;
             if json {

@@ -166,6 +166,13 @@ impl Tokenizer {
             .map_err(|e| Error::Invalid(format!("cannot decode: {e}")))
     }
 
+    /// Text of `ids` with special tokens written out (for previews).
+    pub fn decode_with_special(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| Error::Invalid(format!("cannot decode: {e}")))
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -2,7 +2,9 @@
 //! with a mask of the tokens to train on.
 
 pub mod records;
+pub mod stats;
 pub mod tokenize;
 
 pub use records::{read_records, Record};
-pub use tokenize::{tokenize_record, Example, MaskPolicy};
+pub use stats::DatasetStats;
+pub use tokenize::{preview, tokenize_file, tokenize_record, Example, MaskPolicy, TokenizedFile};

@@ -26,6 +26,59 @@ impl Example {
     }
 }
 
+/// A file's examples, ready for batching.
+#[derive(Debug, Clone)]
+pub struct TokenizedFile {
+    pub examples: Vec<Example>,
+    /// Records with nothing left to learn after truncation (kept out).
+    pub skipped_empty: usize,
+}
+
+/// Reads and tokenizes every record of `path` (errors name the record).
+pub fn tokenize_file(
+    path: &std::path::Path,
+    template: Option<&ChatTemplate>,
+    tokenizer: &Tokenizer,
+    policy: MaskPolicy,
+    max_length: usize,
+) -> Result<TokenizedFile> {
+    let records = crate::data::read_records(path)?;
+    let source = if path.is_dir() {
+        path.join("train.jsonl")
+    } else {
+        path.to_path_buf()
+    };
+    let mut examples = Vec::with_capacity(records.len());
+    let mut skipped_empty = 0;
+    for (i, record) in records.iter().enumerate() {
+        let example = tokenize_record(record, template, tokenizer, policy, max_length)
+            .map_err(|e| Error::Invalid(format!("{}: record {}: {e}", source.display(), i + 1)))?;
+        if example.trained_tokens() > 0 && example.tokens.len() > 1 {
+            examples.push(example);
+        } else {
+            skipped_empty += 1;
+        }
+    }
+    Ok(TokenizedFile {
+        examples,
+        skipped_empty,
+    })
+}
+
+/// The example's text in runs of trained (`true`) and context tokens.
+pub fn preview(example: &Example, tokenizer: &Tokenizer) -> Result<Vec<(String, bool)>> {
+    let mut parts: Vec<(String, bool)> = Vec::new();
+    let mut start = 0;
+    for i in 1..=example.tokens.len() {
+        if i == example.tokens.len() || example.trained[i] != example.trained[start] {
+            let text = tokenizer.decode_with_special(&example.tokens[start..i])?;
+            parts.push((text, example.trained[start]));
+            start = i;
+        }
+    }
+    Ok(parts)
+}
+
 /// Which tokens to learn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MaskPolicy {

@@ -19,7 +19,7 @@ use super::batches::{epoch_order, length_sorted_groups, make_batch, Batch};
 use super::config::TrainConfig;
 use super::events::{Observer, TrainEvent};
 use super::schedule::Schedule;
-use crate::data::{read_records, tokenize_record, Example};
+use crate::data::{tokenize_file, Example};
 use crate::error::{Error, Result};
 use crate::eval::token_nll;
 use crate::lora;
@@ -339,28 +339,14 @@ fn load_examples(
     config: &TrainConfig,
     loaded: &model::LoadedModel,
 ) -> Result<Vec<Example>> {
-    let records = read_records(path)?;
-    let source = if path.is_dir() {
-        path.join("train.jsonl")
-    } else {
-        path.to_path_buf()
-    };
-    let mut examples = Vec::with_capacity(records.len());
-    for (i, record) in records.iter().enumerate() {
-        let example = tokenize_record(
-            record,
-            loaded.chat_template.as_ref(),
-            &loaded.tokenizer,
-            config.mask_policy(),
-            config.max_length,
-        )
-        .map_err(|e| Error::Invalid(format!("{}: record {}: {e}", source.display(), i + 1)))?;
-        // An example with nothing left to learn after truncation teaches nothing.
-        if example.trained_tokens() > 0 && example.tokens.len() > 1 {
-            examples.push(example);
-        }
-    }
-    Ok(examples)
+    let file = tokenize_file(
+        path,
+        loaded.chat_template.as_ref(),
+        &loaded.tokenizer,
+        config.mask_policy(),
+        config.max_length,
+    )?;
+    Ok(file.examples)
 }
 
 fn system_available() -> u64 {

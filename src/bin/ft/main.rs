@@ -1,5 +1,6 @@
 //! `ft`: FineTune's command line.
 
+mod data;
 mod progress;
 mod runs;
 mod train;
@@ -36,6 +37,9 @@ enum Command {
     /// Fine-tune a model on a dataset.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Look at a dataset the way training will see it.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// List and inspect past training runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -90,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(command) => train::run(command)?,
         Command::Runs(command) => runs::run(command)?,
+        Command::Data(command) => data::run(command)?,
         Command::Device { json } => {
             let report = DeviceReport::collect()?;
             if json {

@@ -1,0 +1,161 @@
+//! Reading and tokenizing datasets: record shapes, masks, and errors that
+//! name the file, the line and what is wrong.
+
+mod common;
+
+use std::process::Command;
+
+use common::{write_chat_data, TinyModel};
+use finetune::data::{preview, read_records, tokenize_record, MaskPolicy, Record};
+use finetune::model::{self, LoadOptions};
+
+fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn error_of(path: &std::path::Path) -> String {
+    read_records(path).unwrap_err().to_string()
+}
+
+#[test]
+fn reads_the_three_record_shapes_with_or_without_a_bom() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(
+        tmp.path(),
+        "mixed.jsonl",
+        "\u{feff}{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}\n\n{\"prompt\":\"2+2=\",\"completion\":\"4\"}\n{\"text\":\"plain\"}\n"
+            .as_bytes(),
+    );
+    let records = read_records(&path).unwrap();
+    assert_eq!(records.len(), 3);
+    assert!(matches!(&records[0], Record::Chat(m) if m.len() == 2));
+    assert_eq!(
+        records[1],
+        Record::Completion {
+            prompt: "2+2=".into(),
+            completion: "4".into()
+        }
+    );
+    assert_eq!(records[2], Record::Text("plain".into()));
+}
+
+#[test]
+fn malformed_json_gives_line_column_and_snippet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(
+        tmp.path(),
+        "bad.jsonl",
+        b"{\"text\":\"a\"}\n{\"text\": \"b\",, }\n",
+    );
+    let err = error_of(&path);
+    assert!(err.contains("bad.jsonl:2:"), "{err}");
+    assert!(
+        err.contains("malformed JSON") && err.contains("\"b\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn records_missing_fields_say_what_was_expected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(
+        tmp.path(),
+        "odd.jsonl",
+        b"{\"text\":\"a\"}\n{\"question\":\"q\",\"answer\":\"a\"}\n",
+    );
+    let err = error_of(&path);
+    assert!(
+        err.contains("odd.jsonl:2") && err.contains("question") && err.contains("`messages`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn empty_and_non_utf8_files_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = write(tmp.path(), "empty.jsonl", b"\n\n");
+    assert!(error_of(&empty).contains("empty.jsonl: no records"));
+    let latin1 = write(
+        tmp.path(),
+        "latin1.jsonl",
+        b"{\"text\":\"ok\"}\n{\"text\":\"caf\xe9\"}\n",
+    );
+    let err = error_of(&latin1);
+    assert!(
+        err.contains("latin1.jsonl:2") && err.contains("UTF-8"),
+        "{err}"
+    );
+    // The input file is never modified.
+    assert_eq!(
+        std::fs::read(&latin1).unwrap(),
+        b"{\"text\":\"ok\"}\n{\"text\":\"caf\xe9\"}\n"
+    );
+}
+
+#[test]
+fn only_the_assistant_reply_and_its_end_marker_are_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TinyModel::default().write(tmp.path());
+    let loaded = model::load(&dir, &LoadOptions::default()).unwrap();
+    let records = read_records(&write_chat_data(tmp.path(), 1)).unwrap();
+    let example = tokenize_record(
+        &records[0],
+        loaded.chat_template.as_ref(),
+        &loaded.tokenizer,
+        MaskPolicy::Completions,
+        512,
+    )
+    .unwrap();
+    let trained: String = preview(&example, &loaded.tokenizer)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, t)| *t)
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(trained, "well hello<|im_end|>\n");
+
+    let all = tokenize_record(
+        &records[0],
+        loaded.chat_template.as_ref(),
+        &loaded.tokenizer,
+        MaskPolicy::All,
+        512,
+    )
+    .unwrap();
+    assert_eq!(all.trained_tokens(), all.tokens.len());
+    let cut = tokenize_record(
+        &records[0],
+        loaded.chat_template.as_ref(),
+        &loaded.tokenizer,
+        MaskPolicy::All,
+        5,
+    )
+    .unwrap();
+    assert!(cut.truncated && cut.tokens.len() == 5);
+}
+
+#[test]
+fn ft_data_inspect_prints_statistics_as_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TinyModel::default().write(tmp.path());
+    let data = write_chat_data(tmp.path(), 6);
+    let out = Command::new(env!("CARGO_BIN_EXE_ft"))
+        .args(["data", "inspect", "--json", "--model"])
+        .arg(&dir)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["stats"]["records"], 6);
+    assert_eq!(json["skipped_empty"], 0);
+    let trained = json["stats"]["trained_tokens"].as_u64().unwrap();
+    let total = json["stats"]["total_tokens"].as_u64().unwrap();
+    assert!(trained > 0 && trained < total);
+}

@@ -79,6 +79,10 @@ impl Run {
         self.dir.join("adapters")
     }
 
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.dir.join("checkpoints")
+    }
+
     pub fn events_path(&self) -> PathBuf {
         self.dir.join("events.jsonl")
     }

@@ -99,6 +99,7 @@ pub fn start_training(
         .unwrap_or_else(|| "run".into());
     let run = Run::create(&root, &label)?;
     config.output = run.adapters_dir();
+    config.checkpoint_dir = Some(run.checkpoints_dir());
     run.write_config(&config)?;
     let control = TrainControl::default();
     *current = Some(control.clone());

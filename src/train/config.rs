@@ -19,6 +19,10 @@ pub struct TrainConfig {
     pub valid: Option<PathBuf>,
     /// Where adapters are written.
     pub output: PathBuf,
+    /// Where checkpoints for resuming are written (none when absent).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint every N steps (and when stopped or finished).
+    pub steps_per_checkpoint: usize,
     pub max_length: usize,
     pub batch_size: usize,
     /// Optimizer steps; when absent, `epochs` decides.
@@ -54,6 +58,8 @@ impl Default for TrainConfig {
             data: PathBuf::new(),
             valid: None,
             output: PathBuf::from("adapters"),
+            checkpoint_dir: None,
+            steps_per_checkpoint: 100,
             max_length: 512,
             batch_size: 4,
             iters: None,

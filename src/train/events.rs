@@ -16,6 +16,9 @@ pub enum TrainEvent {
         valid_examples: usize,
         trainable_parameters: usize,
         total_parameters: usize,
+        /// The checkpoint's step when this continues an earlier run.
+        #[serde(default)]
+        resumed_from_step: Option<usize>,
     },
     Step {
         step: usize,

@@ -2,6 +2,7 @@
 //! the loop that runs LoRA fine-tuning on its own thread.
 
 pub mod batches;
+pub mod checkpoint;
 pub mod config;
 pub mod events;
 pub mod schedule;
@@ -9,4 +10,4 @@ pub mod trainer;
 
 pub use config::TrainConfig;
 pub use events::{Observer, TrainEvent};
-pub use trainer::{train, TrainControl, TrainSummary};
+pub use trainer::{resume, train, TrainControl, TrainSummary};

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use mlx_rs::error::Exception;
 use mlx_rs::module::ModuleParameters;
-use mlx_rs::optimizers::{clip_grad_norm, AdamW, Optimizer};
+use mlx_rs::optimizers::{AdamW, Optimizer};
 use mlx_rs::{nn, Array};
 use serde::{Deserialize, Serialize};
 
 use super::batches::{epoch_order, length_sorted_groups, make_batch, Batch};
+use super::checkpoint::{self, LoopState};
 use super::config::TrainConfig;
 use super::events::{Observer, TrainEvent};
 use super::schedule::Schedule;
@@ -72,7 +73,24 @@ pub fn train(
     observer: &mut dyn Observer,
     control: &TrainControl,
 ) -> Result<TrainSummary> {
-    match run(config, observer, control) {
+    report_failure(run(config, observer, control, false), observer)
+}
+
+/// Continues a run from the newest checkpoint in `config.checkpoint_dir`,
+/// exactly where it stopped (same weights, optimizer moments, data order).
+pub fn resume(
+    config: &TrainConfig,
+    observer: &mut dyn Observer,
+    control: &TrainControl,
+) -> Result<TrainSummary> {
+    report_failure(run(config, observer, control, true), observer)
+}
+
+fn report_failure(
+    result: Result<TrainSummary>,
+    observer: &mut dyn Observer,
+) -> Result<TrainSummary> {
+    match result {
         Ok(summary) => Ok(summary),
         Err(e) => {
             observer.on_event(&TrainEvent::Failed {
@@ -87,6 +105,7 @@ fn run(
     config: &TrainConfig,
     observer: &mut dyn Observer,
     control: &TrainControl,
+    resume: bool,
 ) -> Result<TrainSummary> {
     if config.batch_size == 0 {
         return Err(Error::Invalid("batch_size must be at least 1".into()));
@@ -128,6 +147,27 @@ fn run(
     let model = &mut loaded.model;
     let trainable = lora::apply(model, &config.lora)?;
     let total_parameters = lora::total_count(model);
+    let mut optimizer = AdamW::new(config.learning_rate);
+    optimizer.weight_decay = Array::from_f32(config.weight_decay);
+
+    let mut state = LoopState {
+        step: 0,
+        trained_tokens: 0,
+        best_val_loss: None,
+    };
+    let mut resumed_from_step = None;
+    if resume {
+        let root = config.checkpoint_dir.as_ref().ok_or_else(|| {
+            Error::Invalid(
+                "this run was not configured to write checkpoints, so it cannot resume".into(),
+            )
+        })?;
+        let dir = checkpoint::latest(root)?.ok_or_else(|| {
+            Error::Invalid(format!("{}: no checkpoint to resume from", root.display()))
+        })?;
+        state = checkpoint::restore(&dir, model, &mut optimizer)?;
+        resumed_from_step = Some(state.step);
+    }
     observer.on_event(&TrainEvent::Started {
         total_steps,
         steps_per_epoch,
@@ -135,6 +175,7 @@ fn run(
         valid_examples: valid_set.len(),
         trainable_parameters: trainable,
         total_parameters,
+        resumed_from_step,
     });
 
     let schedule = Schedule {
@@ -144,8 +185,6 @@ fn run(
         total_steps,
         final_fraction: 0.0,
     };
-    let mut optimizer = AdamW::new(config.learning_rate);
-    optimizer.weight_decay = Array::from_f32(config.weight_decay);
     let mut step_fn = nn::value_and_grad(loss_fn);
     let pad = loaded
         .tokenizer
@@ -157,13 +196,13 @@ fn run(
     mlx_rs::memory::reset_peak_memory()?;
     let start = Instant::now();
     let mut paused = Duration::ZERO;
-    let mut trained_tokens = 0usize;
+    let mut session_tokens = 0usize; // trained since this process started (for speed)
     let mut window = (0.0f64, 0usize, 0usize); // loss·tokens, tokens, steps since the last report
     let mut last_loss = None;
-    let mut best_val: Option<f32> = None;
-    let mut order = epoch_order(groups.len(), config.seed, 0);
+    let first_step = state.step;
+    let mut order = epoch_order(groups.len(), config.seed, first_step / steps_per_epoch);
 
-    for step in 0..total_steps {
+    for step in first_step..total_steps {
         // Pause / cancel between steps.
         if control.state() == PAUSED {
             let since = Instant::now();
@@ -174,22 +213,22 @@ fn run(
         }
         if control.state() == CANCELLED {
             lora::save_mlx_adapters(model, &config.lora, &config.output)?;
+            write_checkpoint(config, model, &optimizer, &state, observer)?;
             observer.on_event(&TrainEvent::Stopped {
                 step,
                 reason: "cancelled".into(),
             });
             return Ok(summary(
-                step,
+                &state,
                 last_loss,
-                best_val,
-                trained_tokens,
+                session_tokens,
                 start,
                 paused,
                 &config.output,
             ));
         }
         let epoch = step / steps_per_epoch;
-        if step % steps_per_epoch == 0 && step > 0 {
+        if step % steps_per_epoch == 0 && step > first_step {
             order = epoch_order(groups.len(), config.seed, epoch);
         }
         let batch = make_batch(&train_set, &groups[order[step % steps_per_epoch]], pad);
@@ -197,20 +236,7 @@ fn run(
         optimizer.lr = Array::from_f32(lr);
 
         let (loss, grads) = step_fn(model, (&batch.inputs, &batch.targets, &batch.mask))?;
-        let (grads, grad_norm) = match config.max_grad_norm {
-            Some(max) => {
-                let (clipped, norm) = clip_grad_norm(&grads, max)?;
-                let owned: HashMap<Rc<str>, Array> = clipped
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_owned()))
-                    .collect();
-                (owned, norm)
-            }
-            None => {
-                let norm = global_norm(&grads)?;
-                (grads, norm)
-            }
-        };
+        let (grads, grad_norm) = clip_by_global_norm(grads, config.max_grad_norm)?;
         optimizer.update(model, &grads)?;
         let mut to_eval: Vec<&Array> = vec![&loss];
         let params = model.trainable_parameters().flatten();
@@ -226,7 +252,9 @@ fn run(
             )));
         }
         last_loss = Some(loss_value);
-        trained_tokens += batch.trained_tokens;
+        state.step = step + 1;
+        state.trained_tokens += batch.trained_tokens;
+        session_tokens += batch.trained_tokens;
         window.0 += loss_value as f64 * batch.trained_tokens as f64;
         window.1 += batch.trained_tokens;
         window.2 += 1;
@@ -234,17 +262,18 @@ fn run(
         let done = step + 1;
         if done % config.steps_per_report.max(1) == 0 || done == total_steps {
             let elapsed = (start.elapsed() - paused).as_secs_f64();
-            let tokens_per_second = trained_tokens as f64 / elapsed.max(1e-9);
+            let tokens_per_second = session_tokens as f64 / elapsed.max(1e-9);
+            let seconds_per_step = elapsed / (done - first_step) as f64;
             observer.on_event(&TrainEvent::Step {
                 step: done,
                 epoch: done as f64 / steps_per_epoch as f64,
                 loss: (window.0 / window.1.max(1) as f64) as f32,
                 learning_rate: lr,
                 grad_norm,
-                trained_tokens,
+                trained_tokens: state.trained_tokens,
                 tokens_per_second,
                 elapsed_seconds: elapsed,
-                eta_seconds: elapsed / done as f64 * (total_steps - done) as f64,
+                eta_seconds: seconds_per_step * (total_steps - done) as f64,
                 mlx_active_bytes: mlx_rs::memory::active_memory()?,
                 mlx_peak_bytes: mlx_rs::memory::peak_memory()?,
                 system_available_bytes: system_available(),
@@ -255,9 +284,9 @@ fn run(
             (config.steps_per_eval > 0 && done % config.steps_per_eval == 0) || done == total_steps;
         if eval_now && !valid_set.is_empty() {
             let val_loss = evaluate(model, &valid_set, config, pad)?;
-            let best = best_val.is_none_or(|b| val_loss < b);
+            let best = state.best_val_loss.is_none_or(|b| val_loss < b);
             if best {
-                best_val = Some(val_loss);
+                state.best_val_loss = Some(val_loss);
             }
             observer.on_event(&TrainEvent::Eval {
                 step: done,
@@ -265,18 +294,24 @@ fn run(
                 best,
             });
         }
+        if config.steps_per_checkpoint > 0
+            && done % config.steps_per_checkpoint == 0
+            && done < total_steps
+        {
+            write_checkpoint(config, model, &optimizer, &state, observer)?;
+        }
     }
 
     lora::save_mlx_adapters(model, &config.lora, &config.output)?;
+    write_checkpoint(config, model, &optimizer, &state, observer)?;
     observer.on_event(&TrainEvent::Checkpoint {
         step: total_steps,
         path: config.output.display().to_string(),
     });
     let summary = summary(
-        total_steps,
+        &state,
         last_loss,
-        best_val,
-        trained_tokens,
+        session_tokens,
         start,
         paused,
         &config.output,
@@ -326,12 +361,31 @@ fn evaluate(
     Ok((total / tokens.max(1) as f64) as f32)
 }
 
-fn global_norm(grads: &HashMap<Rc<str>, Array>) -> Result<f32> {
+/// The gradients' global L2 norm, summed in a fixed (sorted) order so that
+/// runs are bit-for-bit reproducible (hash-map order changes per process),
+/// and the gradients scaled down to `max_norm` when they exceed it.
+fn clip_by_global_norm(
+    grads: HashMap<Rc<str>, Array>,
+    max_norm: Option<f32>,
+) -> Result<(HashMap<Rc<str>, Array>, f32)> {
+    let mut keys: Vec<&Rc<str>> = grads.keys().collect();
+    keys.sort();
     let mut sum = Array::from_f32(0.0);
-    for g in grads.values() {
-        sum = sum.add(g.square()?.sum(None)?)?;
+    for key in keys {
+        sum = sum.add(grads[key].square()?.sum(None)?)?;
     }
-    Ok(sum.sqrt()?.item_exact())
+    let norm: f32 = sum.sqrt()?.item_exact();
+    match max_norm {
+        Some(max) if norm > max => {
+            let factor = Array::from_f32(max / (norm + 1e-6));
+            let clipped = grads
+                .into_iter()
+                .map(|(k, g)| Ok((k, g.multiply(&factor)?)))
+                .collect::<Result<_>>()?;
+            Ok((clipped, norm))
+        }
+        _ => Ok((grads, norm)),
+    }
 }
 
 fn load_examples(
@@ -358,23 +412,40 @@ fn system_available() -> u64 {
         .unwrap_or(0)
 }
 
+/// Writes a resumable checkpoint when the run has a checkpoint folder.
+fn write_checkpoint(
+    config: &TrainConfig,
+    model: &Llama,
+    optimizer: &AdamW,
+    state: &LoopState,
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    if let Some(root) = &config.checkpoint_dir {
+        let dir = checkpoint::save(root, model, optimizer, state)?;
+        observer.on_event(&TrainEvent::Checkpoint {
+            step: state.step,
+            path: dir.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn summary(
-    steps: usize,
+    state: &LoopState,
     final_loss: Option<f32>,
-    best_val_loss: Option<f32>,
-    trained_tokens: usize,
+    session_tokens: usize,
     start: Instant,
     paused: Duration,
     dir: &Path,
 ) -> TrainSummary {
     let seconds = (start.elapsed() - paused).as_secs_f64();
     TrainSummary {
-        steps,
+        steps: state.step,
         final_loss,
-        best_val_loss,
-        trained_tokens,
+        best_val_loss: state.best_val_loss,
+        trained_tokens: state.trained_tokens,
         seconds,
-        tokens_per_second: trained_tokens as f64 / seconds.max(1e-9),
+        tokens_per_second: session_tokens as f64 / seconds.max(1e-9),
         peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
         adapter_dir: dir.into(),
     }

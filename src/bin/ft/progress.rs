@@ -43,8 +43,13 @@ impl Observer for TerminalProgress {
                 valid_examples,
                 trainable_parameters,
                 total_parameters,
+                resumed_from_step,
                 ..
             } => {
+                if let Some(step) = resumed_from_step {
+                    self.bar
+                        .println(format!("resuming from the checkpoint at step {step}"));
+                }
                 self.bar.println(format!(
                     "training {} of {} parameters ({:.3}%) on {train_examples} examples ({valid_examples} for validation)",
                     trainable_parameters,

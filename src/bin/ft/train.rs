@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use finetune::runs::{runs_dir, Run};
-use finetune::train::{train, Observer, TrainConfig, TrainControl};
+use finetune::train::{resume, train, Observer, TrainConfig, TrainControl};
 
 use crate::progress::{Fanout, JsonLines, TerminalProgress};
 
@@ -14,6 +14,16 @@ pub enum TrainCommand {
     Quick(TrainArgs),
     /// Train with settings from flags and/or a YAML config.
     Start(TrainArgs),
+    /// Continue an interrupted run from its newest checkpoint, exactly where it stopped.
+    Resume {
+        /// Run id (folder name) or path.
+        run: String,
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
+        /// Print events as JSON lines instead of a progress bar.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -51,6 +61,12 @@ pub struct TrainArgs {
     /// Validate every N steps.
     #[arg(long)]
     pub val_every: Option<usize>,
+    /// Report progress every N steps.
+    #[arg(long)]
+    pub report_every: Option<usize>,
+    /// Write a resumable checkpoint every N steps.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// Learn the prompt tokens too (default: only the assistant's replies).
@@ -68,6 +84,16 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     let (args, quick) = match command {
         TrainCommand::Quick(a) => (a, true),
         TrainCommand::Start(a) => (a, false),
+        TrainCommand::Resume {
+            run,
+            runs_dir: dir,
+            json,
+        } => {
+            let run = Run::open(&dir.unwrap_or_else(runs_dir), &run)?;
+            let config = run.read_config()?;
+            eprintln!("resuming run {} in {}", run.id, run.dir.display());
+            return execute(&run, &config, json, true);
+        }
     };
     let mut config = match &args.config {
         Some(path) => {
@@ -97,7 +123,8 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     }
     set!(batch_size => batch_size, learning_rate => learning_rate, max_length => max_length,
          lora_rank => lora.rank, lora_alpha => lora.alpha, warmup_steps => warmup_steps,
-         val_every => steps_per_eval, seed => seed);
+         val_every => steps_per_eval, seed => seed, report_every => steps_per_report,
+         checkpoint_every => steps_per_checkpoint);
     if let Some(v) = args.lora_layers {
         config.lora.num_layers = Some(v);
     }
@@ -111,15 +138,25 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
         .unwrap_or_else(|| "run".into());
     let run = Run::create(&root, &label)?;
     config.output = run.adapters_dir();
+    config.checkpoint_dir = Some(run.checkpoints_dir());
     run.write_config(&config)?;
     eprintln!("run {} in {}", run.id, run.dir.display());
+    execute(&run, &config, args.json, false)
+}
 
+/// Trains (or resumes), recording events in the run and rendering them.
+fn execute(run: &Run, config: &TrainConfig, json: bool, resuming: bool) -> anyhow::Result<()> {
     let mut recorder = run.recorder()?;
     let mut terminal = TerminalProgress::new();
-    let mut json = JsonLines;
-    let renderer: &mut dyn Observer = if args.json { &mut json } else { &mut terminal };
+    let mut json_lines = JsonLines;
+    let renderer: &mut dyn Observer = if json { &mut json_lines } else { &mut terminal };
     let mut observer = Fanout(vec![&mut recorder, renderer]);
-    train(&config, &mut observer, &TrainControl::default())?;
+    let control = TrainControl::default();
+    if resuming {
+        resume(config, &mut observer, &control)?;
+    } else {
+        train(config, &mut observer, &control)?;
+    }
     Ok(())
 }
 

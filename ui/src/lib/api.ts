@@ -79,6 +79,7 @@ export type TrainEvent =
       valid_examples: number;
       trainable_parameters: number;
       total_parameters: number;
+      resumed_from_step?: number | null;
     }
   | {
       event: "step";

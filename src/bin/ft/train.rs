@@ -8,6 +8,8 @@ use finetune::train::{resume, train, Observer, TrainConfig, TrainControl};
 
 use crate::progress::{Fanout, JsonLines, TerminalProgress};
 
+// Parsed once per process: the size difference between variants is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum TrainCommand {
     /// Train LoRA adapters with defaults picked for a first run.

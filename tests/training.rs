@@ -271,3 +271,53 @@ fn ft_train_rejects_a_bad_dataset_with_exit_code_2() {
         "{stderr}"
     );
 }
+
+#[test]
+fn early_stopping_keeps_the_best_adapters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 40);
+    // Validation asks for another answer than training teaches, so its loss
+    // rises as training goes on.
+    let valid = tmp.path().join("valid.jsonl");
+    let record = serde_json::json!({"messages": [
+        {"role": "user", "content": "hello 1"},
+        {"role": "assistant", "content": "bye now, see you"},
+    ]});
+    std::fs::write(&valid, format!("{record}\n{record}\n{record}\n{record}\n")).unwrap();
+    cfg.valid = Some(valid);
+    cfg.steps_per_eval = 1;
+    cfg.early_stopping_patience = Some(3);
+    let events = run(&cfg);
+
+    let evals: Vec<(usize, f32, bool)> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Eval {
+                step,
+                val_loss,
+                best,
+            } => Some((*step, *val_loss, *best)),
+            _ => None,
+        })
+        .collect();
+    let Some(TrainEvent::Stopped { step, reason }) = events.last() else {
+        panic!("expected an early stop, got {:?}", events.last());
+    };
+    assert!(*step < 40 && reason.contains("early stopping"), "{reason}");
+    let (best_step, best_loss, _) = evals.iter().filter(|e| e.2).last().copied().unwrap();
+    assert!(evals.iter().all(|e| e.1 >= best_loss));
+    assert_eq!(
+        evals.iter().filter(|e| e.0 > best_step).count(),
+        3,
+        "stopped after 3 evaluations without progress"
+    );
+
+    // The best adapters are the weights of the best evaluation, not the last.
+    let best =
+        finetune::mlx_rs::Array::load_safetensors(cfg.output.join("best/adapters.safetensors"))
+            .unwrap();
+    let last =
+        finetune::mlx_rs::Array::load_safetensors(cfg.output.join("adapters.safetensors")).unwrap();
+    let key = "model.layers.0.self_attn.q_proj.lora_b";
+    assert_ne!(best[key].as_slice::<f32>(), last[key].as_slice::<f32>());
+}

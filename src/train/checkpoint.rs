@@ -29,6 +29,9 @@ pub struct LoopState {
     pub step: usize,
     pub trained_tokens: usize,
     pub best_val_loss: Option<f32>,
+    /// Evaluations since the best one (for early stopping).
+    #[serde(default)]
+    pub evals_since_best: usize,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

@@ -49,6 +49,9 @@ pub struct TrainConfig {
     pub steps_per_eval: usize,
     /// Validation batches per evaluation (0: the whole validation set).
     pub val_batches: usize,
+    /// Stop when the validation loss has not improved for this many
+    /// evaluations (the best adapters are always kept in `output/best`).
+    pub early_stopping_patience: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -77,6 +80,7 @@ impl Default for TrainConfig {
             steps_per_report: 10,
             steps_per_eval: 100,
             val_batches: 25,
+            early_stopping_patience: None,
         }
     }
 }

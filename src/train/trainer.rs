@@ -154,6 +154,7 @@ fn run(
         step: 0,
         trained_tokens: 0,
         best_val_loss: None,
+        evals_since_best: 0,
     };
     let mut resumed_from_step = None;
     if resume {
@@ -287,12 +288,38 @@ fn run(
             let best = state.best_val_loss.is_none_or(|b| val_loss < b);
             if best {
                 state.best_val_loss = Some(val_loss);
+                state.evals_since_best = 0;
+                // Keep the best adapters apart from the latest ones.
+                lora::save_mlx_adapters(model, &config.lora, &config.output.join("best"))?;
+            } else {
+                state.evals_since_best += 1;
             }
             observer.on_event(&TrainEvent::Eval {
                 step: done,
                 val_loss,
                 best,
             });
+            if let Some(patience) = config.early_stopping_patience {
+                if !best && state.evals_since_best >= patience && done < total_steps {
+                    lora::save_mlx_adapters(model, &config.lora, &config.output)?;
+                    write_checkpoint(config, model, &optimizer, &state, observer)?;
+                    observer.on_event(&TrainEvent::Stopped {
+                        step: done,
+                        reason: format!(
+                            "early stopping: validation loss has not improved for {patience} evaluations; the best adapters are in {}",
+                            config.output.join("best").display()
+                        ),
+                    });
+                    return Ok(summary(
+                        &state,
+                        last_loss,
+                        session_tokens,
+                        start,
+                        paused,
+                        &config.output,
+                    ));
+                }
+            }
         }
         if config.steps_per_checkpoint > 0
             && done % config.steps_per_checkpoint == 0

@@ -63,6 +63,9 @@ pub struct TrainArgs {
     /// Validate every N steps.
     #[arg(long)]
     pub val_every: Option<usize>,
+    /// Stop when the validation loss has not improved for N evaluations.
+    #[arg(long)]
+    pub early_stopping: Option<usize>,
     /// Report progress every N steps.
     #[arg(long)]
     pub report_every: Option<usize>,
@@ -127,6 +130,9 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
          lora_rank => lora.rank, lora_alpha => lora.alpha, warmup_steps => warmup_steps,
          val_every => steps_per_eval, seed => seed, report_every => steps_per_report,
          checkpoint_every => steps_per_checkpoint);
+    if let Some(v) = args.early_stopping {
+        config.early_stopping_patience = Some(v);
+    }
     if let Some(v) = args.lora_layers {
         config.lora.num_layers = Some(v);
     }

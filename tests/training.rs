@@ -304,7 +304,7 @@ fn early_stopping_keeps_the_best_adapters() {
         panic!("expected an early stop, got {:?}", events.last());
     };
     assert!(*step < 40 && reason.contains("early stopping"), "{reason}");
-    let (best_step, best_loss, _) = evals.iter().filter(|e| e.2).last().copied().unwrap();
+    let (best_step, best_loss, _) = evals.iter().rfind(|e| e.2).copied().unwrap();
     assert!(evals.iter().all(|e| e.1 >= best_loss));
     assert_eq!(
         evals.iter().filter(|e| e.0 > best_step).count(),

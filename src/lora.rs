@@ -196,6 +196,65 @@ pub fn save_mlx_adapters(model: &Llama, config: &LoraConfig, dir: &Path) -> Resu
     write_atomic(&dir.join("adapter_config.json"), json.as_bytes())
 }
 
+/// Attaches the adapters saved in `dir` (mlx-lm's format) to `model`.
+pub fn load_mlx_adapters(model: &mut Llama, dir: &Path) -> Result<LoraConfig> {
+    let config_path = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    let saved: AdapterConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", config_path.display())))?;
+    if saved.fine_tune_type != "lora" {
+        return Err(Error::Invalid(format!(
+            "{}: fine_tune_type `{}` is not supported (only lora)",
+            config_path.display(),
+            saved.fine_tune_type
+        )));
+    }
+    let p = &saved.lora_parameters;
+    let targets: Vec<String> = p
+        .keys
+        .iter()
+        .map(|k| k.rsplit('.').next().unwrap_or(k).to_string())
+        .collect();
+    let config = LoraConfig {
+        rank: p.rank,
+        // alpha is what FineTune records; mlx-lm's own files only have scale.
+        alpha: p.alpha.unwrap_or(p.scale * p.rank as f32),
+        dropout: 0.0,
+        targets,
+        num_layers: Some(saved.num_layers),
+    };
+    apply(model, &config)?;
+    let weights_path = dir.join("adapters.safetensors");
+    let weights = Array::load_safetensors(&weights_path).map_err(|e| {
+        Error::Invalid(format!(
+            "{}: not a readable safetensors file: {e}",
+            weights_path.display()
+        ))
+    })?;
+    let mut params = model.parameters_mut().flatten();
+    for (key, value) in weights {
+        let slot = params.get_mut(key.as_str()).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: `{key}` does not match this model (wrong base model?)",
+                weights_path.display()
+            ))
+        })?;
+        if slot.shape() != value.shape() {
+            return Err(Error::Invalid(format!(
+                "{}: `{key}` has shape {:?}, the model expects {:?}",
+                weights_path.display(),
+                value.shape(),
+                slot.shape()
+            )));
+        }
+        **slot = value;
+    }
+    Ok(config)
+}
+
 /// mlx-lm names keys by their path inside a layer.
 fn qualified_key(target: &str) -> String {
     match target {

@@ -67,6 +67,9 @@ enum Command {
         /// Random seed for sampling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// LoRA adapters to apply: a folder with adapters.safetensors, or a run id.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         /// Expand quantized weights (GGUF Q4/Q8) to dense floats before running.
         #[arg(long)]
         dequantize: bool,
@@ -92,6 +95,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// An adapter folder, a run folder, or a run id in the runs folder.
+fn resolve_adapter(given: &std::path::Path) -> anyhow::Result<PathBuf> {
+    for candidate in [
+        given.to_path_buf(),
+        given.join("adapters"),
+        finetune::runs::runs_dir().join(given).join("adapters"),
+    ] {
+        if candidate.join("adapter_config.json").exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(finetune::Error::Invalid(format!(
+        "{}: no adapters here (expected adapter_config.json, a run folder or a run id)",
+        given.display()
+    ))
+    .into())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(command) => train::run(command)?,
@@ -113,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             temperature,
             top_p,
             seed,
+            adapter,
             dequantize,
             stats,
         } => {
@@ -122,6 +144,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let mut loaded = model::load(&model, &options)?;
+            if let Some(adapter) = adapter {
+                let dir = resolve_adapter(&adapter)?;
+                finetune::lora::load_mlx_adapters(&mut loaded.model, &dir)?;
+                loaded.model.eval_parameters()?;
+            }
             let load_seconds = start.elapsed().as_secs_f64();
             let text = if chat {
                 let template = loaded.chat_template.as_ref().ok_or_else(|| {

@@ -1,0 +1,108 @@
+//! Adapter files: what is saved loads back to the same model, and errors
+//! name the file.
+
+mod common;
+
+use common::{max_abs_diff, TinyModel};
+use finetune::lora::{self, LoraConfig};
+use finetune::mlx_rs::{self, module::ModuleParameters, Array};
+use finetune::model::{self, LoadOptions};
+
+fn tokens() -> Array {
+    Array::from_slice(&[1, 40, 77, 120, 9, 15], &[1, 6])
+}
+
+/// A model with adapters whose B is non-zero, so they change the output.
+fn adapted(dir: &std::path::Path, config: &LoraConfig) -> finetune::model::llama::Llama {
+    let mut m = model::load(dir, &LoadOptions::default()).unwrap().model;
+    lora::apply(&mut m, config).unwrap();
+    mlx_rs::random::seed(11).unwrap();
+    for (name, value) in m.parameters_mut().flatten() {
+        if name.ends_with("lora_b") {
+            *value = mlx_rs::random::normal::<f32>(value.shape(), None, 0.05, None).unwrap();
+        }
+    }
+    m
+}
+
+#[test]
+fn saved_mlx_adapters_load_back_to_the_same_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TinyModel::default().write(tmp.path());
+    let config = LoraConfig {
+        rank: 4,
+        alpha: 12.0,
+        num_layers: Some(1),
+        targets: vec!["q_proj".into(), "down_proj".into()],
+        ..Default::default()
+    };
+    let mut trained = adapted(&dir, &config);
+    let expected = trained.forward(&tokens(), None).unwrap();
+    let mut base = model::load(&dir, &LoadOptions::default()).unwrap().model;
+    let base_logits = base.forward(&tokens(), None).unwrap();
+    assert!(
+        max_abs_diff(&expected, &base_logits) > 1e-3,
+        "the adapters change the output"
+    );
+
+    let out = tmp.path().join("adapters");
+    lora::save_mlx_adapters(&trained, &config, &out).unwrap();
+    let mut reloaded = model::load(&dir, &LoadOptions::default()).unwrap().model;
+    let read = lora::load_mlx_adapters(&mut reloaded, &out).unwrap();
+    assert_eq!(read, config);
+    let got = reloaded.forward(&tokens(), None).unwrap();
+    assert_eq!(max_abs_diff(&got, &expected), 0.0);
+}
+
+#[test]
+fn adapters_for_another_model_are_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = TinyModel::default().write(tmp.path());
+    let config = LoraConfig::default();
+    let out = tmp.path().join("adapters");
+    lora::save_mlx_adapters(&adapted(&small, &config), &config, &out).unwrap();
+
+    let other_root = tmp.path().join("other");
+    std::fs::create_dir_all(&other_root).unwrap();
+    let wider = TinyModel {
+        hidden: 128,
+        heads: 8,
+        ..Default::default()
+    }
+    .write(&other_root);
+    let mut m = model::load(&wider, &LoadOptions::default()).unwrap().model;
+    let err = lora::load_mlx_adapters(&mut m, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("adapters.safetensors") && err.contains("shape"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ft_generate_applies_an_adapter_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TinyModel::default().write(tmp.path());
+    let config = LoraConfig::default();
+    let out = tmp.path().join("adapters");
+    lora::save_mlx_adapters(&adapted(&dir, &config), &config, &out).unwrap();
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ft"))
+            .arg("generate")
+            .arg(&dir)
+            .args(["--prompt", "hello", "--max-tokens", "8"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    };
+    let with = run(&["--adapter", out.to_str().unwrap()]);
+    let without = run(&[]);
+    assert_ne!(with, without, "the adapter changes what the model writes");
+}

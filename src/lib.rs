@@ -13,6 +13,7 @@ pub mod generate;
 pub mod lora;
 pub mod model;
 pub mod paths;
+pub mod peft;
 pub mod runs;
 pub mod tokenizer;
 pub mod train;

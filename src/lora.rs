@@ -196,6 +196,18 @@ pub fn save_mlx_adapters(model: &Llama, config: &LoraConfig, dir: &Path) -> Resu
     write_atomic(&dir.join("adapter_config.json"), json.as_bytes())
 }
 
+/// Attaches the adapters in `dir` to `model`, in mlx-lm's or PEFT's format.
+pub fn load_adapters(model: &mut Llama, dir: &Path) -> Result<LoraConfig> {
+    if dir.join("adapter_model.safetensors").exists() {
+        let converted = std::env::temp_dir().join(format!("finetune-peft-{}", std::process::id()));
+        crate::peft::peft_to_mlx(dir, &converted)?;
+        let result = load_mlx_adapters(model, &converted);
+        let _ = std::fs::remove_dir_all(&converted);
+        return result;
+    }
+    load_mlx_adapters(model, dir)
+}
+
 /// Attaches the adapters saved in `dir` (mlx-lm's format) to `model`.
 pub fn load_mlx_adapters(model: &mut Llama, dir: &Path) -> Result<LoraConfig> {
     let config_path = dir.join("adapter_config.json");

@@ -106,3 +106,52 @@ fn ft_generate_applies_an_adapter_folder() {
     let without = run(&[]);
     assert_ne!(with, without, "the adapter changes what the model writes");
 }
+
+#[test]
+fn peft_export_has_peft_names_and_shapes_and_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TinyModel::default().write(tmp.path());
+    let config = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..Default::default()
+    };
+    let mut trained = adapted(&dir, &config);
+    let expected = trained.forward(&tokens(), None).unwrap();
+    let mlx_dir = tmp.path().join("mlx");
+    lora::save_mlx_adapters(&trained, &config, &mlx_dir).unwrap();
+
+    let peft_dir = tmp.path().join("peft");
+    finetune::peft::mlx_to_peft(&mlx_dir, &peft_dir, "tiny-llama").unwrap();
+    let peft = Array::load_safetensors(peft_dir.join("adapter_model.safetensors")).unwrap();
+    let a = &peft["base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"];
+    let b = &peft["base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight"];
+    assert_eq!(a.shape(), &[4, 64], "lora_A is (r, in)");
+    assert_eq!(b.shape(), &[64, 4], "lora_B is (out, r)");
+    let peft_config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(peft_dir.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(peft_config["peft_type"], "LORA");
+    assert_eq!(peft_config["r"], 4);
+    assert_eq!(peft_config["lora_alpha"], 8.0);
+    assert_eq!(peft_config["target_modules"].as_array().unwrap().len(), 7);
+
+    // A PEFT folder loads straight onto the model, with the same result.
+    let mut from_peft = model::load(&dir, &LoadOptions::default()).unwrap().model;
+    lora::load_adapters(&mut from_peft, &peft_dir).unwrap();
+    assert_eq!(
+        max_abs_diff(&from_peft.forward(&tokens(), None).unwrap(), &expected),
+        0.0
+    );
+
+    // And converts back to the very same mlx-lm tensors.
+    let back = tmp.path().join("back");
+    finetune::peft::peft_to_mlx(&peft_dir, &back).unwrap();
+    let original = Array::load_safetensors(mlx_dir.join("adapters.safetensors")).unwrap();
+    let round = Array::load_safetensors(back.join("adapters.safetensors")).unwrap();
+    assert_eq!(original.len(), round.len());
+    for (k, v) in &original {
+        assert_eq!(v.as_slice::<f32>(), round[k].as_slice::<f32>(), "{k}");
+    }
+}

@@ -1,6 +1,7 @@
 //! `ft`: FineTune's command line.
 
 mod data;
+mod export;
 mod progress;
 mod runs;
 mod train;
@@ -39,6 +40,8 @@ enum Command {
     /// Fine-tune a model on a dataset.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Write a run's adapters for other tools (mlx-lm, PEFT).
+    Export(export::ExportArgs),
     /// Look at a dataset the way training will see it.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -103,6 +106,7 @@ fn resolve_adapter(given: &std::path::Path) -> anyhow::Result<PathBuf> {
         finetune::runs::runs_dir().join(given).join("adapters"),
     ] {
         if candidate.join("adapter_config.json").exists() {
+            // mlx-lm or PEFT: load_adapters tells them apart.
             return Ok(candidate);
         }
     }
@@ -118,6 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(command) => train::run(command)?,
         Command::Runs(command) => runs::run(command)?,
         Command::Data(command) => data::run(command)?,
+        Command::Export(args) => export::run(args)?,
         Command::Device { json } => {
             let report = DeviceReport::collect()?;
             if json {
@@ -146,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut loaded = model::load(&model, &options)?;
             if let Some(adapter) = adapter {
                 let dir = resolve_adapter(&adapter)?;
-                finetune::lora::load_mlx_adapters(&mut loaded.model, &dir)?;
+                finetune::lora::load_adapters(&mut loaded.model, &dir)?;
                 loaded.model.eval_parameters()?;
             }
             let load_seconds = start.elapsed().as_secs_f64();

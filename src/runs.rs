@@ -54,6 +54,21 @@ impl Run {
         Ok(Self { id, dir })
     }
 
+    /// Makes the run folder for `config` (named after its dataset), points
+    /// the config's adapters and checkpoints into it, and records the config.
+    pub fn start(root: &Path, config: &mut TrainConfig) -> Result<Self> {
+        let label = config
+            .data
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        let run = Self::create(root, &label)?;
+        config.output = run.adapters_dir();
+        config.checkpoint_dir = Some(run.checkpoints_dir());
+        run.write_config(config)?;
+        Ok(run)
+    }
+
     /// Opens an existing run by id or path.
     pub fn open(root: &Path, id_or_path: &str) -> Result<Self> {
         let direct = PathBuf::from(id_or_path);

@@ -91,16 +91,7 @@ pub fn start_training(
         ));
     }
     let mut config = request.to_config();
-    let root = runs_dir();
-    let label = config
-        .data
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "run".into());
-    let run = Run::create(&root, &label)?;
-    config.output = run.adapters_dir();
-    config.checkpoint_dir = Some(run.checkpoints_dir());
-    run.write_config(&config)?;
+    let run = Run::start(&runs_dir(), &mut config)?;
     let control = TrainControl::default();
     *current = Some(control.clone());
     let recorder = run.recorder().ok();

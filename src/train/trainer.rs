@@ -213,12 +213,8 @@ fn run(
             paused += since.elapsed();
         }
         if control.state() == CANCELLED {
-            lora::save_mlx_adapters(model, &config.lora, &config.output)?;
-            write_checkpoint(config, model, &optimizer, &state, observer)?;
-            observer.on_event(&TrainEvent::Stopped {
-                step,
-                reason: "cancelled".into(),
-            });
+            let reason = "cancelled".to_string();
+            stop_early(config, model, &optimizer, &state, observer, reason)?;
             return Ok(summary(
                 &state,
                 last_loss,
@@ -301,15 +297,11 @@ fn run(
             });
             if let Some(patience) = config.early_stopping_patience {
                 if !best && state.evals_since_best >= patience && done < total_steps {
-                    lora::save_mlx_adapters(model, &config.lora, &config.output)?;
-                    write_checkpoint(config, model, &optimizer, &state, observer)?;
-                    observer.on_event(&TrainEvent::Stopped {
-                        step: done,
-                        reason: format!(
-                            "early stopping: validation loss has not improved for {patience} evaluations; the best adapters are in {}",
-                            config.output.join("best").display()
-                        ),
-                    });
+                    let reason = format!(
+                        "early stopping: validation loss has not improved for {patience} evaluations; the best adapters are in {}",
+                        config.output.join("best").display()
+                    );
+                    stop_early(config, model, &optimizer, &state, observer, reason)?;
                     return Ok(summary(
                         &state,
                         last_loss,
@@ -437,6 +429,25 @@ fn system_available() -> u64 {
             s.available_memory()
         })
         .unwrap_or(0)
+}
+
+/// Ends a run before its last step: adapters and a checkpoint are saved
+/// first, so nothing trained is lost and the run can be resumed.
+fn stop_early(
+    config: &TrainConfig,
+    model: &Llama,
+    optimizer: &AdamW,
+    state: &LoopState,
+    observer: &mut dyn Observer,
+    reason: String,
+) -> Result<()> {
+    lora::save_mlx_adapters(model, &config.lora, &config.output)?;
+    write_checkpoint(config, model, optimizer, state, observer)?;
+    observer.on_event(&TrainEvent::Stopped {
+        step: state.step,
+        reason,
+    });
+    Ok(())
 }
 
 /// Writes a resumable checkpoint when the run has a checkpoint folder.

@@ -139,15 +139,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     config.train_on_prompt |= args.train_on_prompt;
 
     let root = args.runs_dir.clone().unwrap_or_else(runs_dir);
-    let label = config
-        .data
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "run".into());
-    let run = Run::create(&root, &label)?;
-    config.output = run.adapters_dir();
-    config.checkpoint_dir = Some(run.checkpoints_dir());
-    run.write_config(&config)?;
+    let run = Run::start(&root, &mut config)?;
     eprintln!("run {} in {}", run.id, run.dir.display());
     execute(&run, &config, args.json, false)
 }

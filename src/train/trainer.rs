@@ -195,8 +195,7 @@ fn run(
         .unwrap_or(0);
 
     mlx_rs::memory::reset_peak_memory()?;
-    let start = Instant::now();
-    let mut paused = Duration::ZERO;
+    let mut clock = Clock::start();
     let mut session_tokens = 0usize; // trained since this process started (for speed)
     let mut window = (0.0f64, 0usize, 0usize); // loss·tokens, tokens, steps since the last report
     let mut last_loss = None;
@@ -210,7 +209,7 @@ fn run(
             while control.state() == PAUSED {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            paused += since.elapsed();
+            clock.paused += since.elapsed();
         }
         if control.state() == CANCELLED {
             let reason = "cancelled".to_string();
@@ -219,8 +218,7 @@ fn run(
                 &state,
                 last_loss,
                 session_tokens,
-                start,
-                paused,
+                &clock,
                 &config.output,
             ));
         }
@@ -258,8 +256,8 @@ fn run(
 
         let done = step + 1;
         if done % config.steps_per_report.max(1) == 0 || done == total_steps {
-            let elapsed = (start.elapsed() - paused).as_secs_f64();
-            let tokens_per_second = session_tokens as f64 / elapsed.max(1e-9);
+            let elapsed = clock.elapsed();
+            let tokens_per_second = session_tokens as f64 / clock.training().max(1e-9);
             let seconds_per_step = elapsed / (done - first_step) as f64;
             observer.on_event(&TrainEvent::Step {
                 step: done,
@@ -280,7 +278,9 @@ fn run(
         let eval_now =
             (config.steps_per_eval > 0 && done % config.steps_per_eval == 0) || done == total_steps;
         if eval_now && !valid_set.is_empty() {
+            let since = Instant::now();
             let val_loss = evaluate(model, &valid_set, config, pad)?;
+            clock.evaluating += since.elapsed();
             let best = state.best_val_loss.is_none_or(|b| val_loss < b);
             if best {
                 state.best_val_loss = Some(val_loss);
@@ -306,8 +306,7 @@ fn run(
                         &state,
                         last_loss,
                         session_tokens,
-                        start,
-                        paused,
+                        &clock,
                         &config.output,
                     ));
                 }
@@ -327,14 +326,7 @@ fn run(
         step: total_steps,
         path: config.output.display().to_string(),
     });
-    let summary = summary(
-        &state,
-        last_loss,
-        session_tokens,
-        start,
-        paused,
-        &config.output,
-    );
+    let summary = summary(&state, last_loss, session_tokens, &clock, &config.output);
     observer.on_event(&TrainEvent::Finished {
         summary: summary.clone(),
     });
@@ -468,22 +460,46 @@ fn write_checkpoint(
     Ok(())
 }
 
+/// Wall time of a session, less pauses; training speed also leaves out the
+/// time spent validating.
+struct Clock {
+    start: Instant,
+    paused: Duration,
+    evaluating: Duration,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            start: Instant::now(),
+            paused: Duration::ZERO,
+            evaluating: Duration::ZERO,
+        }
+    }
+
+    fn elapsed(&self) -> f64 {
+        (self.start.elapsed().saturating_sub(self.paused)).as_secs_f64()
+    }
+
+    fn training(&self) -> f64 {
+        self.elapsed() - self.evaluating.as_secs_f64()
+    }
+}
+
 fn summary(
     state: &LoopState,
     final_loss: Option<f32>,
     session_tokens: usize,
-    start: Instant,
-    paused: Duration,
+    clock: &Clock,
     dir: &Path,
 ) -> TrainSummary {
-    let seconds = (start.elapsed() - paused).as_secs_f64();
     TrainSummary {
         steps: state.step,
         final_loss,
         best_val_loss: state.best_val_loss,
         trained_tokens: state.trained_tokens,
-        seconds,
-        tokens_per_second: session_tokens as f64 / seconds.max(1e-9),
+        seconds: clock.elapsed(),
+        tokens_per_second: session_tokens as f64 / clock.training().max(1e-9),
         peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
         adapter_dir: dir.into(),
     }

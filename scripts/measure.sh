@@ -14,7 +14,7 @@ runs="$(mktemp -d)"; trap 'rm -rf "$runs"' EXIT
 
 echo "== ft device"; $FT device
 PROMPT="Tell me about the history of Paris in a few sentences."
-for mode in "" "--dequantize"; do
+for mode in "--keep-quantized" ""; do
   echo "== ft generate (Q4_1 GGUF${mode:+, $mode}), 64 tokens, greedy"
   $FT generate "$MODEL" --chat --prompt "$PROMPT" --max-tokens 64 --stats $mode >/dev/null
 done

@@ -25,6 +25,8 @@ impl Message {
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The Jinja source, as the model shipped it.
+    pub source: String,
     pub bos_token: String,
     pub eos_token: String,
 }
@@ -44,6 +46,7 @@ impl ChatTemplate {
             .map_err(|e| Error::Invalid(format!("chat template does not compile: {e}")))?;
         Ok(Self {
             env,
+            source: source.to_string(),
             bos_token: bos_token.unwrap_or_default().into(),
             eos_token: eos_token.unwrap_or_default().into(),
         })

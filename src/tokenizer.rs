@@ -173,6 +173,13 @@ impl Tokenizer {
             .map_err(|e| Error::Invalid(format!("cannot decode: {e}")))
     }
 
+    /// Writes `tokenizer.json`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner
+            .save(path, false)
+            .map_err(|e| Error::Invalid(format!("{}: cannot write tokenizer: {e}", path.display())))
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

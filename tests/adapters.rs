@@ -155,3 +155,44 @@ fn peft_export_has_peft_names_and_shapes_and_round_trips() {
         assert_eq!(v.as_slice::<f32>(), round[k].as_slice::<f32>(), "{k}");
     }
 }
+
+#[test]
+fn fused_folder_computes_what_base_plus_adapter_did() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TinyModel::default().write(tmp.path());
+    let config = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..Default::default()
+    };
+    let mut trained = adapted(&dir, &config);
+    let expected = trained.forward(&tokens(), None).unwrap();
+    let adapters = tmp.path().join("adapters");
+    lora::save_mlx_adapters(&trained, &config, &adapters).unwrap();
+
+    let mut loaded = model::load(&dir, &LoadOptions::default()).unwrap();
+    lora::load_adapters(&mut loaded.model, &adapters).unwrap();
+    finetune::export::fuse_adapters(&mut loaded).unwrap();
+    let out = tmp.path().join("fused");
+    // A small shard size forces several shards and an index.
+    finetune::export::write_hf_folder(&mut loaded, &out, 64 << 10).unwrap();
+    assert!(out.join("model.safetensors.index.json").exists());
+    assert!(out.join("tokenizer.json").exists());
+
+    let mut fused = model::load(&out, &LoadOptions::default()).unwrap();
+    assert!(fused.model.projections().all(|p| !p.has_lora()));
+    let got = fused.model.forward(&tokens(), None).unwrap();
+    assert!(
+        max_abs_diff(&got, &expected) < 1e-4,
+        "{}",
+        max_abs_diff(&got, &expected)
+    );
+    // The chat template travels along.
+    assert!(fused.chat_template.is_some());
+
+    // Never overwrites an existing folder.
+    let err = finetune::export::write_hf_folder(&mut fused, &out, 1 << 30)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already exists"), "{err}");
+}

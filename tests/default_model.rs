@@ -128,3 +128,41 @@ fn parameter_count_matches_the_published_size() {
     // SmolLM2-135M: 134,515,008 parameters (tied head), whether quantized or not.
     assert_eq!(finetune::lora::total_count(&loaded.model), 134_515_008);
 }
+
+#[test]
+fn ft_convert_turns_the_gguf_into_a_hugging_face_folder_with_the_same_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("smollm2");
+    let status = Command::new(env!("CARGO_BIN_EXE_ft"))
+        .arg("convert")
+        .arg(common::default_model())
+        .arg("--output")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlamaForCausalLM");
+    assert_eq!(config["num_key_value_heads"], 3);
+    assert_eq!(config["tie_word_embeddings"], true);
+
+    let options = LoadOptions {
+        dequantize: true,
+        ..Default::default()
+    };
+    let mut gguf = model::load(&common::default_model(), &options).unwrap();
+    let mut folder = model::load(&out, &LoadOptions::default()).unwrap();
+    let ids = gguf.tokenizer.encode("The capital of France is").unwrap();
+    assert_eq!(
+        folder.tokenizer.encode("The capital of France is").unwrap(),
+        ids
+    );
+    let input = finetune::mlx_rs::Array::from_slice(
+        &ids.iter().map(|&i| i as i32).collect::<Vec<_>>(),
+        &[1, ids.len() as i32],
+    );
+    let a = gguf.model.forward(&input, None).unwrap();
+    let b = folder.model.forward(&input, None).unwrap();
+    assert_eq!(common::max_abs_diff(&a, &b), 0.0);
+}

@@ -18,27 +18,27 @@ pub struct LlamaConfig {
     pub intermediate_size: i32,
     pub num_hidden_layers: i32,
     pub num_attention_heads: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_key_value_heads: Option<i32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_dim: Option<i32>,
     pub vocab_size: i32,
     #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f32,
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeScaling>,
     #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Biases on q/k/v/o (Llama's switch); Qwen2 always has q/k/v biases.
     #[serde(default)]
     pub attention_bias: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_position_embeddings: Option<i32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bos_token_id: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eos_token_id: Option<serde_json::Value>,
 }
 

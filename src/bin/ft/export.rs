@@ -11,6 +11,8 @@ pub enum Format {
     Mlx,
     /// Hugging Face PEFT: adapter_model.safetensors + adapter_config.json (`PeftModel.from_pretrained`).
     Peft,
+    /// The base model with the adapters folded in, as a Hugging Face folder.
+    Fused,
 }
 
 #[derive(Args)]
@@ -33,6 +35,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let (name, default_dir) = match args.format {
         Format::Mlx => ("mlx", run.dir.join("export-mlx")),
         Format::Peft => ("peft", run.dir.join("export-peft")),
+        Format::Fused => ("fused", run.dir.join("export-fused")),
     };
     let output = args.output.unwrap_or(default_dir);
     match args.format {
@@ -45,6 +48,20 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         Format::Peft => {
             let base = config.model.display().to_string();
             finetune::peft::mlx_to_peft(&adapters, &output, &base)?;
+        }
+        Format::Fused => {
+            let options = finetune::model::LoadOptions {
+                dequantize: true,
+                ..Default::default()
+            };
+            let mut loaded = finetune::model::load(&config.model, &options)?;
+            finetune::lora::load_adapters(&mut loaded.model, &adapters)?;
+            finetune::export::fuse_adapters(&mut loaded)?;
+            finetune::export::write_hf_folder(
+                &mut loaded,
+                &output,
+                finetune::export::DEFAULT_SHARD_BYTES,
+            )?;
         }
     }
     eprintln!("wrote {name} adapters to {}", output.display());

@@ -40,7 +40,17 @@ enum Command {
     /// Fine-tune a model on a dataset.
     #[command(subcommand)]
     Train(train::TrainCommand),
-    /// Write a run's adapters for other tools (mlx-lm, PEFT).
+    /// Write a model (a .gguf file or a folder) as a Hugging Face safetensors folder.
+    Convert {
+        model: PathBuf,
+        /// The new folder to write (must not exist).
+        #[arg(long)]
+        output: PathBuf,
+        /// Largest safetensors shard, in MiB.
+        #[arg(long, default_value_t = 5120)]
+        shard_size_mb: usize,
+    },
+    /// Write a run's adapters for other tools (mlx-lm, PEFT), or fused into the base.
     Export(export::ExportArgs),
     /// Look at a dataset the way training will see it.
     #[command(subcommand)]
@@ -125,6 +135,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runs(command) => runs::run(command)?,
         Command::Data(command) => data::run(command)?,
         Command::Export(args) => export::run(args)?,
+        Command::Convert {
+            model,
+            output,
+            shard_size_mb,
+        } => {
+            let options = LoadOptions {
+                dequantize: true,
+                ..Default::default()
+            };
+            let mut loaded = model::load(&model, &options)?;
+            finetune::export::write_hf_folder(&mut loaded, &output, shard_size_mb << 20)?;
+            eprintln!("wrote {}", output.display());
+        }
         Command::Device { json } => {
             let report = DeviceReport::collect()?;
             if json {

@@ -1,0 +1,123 @@
+//! Writing a model as a Hugging Face folder: `config.json`, safetensors
+//! (sharded by size, with `model.safetensors.index.json`), `tokenizer.json`
+//! and `tokenizer_config.json` (with the chat template). Used to fuse
+//! adapters into the base (`ft export --format fused`) and to convert any
+//! supported input, a GGUF file included (`ft convert`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use mlx_rs::module::ModuleParameters;
+use mlx_rs::Array;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::model::LoadedModel;
+
+/// Default largest shard, as transformers writes them.
+pub const DEFAULT_SHARD_BYTES: usize = 5 << 30;
+
+/// Folds every adapter into its base weight (the result is a dense model).
+pub fn fuse_adapters(loaded: &mut LoadedModel) -> Result<()> {
+    for projection in loaded.model.projections_mut() {
+        if projection.has_lora() {
+            projection.fuse_lora()?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `loaded` into the new folder `dir` (refuses an existing one, so no
+/// user file is ever overwritten). Quantized weights are written dense.
+pub fn write_hf_folder(loaded: &mut LoadedModel, dir: &Path, shard_bytes: usize) -> Result<()> {
+    if dir.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: already exists; choose a new folder",
+            dir.display()
+        )));
+    }
+    loaded.model.dequantize()?;
+    let tmp = dir.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|source| Error::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|source| Error::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+
+    let params = loaded.model.parameters().flatten();
+    let mut names: Vec<&str> = params.keys().map(|k| &**k).collect();
+    names.sort();
+    // Greedy shards in name order.
+    let mut shards: Vec<Vec<&str>> = vec![Vec::new()];
+    let mut size = 0usize;
+    for name in &names {
+        let bytes = params[*name].nbytes();
+        if size + bytes > shard_bytes && !shards.last().expect("non-empty").is_empty() {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        shards.last_mut().expect("non-empty").push(name);
+        size += bytes;
+    }
+    let mut weight_map = BTreeMap::new();
+    let total = shards.len();
+    for (i, shard) in shards.iter().enumerate() {
+        let file = if total == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{:05}-of-{total:05}.safetensors", i + 1)
+        };
+        let arrays: HashMap<&str, &Array> = shard.iter().map(|n| (*n, params[*n])).collect();
+        let path = tmp.join(&file);
+        Array::save_safetensors(arrays, None, &path)
+            .map_err(|e| Error::Invalid(format!("{}: cannot write: {e}", path.display())))?;
+        for name in shard {
+            weight_map.insert(name.to_string(), file.clone());
+        }
+    }
+    if total > 1 {
+        let total_size: usize = params.values().map(|a| a.nbytes()).sum();
+        let index = json!({ "metadata": { "total_size": total_size }, "weight_map": weight_map });
+        write_json(&tmp.join("model.safetensors.index.json"), &index)?;
+    }
+
+    let config = &loaded.model.config;
+    let architecture = match config.model_type.as_str() {
+        "qwen2" => "Qwen2ForCausalLM",
+        "mistral" => "MistralForCausalLM",
+        _ => "LlamaForCausalLM",
+    };
+    let mut config_json = serde_json::to_value(config).expect("serializable");
+    config_json["architectures"] = json!([architecture]);
+    config_json["torch_dtype"] = json!("float32");
+    config_json["tie_word_embeddings"] = json!(loaded.model.lm_head.is_none());
+    write_json(&tmp.join("config.json"), &config_json)?;
+
+    loaded.tokenizer.save(&tmp.join("tokenizer.json"))?;
+    let mut tokenizer_config = json!({
+        "bos_token": loaded.tokenizer.bos_token,
+        "eos_token": loaded.tokenizer.eos_token,
+    });
+    if let Some(template) = &loaded.chat_template {
+        tokenizer_config["chat_template"] = json!(template.source);
+    }
+    write_json(&tmp.join("tokenizer_config.json"), &tokenizer_config)?;
+
+    std::fs::rename(&tmp, dir).map_err(|source| Error::Io {
+        path: dir.into(),
+        source,
+    })
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("serializable");
+    std::fs::write(path, text).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })
+}

@@ -117,13 +117,16 @@ fn run(
     };
     let mut loaded = model::load(&config.model, &load_options)?;
     let train_set = load_examples(&config.data, config, &loaded)?;
+    // mlx-lm's convention: valid.jsonl beside train.jsonl (or in the folder).
     let valid_path = config.valid.clone().or_else(|| {
         let beside = if config.data.is_dir() {
-            config.data.join("valid.jsonl")
+            Some(config.data.join("valid.jsonl"))
+        } else if config.data.file_name().is_some_and(|n| n == "train.jsonl") {
+            Some(config.data.with_file_name("valid.jsonl"))
         } else {
-            config.data.with_file_name("valid.jsonl")
+            None
         };
-        (beside.exists() && beside != config.data).then_some(beside)
+        beside.filter(|p| p.exists())
     });
     let valid_set = match &valid_path {
         Some(p) => load_examples(p, config, &loaded)?,
@@ -197,7 +200,7 @@ fn run(
     mlx_rs::memory::reset_peak_memory()?;
     let mut clock = Clock::start();
     let mut session_tokens = 0usize; // trained since this process started (for speed)
-    let mut window = (0.0f64, 0usize, 0usize); // loss·tokens, tokens, steps since the last report
+    let mut window = (0.0f64, 0usize); // Σ loss·tokens and tokens since the last report
     let mut last_loss = None;
     let first_step = state.step;
     let mut order = epoch_order(groups.len(), config.seed, first_step / steps_per_epoch);
@@ -252,7 +255,6 @@ fn run(
         session_tokens += batch.trained_tokens;
         window.0 += loss_value as f64 * batch.trained_tokens as f64;
         window.1 += batch.trained_tokens;
-        window.2 += 1;
 
         let done = step + 1;
         if done % config.steps_per_report.max(1) == 0 || done == total_steps {
@@ -273,7 +275,7 @@ fn run(
                 mlx_peak_bytes: mlx_rs::memory::peak_memory()?,
                 system_available_bytes: system_available(),
             });
-            window = (0.0, 0, 0);
+            window = (0.0, 0);
         }
         let eval_now =
             (config.steps_per_eval > 0 && done % config.steps_per_eval == 0) || done == total_steps;

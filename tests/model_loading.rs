@@ -7,6 +7,21 @@ use common::{max_abs_diff, TinyModel};
 use finetune::mlx_rs::{ops, ops::indexing::IndexOp, Array};
 use finetune::model::{self, projection::Quantization, LoadOptions};
 
+/// The error `model::load` gives for `path`.
+fn load_error(path: &std::path::Path) -> String {
+    model::load(path, &LoadOptions::default())
+        .err()
+        .expect("loading fails")
+        .to_string()
+}
+
+/// Replaces `from` by `to` in the folder's config.json.
+fn edit_config(dir: &std::path::Path, from: &str, to: &str) {
+    let config = dir.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap().replace(from, to);
+    std::fs::write(&config, text).unwrap();
+}
+
 fn tokens(ids: &[i32]) -> Array {
     Array::from_slice(ids, &[1, ids.len() as i32])
 }
@@ -104,10 +119,7 @@ fn quantized_projections_stay_close_to_dense_ones() {
 #[test]
 fn missing_config_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = model::load(tmp.path(), &LoadOptions::default())
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_error(tmp.path());
     assert!(err.contains("no config.json"), "{err}");
     assert!(err.contains(&tmp.path().display().to_string()), "{err}");
 }
@@ -116,15 +128,8 @@ fn missing_config_is_a_clear_error() {
 fn unknown_architecture_lists_the_supported_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = TinyModel::default().write(tmp.path());
-    let config = dir.join("config.json");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("\"llama\"", "\"mamba\"");
-    std::fs::write(&config, text).unwrap();
-    let err = model::load(&dir, &LoadOptions::default())
-        .err()
-        .unwrap()
-        .to_string();
+    edit_config(&dir, "\"llama\"", "\"mamba\"");
+    let err = load_error(&dir);
     assert!(
         err.contains("mamba") && err.contains("llama, mistral, qwen2"),
         "{err}"
@@ -139,10 +144,7 @@ fn truncated_safetensors_names_the_file() {
     let weights = dir.join("model.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
-    let err = model::load(&dir, &LoadOptions::default())
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_error(&dir);
     assert!(err.contains("model.safetensors"), "{err}");
 }
 
@@ -154,15 +156,8 @@ fn missing_tensor_is_named() {
         ..Default::default()
     }
     .write(tmp.path());
-    let config = dir.join("config.json");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("\"num_hidden_layers\":1", "\"num_hidden_layers\":2");
-    std::fs::write(&config, text).unwrap();
-    let err = model::load(&dir, &LoadOptions::default())
-        .err()
-        .unwrap()
-        .to_string();
+    edit_config(&dir, "\"num_hidden_layers\":1", "\"num_hidden_layers\":2");
+    let err = load_error(&dir);
     assert!(
         err.contains("model.layers.1.self_attn.q_proj.weight"),
         "{err}"
@@ -174,9 +169,6 @@ fn corrupt_gguf_names_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("broken.gguf");
     std::fs::write(&path, b"GGUF\x03\x00\x00\x00garbage").unwrap();
-    let err = model::load(&path, &LoadOptions::default())
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_error(&path);
     assert!(err.contains("broken.gguf"), "{err}");
 }

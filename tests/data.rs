@@ -159,3 +159,55 @@ fn ft_data_inspect_prints_statistics_as_json() {
     let total = json["stats"]["total_tokens"].as_u64().unwrap();
     assert!(trained > 0 && trained < total);
 }
+
+#[test]
+fn json_documents_hold_a_list_or_an_object_of_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let list = write(
+        tmp.path(),
+        "list.json",
+        br#"[{"text": "a"}, {"prompt": "p", "completion": "c"}]"#,
+    );
+    assert_eq!(read_records(&list).unwrap().len(), 2);
+    let object = write(
+        tmp.path(),
+        "object.json",
+        br#"{"x1": {"text": "a"}, "x2": {"text": "b"}}"#,
+    );
+    assert_eq!(read_records(&object).unwrap().len(), 2);
+    let bad = write(tmp.path(), "bad.json", br#"[{"text": "a"}, {"oops": 1}]"#);
+    let err = error_of(&bad);
+    assert!(
+        err.contains("bad.json: record 2") && err.contains("oops"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_json_file_cut_off_mid_record_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cut = write(
+        tmp.path(),
+        "cut.json",
+        b"[{\"text\": \"a\"},\n {\"text\": \"b",
+    );
+    let err = error_of(&cut);
+    assert!(
+        err.contains("cut.json:2:") && err.contains("cut off"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shipped_sample_dataset_and_configs_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let records = read_records(&root.join("examples/sample_dataset.json")).unwrap();
+    assert!(records.len() >= 16);
+    assert!(records.iter().all(|r| matches!(r, Record::Chat(_))));
+    for name in ["quick", "production"] {
+        let path = root.join(format!("configs/{name}.yml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config: finetune::train::TrainConfig = serde_yaml::from_str(&text).unwrap();
+        config.lora.validate().unwrap();
+    }
+}

@@ -245,7 +245,7 @@ fn ft_train_start_records_a_run_folder() {
         .unwrap();
     let text = String::from_utf8(listed.stdout).unwrap();
     assert!(
-        text.starts_with(&run.id) && text.contains("finished: step 3/3"),
+        text.starts_with(&run.id) && text.contains("finished: 3 steps, final loss"),
         "{text}"
     );
 }

@@ -20,7 +20,7 @@ pub enum Record {
     Text(String),
 }
 
-/// Reads a `.jsonl` file, or the `train.jsonl` of a dataset folder.
+/// Reads a `.jsonl` or `.json` file, or the `train.jsonl` of a dataset folder.
 pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     let file = if path.is_dir() {
         path.join("train.jsonl")
@@ -40,6 +40,82 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
         Error::Invalid(format!("{}:{line}: not valid UTF-8", file.display()))
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let is_json = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let records = if is_json {
+        read_json_document(&file, text)?
+    } else {
+        read_json_lines(&file, text)?
+    };
+    if records.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no records (the file is empty)",
+            file.display()
+        )));
+    }
+    Ok(records)
+}
+
+/// A `.json` file: a list of records, or an object whose values are records.
+fn read_json_document(file: &Path, text: &str) -> Result<Vec<Record>> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        let (line, column) = (e.line(), e.column());
+        if e.is_eof() {
+            Error::Invalid(format!(
+                "{}:{line}:{column}: the file ends in the middle of a record (cut off?)",
+                file.display()
+            ))
+        } else {
+            let source_line = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+            let start = column.saturating_sub(20).min(source_line.len());
+            let snippet: String = source_line
+                .get(start..)
+                .unwrap_or("")
+                .chars()
+                .take(40)
+                .collect();
+            Error::Invalid(format!(
+                "{}:{line}:{column}: malformed JSON ({e}) near `{snippet}`",
+                file.display()
+            ))
+        }
+    })?;
+    let items: Vec<(String, &Value)> = match &value {
+        Value::Array(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("record {}", i + 1), v))
+            .collect(),
+        Value::Object(map)
+            if !map.contains_key("messages") && map.values().all(Value::is_object) =>
+        {
+            map.iter()
+                .map(|(k, v)| (format!("record `{k}`"), v))
+                .collect()
+        }
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{}: expected a list of records (or an object of records), found {}",
+                file.display(),
+                kind(&value)
+            )))
+        }
+    };
+    items
+        .into_iter()
+        .map(|(name, v)| {
+            parse_record(v)
+                .map_err(|what| Error::Invalid(format!("{}: {name}: {what}", file.display())))
+        })
+        .collect()
+}
+
+/// JSON Lines: one record per line; blank lines are skipped.
+fn read_json_lines(file: &Path, text: &str) -> Result<Vec<Record>> {
     let mut records = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
@@ -58,12 +134,6 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
         let record = parse_record(&value)
             .map_err(|what| Error::Invalid(format!("{}:{number}: {what}", file.display())))?;
         records.push(record);
-    }
-    if records.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no records (the file is empty)",
-            file.display()
-        )));
     }
     Ok(records)
 }

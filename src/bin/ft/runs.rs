@@ -43,7 +43,9 @@ fn outcome(events: &[TrainEvent]) -> String {
     };
     match events.last() {
         Some(TrainEvent::Finished { summary }) => format!(
-            "finished: {progress}{}",
+            "finished: {} steps, final loss {}{}",
+            summary.steps,
+            summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
             summary
                 .best_val_loss
                 .map_or(String::new(), |v| format!(", best validation {v:.4}"))

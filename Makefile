@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui test-e2e check-interop lint fmt clean-cache
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-lora test-lora-quick check-interop lint fmt clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,16 @@ ifeq ($(shell uname -s),Linux)
 else
 	@echo "test-e2e: tauri-driver has no macOS WebDriver; skipped on $(shell uname -s)"
 endif
+
+test-lora: setup ## LoRA tests: training, adapters (mlx-lm / PEFT / fused), exact resume
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run -p finetune --test training --test adapters --test resume
+else
+	$(CARGO) test -p finetune --test training --test adapters --test resume
+endif
+
+test-lora-quick: setup ## A fast functional check of LoRA training (a few seconds)
+	$(CARGO) test -p finetune --test training -- loss_falls first_step_loss adapters_are_written
 
 test-ui: ## UI unit tests (Vitest, happy-dom)
 	npm --prefix ui test

@@ -58,6 +58,8 @@ enum Command {
     /// List and inspect past training runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Continue a prompt with a model; prints only the completion.
     Generate {
         /// A .gguf file or a Hugging Face model folder.
@@ -135,6 +137,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runs(command) => runs::run(command)?,
         Command::Data(command) => data::run(command)?,
         Command::Export(args) => export::run(args)?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "ft", &mut std::io::stdout());
+        }
         Command::Convert {
             model,
             output,

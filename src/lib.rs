@@ -9,6 +9,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod files;
 pub mod fixtures;
 pub mod generate;
 pub mod lora;

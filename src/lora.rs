@@ -12,6 +12,7 @@ use mlx_rs::Array;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::files::{load_arrays, save_arrays_atomic, write_atomic};
 use crate::model::llama::Llama;
 
 /// The projections adapters can target.
@@ -169,16 +170,7 @@ pub fn save_mlx_adapters(model: &Llama, config: &LoraConfig, dir: &Path) -> Resu
         path: dir.into(),
         source,
     })?;
-    let weights: HashMap<String, Array> = model
-        .trainable_parameters()
-        .flatten()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let tmp = dir.join("adapters.tmp.safetensors");
-    Array::save_safetensors(&weights, None, &tmp)
-        .map_err(|e| Error::Invalid(format!("{}: cannot write adapters: {e}", tmp.display())))?;
-    rename(&tmp, &dir.join("adapters.safetensors"))?;
+    save_arrays_atomic(&adapter_weights(model), &dir.join("adapters.safetensors"))?;
 
     let layers = model.model.layers.len();
     let adapter_config = AdapterConfig {
@@ -240,31 +232,46 @@ pub fn load_mlx_adapters(model: &mut Llama, dir: &Path) -> Result<LoraConfig> {
     };
     apply(model, &config)?;
     let weights_path = dir.join("adapters.safetensors");
-    let weights = Array::load_safetensors(&weights_path).map_err(|e| {
-        Error::Invalid(format!(
-            "{}: not a readable safetensors file: {e}",
-            weights_path.display()
-        ))
-    })?;
+    set_adapter_weights(model, load_arrays(&weights_path)?, &weights_path)?;
+    Ok(config)
+}
+
+/// The adapter tensors by parameter name (the model's trainable ones).
+pub fn adapter_weights(model: &Llama) -> HashMap<String, Array> {
+    model
+        .trainable_parameters()
+        .flatten()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// Puts saved adapter tensors (read from `source`) into the model's adapter
+/// parameters, checking every name and shape.
+pub fn set_adapter_weights(
+    model: &mut Llama,
+    weights: HashMap<String, Array>,
+    source: &Path,
+) -> Result<()> {
     let mut params = model.parameters_mut().flatten();
     for (key, value) in weights {
         let slot = params.get_mut(key.as_str()).ok_or_else(|| {
             Error::Invalid(format!(
-                "{}: `{key}` does not match this model (wrong base model?)",
-                weights_path.display()
+                "{}: `{key}` does not match this model (wrong base model or adapter settings?)",
+                source.display()
             ))
         })?;
         if slot.shape() != value.shape() {
             return Err(Error::Invalid(format!(
                 "{}: `{key}` has shape {:?}, the model expects {:?}",
-                weights_path.display(),
+                source.display(),
                 value.shape(),
                 slot.shape()
             )));
         }
         **slot = value;
     }
-    Ok(config)
+    Ok(())
 }
 
 /// mlx-lm names keys by their path inside a layer.
@@ -273,22 +280,4 @@ fn qualified_key(target: &str) -> String {
         "q_proj" | "k_proj" | "v_proj" | "o_proj" => format!("self_attn.{target}"),
         _ => format!("mlp.{target}"),
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a
-/// crash never leaves a half-written file behind.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|source| Error::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    rename(&tmp, path)
-}
-
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|source| Error::Io {
-        path: to.into(),
-        source,
-    })
 }

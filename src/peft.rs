@@ -10,32 +10,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use mlx_rs::Array;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::lora::{write_atomic, AdapterConfig, LoraParameters};
+use crate::files::{load_arrays as load, save_arrays_atomic as save, write_atomic};
+use crate::lora::{AdapterConfig, LoraParameters};
 
 const PEFT_PREFIX: &str = "base_model.model.";
-
-fn load(path: &Path) -> Result<HashMap<String, Array>> {
-    Array::load_safetensors(path).map_err(|e| {
-        Error::Invalid(format!(
-            "{}: not a readable safetensors file: {e}",
-            path.display()
-        ))
-    })
-}
-
-fn save(arrays: &HashMap<String, Array>, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("tmp.safetensors");
-    Array::save_safetensors(arrays, None, &tmp)
-        .map_err(|e| Error::Invalid(format!("{}: cannot write: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-        path: path.into(),
-        source,
-    })
-}
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {

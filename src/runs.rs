@@ -104,7 +104,7 @@ impl Run {
 
     pub fn write_config(&self, config: &TrainConfig) -> Result<()> {
         let yaml = serde_yaml::to_string(config).expect("serializable");
-        crate::lora::write_atomic(&self.dir.join("config.yaml"), yaml.as_bytes())
+        crate::files::write_atomic(&self.dir.join("config.yaml"), yaml.as_bytes())
     }
 
     pub fn read_config(&self) -> Result<TrainConfig> {

@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use mlx_rs::module::ModuleParameters;
 use mlx_rs::optimizers::AdamW;
 use mlx_rs::Array;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::lora::write_atomic;
+use crate::files::{load_arrays, write_atomic};
+use crate::lora;
 use crate::model::llama::Llama;
 
 /// How many checkpoints to keep (the newest ones).
@@ -52,13 +52,10 @@ pub fn save(root: &Path, model: &Llama, optimizer: &AdamW, state: &LoopState) ->
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
 
-    let adapters: HashMap<String, Array> = model
-        .trainable_parameters()
-        .flatten()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    save_arrays(&adapters, &tmp.join("adapters.safetensors"))?;
+    save_arrays(
+        &lora::adapter_weights(model),
+        &tmp.join("adapters.safetensors"),
+    )?;
     let mut moments: HashMap<String, Array> = HashMap::new();
     for (key, (m, v)) in optimizer.state.iter() {
         moments.insert(format!("{key}.m"), m.clone());
@@ -125,23 +122,9 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
 
 /// Loads a checkpoint into `model` (its adapters) and `optimizer`.
 pub fn restore(dir: &Path, model: &mut Llama, optimizer: &mut AdamW) -> Result<LoopState> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        Array::load_safetensors(&path)
-            .map_err(|e| Error::Invalid(format!("{}: cannot read checkpoint: {e}", path.display())))
-    };
-    let adapters = read("adapters.safetensors")?;
-    let mut params = model.parameters_mut().flatten();
-    for (key, value) in adapters {
-        let slot = params.get_mut(key.as_str()).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: checkpoint has `{key}`, which this model and adapter configuration lack",
-                dir.display()
-            ))
-        })?;
-        **slot = value;
-    }
-    let moments = read("optimizer.safetensors")?;
+    let adapters = dir.join("adapters.safetensors");
+    lora::set_adapter_weights(model, load_arrays(&adapters)?, &adapters)?;
+    let moments = load_arrays(&dir.join("optimizer.safetensors"))?;
     optimizer.state.clear();
     for (key, m) in &moments {
         if let Some(name) = key.strip_suffix(".m") {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use finetune::eval::token_nll;
 use finetune::lora::{self, LoraConfig};
 use finetune::mlx_rs::{self, fast, nn, Array};
-use finetune::model::{self, llama::Llama, LoadOptions};
+use finetune::model::{self, LoadOptions, Model};
 
 fn time<T>(label: &str, runs: usize, mut f: impl FnMut() -> T) -> f64 {
     f(); // warm-up
@@ -41,7 +41,10 @@ fn main() {
     let mut loaded = model::load(path.as_ref(), &options).unwrap();
     let m = &mut loaded.model;
     lora::apply(m, &LoraConfig::default()).unwrap();
-    let cfg = m.config.clone();
+    let Model::Llama(llama) = &*m else {
+        panic!("profile_step profiles Llama-family models");
+    };
+    let cfg = llama.config.clone();
     let (h, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let n = batch * length;
     println!("batch {batch} x length {length} = {n} tokens; hidden {h}, ffn {f}, vocab {v}");
@@ -53,7 +56,7 @@ fn main() {
     let fwd = time("forward (logits)", 2, || {
         eval(&m.forward(&tokens, None).unwrap())
     });
-    let loss_fn = |m: &mut Llama,
+    let loss_fn = |m: &mut Model,
                    (x, y, k): (&Array, &Array, &Array)|
      -> Result<Array, mlx_rs::error::Exception> {
         let logits = m.forward(x, None)?;

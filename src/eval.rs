@@ -3,7 +3,7 @@
 use mlx_rs::{error::Exception, Array};
 
 use crate::error::Result;
-use crate::model::llama::Llama;
+use crate::model::Model;
 
 /// Negative log-likelihood of each next token: `logits` (B, L, V) against
 /// `targets` (B, L) → (B, L), computed as logsumexp − logit[target] so the
@@ -19,7 +19,7 @@ pub fn token_nll(logits: &Array, targets: &Array) -> Result<Array, Exception> {
 
 /// Perplexity of `ids` under `model`: exp(mean NLL of tokens 2..n given
 /// their prefix).
-pub fn perplexity(model: &mut Llama, ids: &[u32]) -> Result<f64> {
+pub fn perplexity(model: &mut Model, ids: &[u32]) -> Result<f64> {
     if ids.len() < 2 {
         return Err(crate::Error::Invalid(
             "perplexity needs at least two tokens".into(),

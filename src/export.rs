@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use mlx_rs::module::ModuleParameters;
 use mlx_rs::Array;
 use serde_json::json;
 
@@ -49,8 +48,8 @@ pub fn write_hf_folder(loaded: &mut LoadedModel, dir: &Path, shard_bytes: usize)
         source,
     })?;
 
-    let params = loaded.model.parameters().flatten();
-    let mut names: Vec<&str> = params.keys().map(|k| &**k).collect();
+    let params: HashMap<String, Array> = loaded.model.hf_tensors().into_iter().collect();
+    let mut names: Vec<&str> = params.keys().map(String::as_str).collect();
     names.sort();
     // Greedy shards in name order.
     let mut shards: Vec<Vec<&str>> = vec![Vec::new()];
@@ -72,7 +71,7 @@ pub fn write_hf_folder(loaded: &mut LoadedModel, dir: &Path, shard_bytes: usize)
         } else {
             format!("model-{:05}-of-{total:05}.safetensors", i + 1)
         };
-        let arrays: HashMap<&str, &Array> = shard.iter().map(|n| (*n, params[*n])).collect();
+        let arrays: HashMap<&str, &Array> = shard.iter().map(|n| (*n, &params[*n])).collect();
         let path = tmp.join(&file);
         Array::save_safetensors(arrays, None, &path)
             .map_err(|e| Error::Invalid(format!("{}: cannot write: {e}", path.display())))?;
@@ -86,16 +85,8 @@ pub fn write_hf_folder(loaded: &mut LoadedModel, dir: &Path, shard_bytes: usize)
         write_json(&tmp.join("model.safetensors.index.json"), &index)?;
     }
 
-    let config = &loaded.model.config;
-    let architecture = match config.model_type.as_str() {
-        "qwen2" => "Qwen2ForCausalLM",
-        "mistral" => "MistralForCausalLM",
-        _ => "LlamaForCausalLM",
-    };
-    let mut config_json = serde_json::to_value(config).expect("serializable");
-    config_json["architectures"] = json!([architecture]);
+    let mut config_json = loaded.model.hf_config();
     config_json["torch_dtype"] = json!("float32");
-    config_json["tie_word_embeddings"] = json!(loaded.model.lm_head.is_none());
     write_json(&tmp.join("config.json"), &config_json)?;
 
     loaded.tokenizer.save(&tmp.join("tokenizer.json"))?;

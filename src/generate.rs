@@ -8,7 +8,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::model::llama::Llama;
+use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
 /// How to pick each next token.
@@ -48,7 +48,7 @@ pub struct Generation {
 
 /// Continues `prompt` (token ids); `on_text` receives each new piece of text.
 pub fn generate(
-    model: &mut Llama,
+    model: &mut Model,
     tokenizer: &Tokenizer,
     prompt: &[u32],
     options: &GenerateOptions,

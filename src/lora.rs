@@ -13,18 +13,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::files::{load_arrays, save_arrays_atomic, write_atomic};
-use crate::model::llama::Llama;
+use crate::model::{gpt2, llama, Model};
 
-/// The projections adapters can target.
-pub const ALL_TARGETS: &[&str] = &[
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+/// Whether a projection named `key` inside a layer (`self_attn.q_proj`) is
+/// among `targets`: given in full, by its last part (`q_proj`), or all of
+/// them when `targets` is empty.
+pub fn selects(targets: &[String], key: &str) -> bool {
+    targets.is_empty()
+        || targets
+            .iter()
+            .any(|t| t == key || key.rsplit('.').next() == Some(t.as_str()))
+}
 
 /// Where and how big the adapters are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +32,8 @@ pub struct LoraConfig {
     pub rank: i32,
     pub alpha: f32,
     pub dropout: f32,
-    /// Projection names (default: every attention and MLP projection).
+    /// Projection names, in full (`self_attn.q_proj`) or by their last
+    /// part (`q_proj`); empty means every attention and MLP projection.
     pub targets: Vec<String>,
     /// Adapt only the last N layers (all when absent).
     pub num_layers: Option<usize>,
@@ -45,7 +45,7 @@ impl Default for LoraConfig {
             rank: 8,
             alpha: 16.0,
             dropout: 0.0,
-            targets: ALL_TARGETS.iter().map(|s| s.to_string()).collect(),
+            targets: Vec::new(),
             num_layers: None,
         }
     }
@@ -69,14 +69,19 @@ impl LoraConfig {
                 self.dropout
             )));
         }
+        let known: Vec<&str> = llama::TARGETS
+            .iter()
+            .chain(gpt2::TARGETS)
+            .copied()
+            .collect();
         if let Some(bad) = self
             .targets
             .iter()
-            .find(|t| !ALL_TARGETS.contains(&t.as_str()))
+            .find(|t| !known.iter().any(|k| selects(std::slice::from_ref(t), k)))
         {
             return Err(Error::Invalid(format!(
                 "unknown LoRA target `{bad}`; choose from {}",
-                ALL_TARGETS.join(", ")
+                known.join(", ")
             )));
         }
         Ok(())
@@ -85,24 +90,26 @@ impl LoraConfig {
 
 /// Freezes the model and attaches trainable adapters; returns how many
 /// parameters are trainable.
-pub fn apply(model: &mut Llama, config: &LoraConfig) -> Result<usize> {
+pub fn apply(model: &mut Model, config: &LoraConfig) -> Result<usize> {
     config.validate()?;
+    let available = model.lora_targets();
+    if let Some(bad) = config.targets.iter().find(|t| {
+        !available
+            .iter()
+            .any(|k| selects(std::slice::from_ref(t), k))
+    }) {
+        return Err(Error::Invalid(format!(
+            "LoRA target `{bad}` is not in this {} model; it has {}",
+            model.model_type(),
+            available.join(", ")
+        )));
+    }
     model.freeze_parameters(true);
-    let layers = model.model.layers.len();
+    let layers = model.num_layers();
     let first = layers - config.num_layers.unwrap_or(layers).min(layers);
-    for layer in &mut model.model.layers[first..] {
-        let attn = &mut layer.self_attn;
-        let mlp = &mut layer.mlp;
-        for (name, projection) in [
-            ("q_proj", &mut attn.q_proj),
-            ("k_proj", &mut attn.k_proj),
-            ("v_proj", &mut attn.v_proj),
-            ("o_proj", &mut attn.o_proj),
-            ("gate_proj", &mut mlp.gate_proj),
-            ("up_proj", &mut mlp.up_proj),
-            ("down_proj", &mut mlp.down_proj),
-        ] {
-            if config.targets.iter().any(|t| t == name) {
+    for layer in model.layer_projections_mut().into_iter().skip(first) {
+        for (key, projection) in layer {
+            if selects(&config.targets, key) {
                 projection.add_lora(config.rank, config.scale())?;
                 projection.lora_a.unfreeze(false);
                 projection.lora_b.unfreeze(false);
@@ -113,35 +120,13 @@ pub fn apply(model: &mut Llama, config: &LoraConfig) -> Result<usize> {
 }
 
 /// Number of trainable scalars.
-pub fn trainable_count(model: &Llama) -> usize {
+pub fn trainable_count(model: &Model) -> usize {
     model
         .trainable_parameters()
         .flatten()
         .values()
         .map(|a| a.size())
         .sum()
-}
-
-/// Number of scalars in the base model, quantized weights counted as the
-/// dense matrices they stand for (adapters excluded).
-pub fn total_count(model: &Llama) -> usize {
-    let norms: usize = model
-        .model
-        .layers
-        .iter()
-        .map(|l| l.input_layernorm.weight.size() + l.post_attention_layernorm.weight.size())
-        .sum::<usize>()
-        + model.model.norm.weight.size();
-    let projections: usize = model
-        .projections()
-        .chain(std::iter::once(&model.model.embed_tokens))
-        .chain(model.lm_head.as_ref())
-        .map(|p| {
-            let bias = p.bias.value.as_ref().map_or(0, |b| b.size());
-            (p.output_dims() * p.input_dims()) as usize + bias
-        })
-        .sum();
-    norms + projections
 }
 
 /// mlx-lm's `adapter_config.json`.
@@ -165,14 +150,20 @@ pub struct LoraParameters {
 
 /// Writes `adapters.safetensors` + `adapter_config.json` (mlx-lm's format)
 /// into `dir`, each through a temporary file and a rename.
-pub fn save_mlx_adapters(model: &Llama, config: &LoraConfig, dir: &Path) -> Result<()> {
+pub fn save_mlx_adapters(model: &Model, config: &LoraConfig, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.into(),
         source,
     })?;
     save_arrays_atomic(&adapter_weights(model), &dir.join("adapters.safetensors"))?;
 
-    let layers = model.model.layers.len();
+    let layers = model.num_layers();
+    let keys = model
+        .lora_targets()
+        .iter()
+        .filter(|k| selects(&config.targets, k))
+        .map(|k| k.to_string())
+        .collect();
     let adapter_config = AdapterConfig {
         fine_tune_type: "lora".into(),
         num_layers: config.num_layers.unwrap_or(layers).min(layers),
@@ -180,7 +171,7 @@ pub fn save_mlx_adapters(model: &Llama, config: &LoraConfig, dir: &Path) -> Resu
             rank: config.rank,
             scale: config.scale(),
             dropout: config.dropout,
-            keys: config.targets.iter().map(|t| qualified_key(t)).collect(),
+            keys,
             alpha: Some(config.alpha),
         },
     };
@@ -189,7 +180,7 @@ pub fn save_mlx_adapters(model: &Llama, config: &LoraConfig, dir: &Path) -> Resu
 }
 
 /// Attaches the adapters in `dir` to `model`, in mlx-lm's or PEFT's format.
-pub fn load_adapters(model: &mut Llama, dir: &Path) -> Result<LoraConfig> {
+pub fn load_adapters(model: &mut Model, dir: &Path) -> Result<LoraConfig> {
     if dir.join("adapter_model.safetensors").exists() {
         let converted = std::env::temp_dir().join(format!("finetune-peft-{}", std::process::id()));
         crate::peft::peft_to_mlx(dir, &converted)?;
@@ -201,7 +192,7 @@ pub fn load_adapters(model: &mut Llama, dir: &Path) -> Result<LoraConfig> {
 }
 
 /// Attaches the adapters saved in `dir` (mlx-lm's format) to `model`.
-pub fn load_mlx_adapters(model: &mut Llama, dir: &Path) -> Result<LoraConfig> {
+pub fn load_mlx_adapters(model: &mut Model, dir: &Path) -> Result<LoraConfig> {
     let config_path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Io {
         path: config_path.clone(),
@@ -217,11 +208,7 @@ pub fn load_mlx_adapters(model: &mut Llama, dir: &Path) -> Result<LoraConfig> {
         )));
     }
     let p = &saved.lora_parameters;
-    let targets: Vec<String> = p
-        .keys
-        .iter()
-        .map(|k| k.rsplit('.').next().unwrap_or(k).to_string())
-        .collect();
+    let targets = p.keys.clone();
     let config = LoraConfig {
         rank: p.rank,
         // alpha is what FineTune records; mlx-lm's own files only have scale.
@@ -237,7 +224,7 @@ pub fn load_mlx_adapters(model: &mut Llama, dir: &Path) -> Result<LoraConfig> {
 }
 
 /// The adapter tensors by parameter name (the model's trainable ones).
-pub fn adapter_weights(model: &Llama) -> HashMap<String, Array> {
+pub fn adapter_weights(model: &Model) -> HashMap<String, Array> {
     model
         .trainable_parameters()
         .flatten()
@@ -249,7 +236,7 @@ pub fn adapter_weights(model: &Llama) -> HashMap<String, Array> {
 /// Puts saved adapter tensors (read from `source`) into the model's adapter
 /// parameters, checking every name and shape.
 pub fn set_adapter_weights(
-    model: &mut Llama,
+    model: &mut Model,
     weights: HashMap<String, Array>,
     source: &Path,
 ) -> Result<()> {
@@ -272,12 +259,4 @@ pub fn set_adapter_weights(
         **slot = value;
     }
     Ok(())
-}
-
-/// mlx-lm names keys by their path inside a layer.
-fn qualified_key(target: &str) -> String {
-    match target {
-        "q_proj" | "k_proj" | "v_proj" | "o_proj" => format!("self_attn.{target}"),
-        _ => format!("mlp.{target}"),
-    }
 }

@@ -26,8 +26,23 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
 }
 
+/// The decoder layer a key belongs to and the key's part inside it:
+/// `model.layers.3.self_attn.q_proj` → (3, `self_attn.q_proj`); GPT-2
+/// numbers its blocks `transformer.h.3.…`.
+fn split_layer(key: &str) -> Option<(usize, &str)> {
+    let parts: Vec<&str> = key.split('.').collect();
+    parts.windows(2).enumerate().find_map(|(i, w)| {
+        let layer = w[1]
+            .parse()
+            .ok()
+            .filter(|_| w[0] == "layers" || w[0] == "h")?;
+        let skip: usize = parts[..i + 2].iter().map(|p| p.len() + 1).sum();
+        Some((layer, key.get(skip..)?))
+    })
+}
+
 fn layer_of(key: &str) -> Option<usize> {
-    key.split("layers.").nth(1)?.split('.').next()?.parse().ok()
+    split_layer(key).map(|(layer, _)| layer)
 }
 
 /// Writes the PEFT form of the mlx-lm adapters in `src` into `dst`.
@@ -38,6 +53,7 @@ pub fn mlx_to_peft(src: &Path, dst: &Path, base_model: &str) -> Result<()> {
     let mut out = HashMap::new();
     let mut layers = BTreeSet::new();
     let mut modules = BTreeSet::new();
+    let conv1d = weights.keys().any(|k| k.starts_with("transformer.h."));
     for (key, value) in &weights {
         let (stem, kind) = if let Some(stem) = key.strip_suffix(".lora_a") {
             (stem, "lora_A")
@@ -70,7 +86,8 @@ pub fn mlx_to_peft(src: &Path, dst: &Path, base_model: &str) -> Result<()> {
         "target_modules": modules.into_iter().collect::<Vec<_>>(),
         "layers_to_transform": layers.into_iter().collect::<Vec<_>>(),
         "bias": "none",
-        "fan_in_fan_out": false,
+        // GPT-2's Conv1D layers store weights as (in, out).
+        "fan_in_fan_out": conv1d,
         "inference_mode": true,
         "init_lora_weights": true,
         "use_dora": false,
@@ -135,7 +152,7 @@ pub fn peft_to_mlx(src: &Path, dst: &Path) -> Result<()> {
                 weights_path.display()
             )));
         };
-        let layer = layer_of(&stem).ok_or_else(|| {
+        let (layer, inner) = split_layer(&stem).ok_or_else(|| {
             Error::Invalid(format!(
                 "{}: `{key}` is not inside a decoder layer",
                 weights_path.display()
@@ -143,9 +160,6 @@ pub fn peft_to_mlx(src: &Path, dst: &Path) -> Result<()> {
         })?;
         layers.insert(layer);
         // mlx-lm names a module by its path inside the layer (self_attn.q_proj).
-        let inner = stem
-            .split_once(&format!("layers.{layer}."))
-            .map_or(stem.as_str(), |(_, r)| r);
         keys.insert(inner.to_string());
         out.insert(format!("{stem}.{kind}"), value.t());
     }

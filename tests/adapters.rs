@@ -13,7 +13,7 @@ fn tokens() -> Array {
 }
 
 /// A model with adapters whose B is non-zero, so they change the output.
-fn adapted(dir: &std::path::Path, config: &LoraConfig) -> finetune::model::llama::Llama {
+fn adapted(dir: &std::path::Path, config: &LoraConfig) -> finetune::model::Model {
     let mut m = model::load(dir, &LoadOptions::default()).unwrap().model;
     lora::apply(&mut m, config).unwrap();
     mlx_rs::random::seed(11).unwrap();
@@ -180,7 +180,7 @@ fn fused_folder_computes_what_base_plus_adapter_did() {
     assert!(out.join("tokenizer.json").exists());
 
     let mut fused = model::load(&out, &LoadOptions::default()).unwrap();
-    assert!(fused.model.projections().all(|p| !p.has_lora()));
+    assert!(!fused.model.has_lora());
     let got = fused.model.forward(&tokens(), None).unwrap();
     assert!(
         max_abs_diff(&got, &expected) < 1e-4,

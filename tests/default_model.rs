@@ -59,6 +59,29 @@ fn perplexity_on_english_prose_is_low() {
 }
 
 #[test]
+fn perplexity_is_within_one_percent_of_transformers() {
+    // Reference: transformers' own GGUF loader (dequantized to float32) on
+    // the same paragraph, stored by scripts/fixtures/make_parity.py.
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("smollm2_perplexity.json")).unwrap(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(fixtures.join("paragraph.txt")).unwrap();
+    let mut loaded = model::load(&common::default_model(), &LoadOptions::default()).unwrap();
+    let ids = loaded.tokenizer.encode(&text).unwrap();
+    let expected_ids: Vec<u32> = serde_json::from_value(reference["tokens"].clone()).unwrap();
+    assert_eq!(ids, expected_ids, "tokenization differs from transformers'");
+    let ppl = perplexity(&mut loaded.model, &ids).unwrap();
+    let expected = reference["perplexity"].as_f64().unwrap();
+    eprintln!("perplexity {ppl:.4}, transformers {expected:.4}");
+    assert!(
+        (ppl - expected).abs() / expected < 0.01,
+        "perplexity {ppl} vs transformers' {expected}"
+    );
+}
+
+#[test]
 fn greedy_chat_answer_names_paris() {
     let mut loaded = model::load(&common::default_model(), &LoadOptions::default()).unwrap();
     let prompt = loaded
@@ -126,7 +149,7 @@ fn ft_generate_rejects_a_missing_model_with_exit_code_2() {
 fn parameter_count_matches_the_published_size() {
     let loaded = model::load(&common::default_model(), &LoadOptions::default()).unwrap();
     // SmolLM2-135M: 134,515,008 parameters (tied head), whether quantized or not.
-    assert_eq!(finetune::lora::total_count(&loaded.model), 134_515_008);
+    assert_eq!(loaded.model.parameter_count(), 134_515_008);
 }
 
 #[test]

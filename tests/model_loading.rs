@@ -5,7 +5,7 @@ mod common;
 
 use common::{max_abs_diff, TinyModel};
 use finetune::mlx_rs::{ops, ops::indexing::IndexOp, Array};
-use finetune::model::{self, projection::Quantization, LoadOptions};
+use finetune::model::{self, projection::Quantization, LoadOptions, Model};
 
 /// The error `model::load` gives for `path`.
 fn load_error(path: &std::path::Path) -> String {
@@ -76,7 +76,9 @@ fn tied_embeddings_and_qwen2_biases_load() {
         ..Default::default()
     }
     .write(tmp.path());
-    let m = model::load(&tied, &LoadOptions::default()).unwrap().model;
+    let Model::Llama(m) = model::load(&tied, &LoadOptions::default()).unwrap().model else {
+        panic!("a Llama");
+    };
     assert!(m.lm_head.is_none());
 
     let tmp = tempfile::tempdir().unwrap();
@@ -85,7 +87,9 @@ fn tied_embeddings_and_qwen2_biases_load() {
         ..Default::default()
     }
     .write(tmp.path());
-    let m = model::load(&qwen, &LoadOptions::default()).unwrap().model;
+    let Model::Llama(m) = model::load(&qwen, &LoadOptions::default()).unwrap().model else {
+        panic!("a Llama");
+    };
     assert!(m.model.layers[0].self_attn.q_proj.bias.is_some());
     assert!(m.model.layers[0].self_attn.o_proj.bias.is_none());
 }
@@ -103,7 +107,9 @@ fn quantized_projections_stay_close_to_dense_ones() {
         })
         .unwrap();
     }
-    assert!(quantized.model.layers[0].mlp.up_proj.quantization.is_some());
+    assert!(quantized
+        .projections_mut()
+        .all(|p| p.quantization.is_some()));
     let ids = tokens(&[1, 2, 3, 4, 5]);
     let a = dense.forward(&ids, None).unwrap();
     let b = quantized.forward(&ids, None).unwrap();
@@ -111,7 +117,9 @@ fn quantized_projections_stay_close_to_dense_ones() {
     assert!(max_abs_diff(&a, &b) < 0.05 * scale, "8-bit error too large");
     // Dequantizing gives back a dense model computing the same thing.
     quantized.dequantize().unwrap();
-    assert!(quantized.model.layers[0].mlp.up_proj.quantization.is_none());
+    assert!(quantized
+        .projections_mut()
+        .all(|p| p.quantization.is_none()));
     let c = quantized.forward(&ids, None).unwrap();
     assert!(max_abs_diff(&b, &c) < 1e-4);
 }

@@ -105,8 +105,10 @@ pub fn load(path: &Path) -> Result<GgufModel> {
             .optional_float(&format!("{arch}.rope.freq_base"))?
             .unwrap_or(10_000.0),
         rope_scaling: None,
+        rope_parameters: None,
         tie_word_embeddings,
         attention_bias: false,
+        mlp_bias: false,
         max_position_embeddings: meta
             .optional_int(&format!("{arch}.context_length"))?
             .map(|v| v as i32),

@@ -10,6 +10,7 @@ use mlx_rs::{
     nn, ops, Array,
 };
 
+use super::cache::{self, KvCache};
 use super::config::LlamaConfig;
 use super::projection::Projection;
 use crate::error::{Error, Result};
@@ -116,28 +117,6 @@ fn llama3_periods(config: &LlamaConfig, dims: i32) -> Result<Array> {
     Ok(Array::from_slice(&periods, &[dims / 2]))
 }
 
-/// Keys and values of past positions, per layer, for incremental decoding.
-#[derive(Debug, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Array, Array)>>,
-}
-
-impl KvCache {
-    pub fn new(num_layers: usize) -> Self {
-        Self {
-            layers: (0..num_layers).map(|_| None).collect(),
-        }
-    }
-
-    /// Positions already cached.
-    pub fn offset(&self) -> i32 {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map_or(0, |(k, _)| k.shape()[2])
-    }
-}
-
 #[derive(Debug, Clone, ModuleParameters)]
 #[module(root = mlx_rs)]
 pub struct Attention {
@@ -171,15 +150,8 @@ impl Attention {
         let k = heads(self.k_proj.forward(x)?, self.num_kv_heads)?;
         let v = heads(self.v_proj.forward(x)?, self.num_kv_heads)?;
         let q = rope.apply(&q, offset)?;
-        let mut k = rope.apply(&k, offset)?;
-        let mut v = v;
-        if let Some(slot) = cache {
-            if let Some((past_k, past_v)) = slot.take() {
-                k = ops::concatenate(&[past_k, k], 2)?;
-                v = ops::concatenate(&[past_v, v], 2)?;
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
+        let k = rope.apply(&k, offset)?;
+        let (k, v) = cache::extend(cache, k, v)?;
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
         let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?;
@@ -234,6 +206,17 @@ pub struct LlamaModel {
     pub norm: RmsNorm,
 }
 
+/// The projections of one decoder layer, by their names inside it.
+pub const TARGETS: &[&str] = &[
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
 /// A Llama-family causal language model.
 #[derive(Debug, Clone, ModuleParameters)]
 #[module(root = mlx_rs)]
@@ -279,7 +262,7 @@ impl Llama {
         let offset = cache.as_ref().map_or(0, |c| c.offset());
         let mut h = self.embed(tokens)?;
         for (i, layer) in self.model.layers.iter_mut().enumerate() {
-            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
+            let slot = cache.as_mut().map(|c| c.slot(i));
             let normed = layer.input_layernorm.forward(&h)?;
             let attn = layer.self_attn.forward(&normed, &self.rope, slot, offset)?;
             h = h.add(&attn)?;
@@ -293,68 +276,22 @@ impl Llama {
         }
     }
 
-    /// A cache sized for this model.
-    pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.model.layers.len())
-    }
-
-    /// Casts every floating-point parameter (packed quantized weights stay).
-    pub fn cast_floats(&mut self, dtype: mlx_rs::Dtype) -> Result<(), Exception> {
-        use mlx_rs::module::ModuleParameters;
-        for (_, p) in self.parameters_mut().flatten() {
-            if p.dtype().is_float() && p.dtype() != dtype {
-                *p = p.as_dtype(dtype)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Evaluates every parameter (see `model::load`).
-    pub fn eval_parameters(&self) -> Result<(), Exception> {
-        use mlx_rs::module::ModuleParameters;
-        let params = self.parameters().flatten();
-        mlx_rs::transforms::eval(params.values().copied())
-    }
-
-    /// Makes every quantized weight dense (embedding and head included).
-    pub fn dequantize(&mut self) -> Result<(), Exception> {
-        for p in self.projections_mut() {
-            p.dequantize()?;
-        }
-        self.model.embed_tokens.dequantize()?;
-        if let Some(head) = &mut self.lm_head {
-            head.dequantize()?;
-        }
-        Ok(())
-    }
-
-    /// Every projection of the decoder layers, read-only.
-    pub fn projections(&self) -> impl Iterator<Item = &Projection> {
-        self.model.layers.iter().flat_map(|l| {
-            [
-                &l.self_attn.q_proj,
-                &l.self_attn.k_proj,
-                &l.self_attn.v_proj,
-                &l.self_attn.o_proj,
-                &l.mlp.gate_proj,
-                &l.mlp.up_proj,
-                &l.mlp.down_proj,
-            ]
-        })
-    }
-
-    /// Every projection of the decoder layers.
-    pub fn projections_mut(&mut self) -> impl Iterator<Item = &mut Projection> {
-        self.model.layers.iter_mut().flat_map(|l| {
-            [
-                &mut l.self_attn.q_proj,
-                &mut l.self_attn.k_proj,
-                &mut l.self_attn.v_proj,
-                &mut l.self_attn.o_proj,
-                &mut l.mlp.gate_proj,
-                &mut l.mlp.up_proj,
-                &mut l.mlp.down_proj,
-            ]
-        })
+    /// The named projections of every decoder layer.
+    pub fn block_projections_mut(&mut self) -> Vec<Vec<(&'static str, &mut Projection)>> {
+        self.model
+            .layers
+            .iter_mut()
+            .map(|l| {
+                vec![
+                    (TARGETS[0], &mut l.self_attn.q_proj),
+                    (TARGETS[1], &mut l.self_attn.k_proj),
+                    (TARGETS[2], &mut l.self_attn.v_proj),
+                    (TARGETS[3], &mut l.self_attn.o_proj),
+                    (TARGETS[4], &mut l.mlp.gate_proj),
+                    (TARGETS[5], &mut l.mlp.up_proj),
+                    (TARGETS[6], &mut l.mlp.down_proj),
+                ]
+            })
+            .collect()
     }
 }

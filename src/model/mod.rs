@@ -1,10 +1,13 @@
 //! Models: configuration, the architectures, and loading them from a
 //! Hugging Face folder or a GGUF file.
 
+pub mod cache;
 pub mod config;
 pub mod gguf;
+pub mod gpt2;
 pub mod llama;
 pub mod projection;
+pub mod pytorch;
 pub mod safetensors;
 pub mod weights;
 
@@ -15,11 +18,14 @@ use mlx_rs::Dtype;
 use crate::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
-use llama::Llama;
+pub use cache::KvCache;
+pub use causal_lm::Model;
+
+mod causal_lm;
 
 /// A model ready to run: weights, tokenizer and chat template.
 pub struct LoadedModel {
-    pub model: Llama,
+    pub model: Model,
     pub tokenizer: Tokenizer,
     pub chat_template: Option<ChatTemplate>,
     pub source: PathBuf,
@@ -91,7 +97,7 @@ fn load_gguf(path: &Path) -> Result<LoadedModel> {
             )
         })
         .transpose()?;
-    let model = gguf.weights.into_llama(gguf.config)?;
+    let model = Model::Llama(gguf.weights.into_llama(gguf.config)?);
     Ok(LoadedModel {
         model,
         tokenizer,

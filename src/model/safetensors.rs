@@ -6,9 +6,12 @@ use std::path::Path;
 
 use mlx_rs::Array;
 
-use super::config::LlamaConfig;
+use super::config::{read_config, ModelConfig};
+use super::gpt2::Gpt2;
+use super::pytorch;
 use super::weights::Weights;
 use super::LoadedModel;
+use super::Model;
 use crate::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
@@ -21,8 +24,8 @@ pub fn load_folder(dir: &Path) -> Result<LoadedModel> {
             dir.display()
         )));
     }
-    let config = LlamaConfig::from_file(&config_path)?;
-    let tensors = read_safetensors(dir)?;
+    let config = read_config(&config_path)?;
+    let tensors = read_weights(dir)?;
     // mlx-lm writes quantized folders with a "quantization" entry.
     let group_size = read_json(&config_path)?
         .get("quantization")
@@ -34,7 +37,10 @@ pub fn load_folder(dir: &Path) -> Result<LoadedModel> {
         tensors,
         group_size,
     };
-    let model = weights.into_llama(config)?;
+    let model = match config {
+        ModelConfig::Llama(c) => Model::Llama(weights.into_llama(c)?),
+        ModelConfig::Gpt2(c) => Model::Gpt2(Gpt2::from_weights(weights, c)?),
+    };
 
     let tokenizer_config_path = dir.join("tokenizer_config.json");
     let tokenizer_config = if tokenizer_config_path.exists() {
@@ -74,40 +80,68 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
         .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))
 }
 
-/// All tensors of the folder: one file, or the shards of the index.
-pub fn read_safetensors(dir: &Path) -> Result<HashMap<String, Array>> {
-    let index = dir.join("model.safetensors.index.json");
-    let files: Vec<String> = if index.exists() {
-        let json = read_json(&index)?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| {
-                Error::Invalid(format!("{}: no `weight_map` object", index.display()))
-            })?;
-        let shards: BTreeSet<String> = map
-            .values()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-        shards.into_iter().collect()
-    } else if dir.join("model.safetensors").exists() {
-        vec!["model.safetensors".into()]
-    } else {
-        return Err(Error::Invalid(format!(
-            "{}: no model.safetensors or model.safetensors.index.json",
-            dir.display()
-        )));
-    };
-    let mut tensors = HashMap::new();
-    for file in files {
-        let path = dir.join(&file);
-        let shard = Array::load_safetensors(&path).map_err(|e| {
-            Error::Invalid(format!(
-                "{}: not a readable safetensors file: {e}",
-                path.display()
-            ))
-        })?;
-        tensors.extend(shard);
+/// All tensors of the folder: safetensors (one file or the shards of an
+/// index), or, only when there are none, PyTorch `.bin` files likewise.
+pub fn read_weights(dir: &Path) -> Result<HashMap<String, Array>> {
+    let layouts: [(&str, &str, fn(&Path) -> Result<HashMap<String, Array>>); 2] = [
+        (
+            "model.safetensors.index.json",
+            "model.safetensors",
+            read_safetensors_file,
+        ),
+        (
+            "pytorch_model.bin.index.json",
+            "pytorch_model.bin",
+            pytorch::read_bin,
+        ),
+    ];
+    for (index_name, single, read) in layouts {
+        let index = dir.join(index_name);
+        let files = if index.exists() {
+            shards(&index)?
+        } else if dir.join(single).exists() {
+            vec![single.to_string()]
+        } else {
+            continue;
+        };
+        let mut tensors = HashMap::new();
+        for file in files {
+            tensors.extend(read(&dir.join(&file))?);
+        }
+        return Ok(tensors);
     }
-    Ok(tensors)
+    Err(Error::Invalid(format!(
+        "{}: no weights: expected model.safetensors, model.safetensors.index.json, \
+         pytorch_model.bin or pytorch_model.bin.index.json",
+        dir.display()
+    )))
+}
+
+/// The files an index's `weight_map` names, each once.
+fn shards(index: &Path) -> Result<Vec<String>> {
+    let json = read_json(index)?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::Invalid(format!("{}: no `weight_map` object", index.display())))?;
+    let shards: BTreeSet<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    Ok(shards.into_iter().collect())
+}
+
+fn read_safetensors_file(path: &Path) -> Result<HashMap<String, Array>> {
+    if !path.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: missing (listed in the index)",
+            path.display()
+        )));
+    }
+    Array::load_safetensors(path).map_err(|e| {
+        Error::Invalid(format!(
+            "{}: not a readable safetensors file: {e}",
+            path.display()
+        ))
+    })
 }

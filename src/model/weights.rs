@@ -20,13 +20,13 @@ pub struct Weights {
 }
 
 impl Weights {
-    fn take(&mut self, name: &str) -> Result<Array> {
+    pub(crate) fn take(&mut self, name: &str) -> Result<Array> {
         self.tensors
             .remove(name)
             .ok_or_else(|| Error::Invalid(format!("{}: tensor `{name}` is missing", self.source)))
     }
 
-    fn take_projection(&mut self, prefix: &str, bias: bool) -> Result<Projection> {
+    pub(crate) fn take_projection(&mut self, prefix: &str, bias: bool) -> Result<Projection> {
         let weight = self.take(&format!("{prefix}.weight"))?;
         let bias = if bias {
             Some(self.take(&format!("{prefix}.bias"))?)
@@ -54,6 +54,21 @@ impl Weights {
         }
     }
 
+    /// A Hugging Face `Conv1D` layer: weight (in, out) and a bias, made an
+    /// ordinary (out, in) projection.
+    pub(crate) fn take_conv1d(&mut self, prefix: &str) -> Result<Projection> {
+        let weight = self.take(&format!("{prefix}.weight"))?;
+        let bias = self.take(&format!("{prefix}.bias"))?;
+        if weight.ndim() != 2 {
+            return Err(Error::Invalid(format!(
+                "{}: `{prefix}.weight` should be a matrix, has shape {:?}",
+                self.source,
+                weight.shape()
+            )));
+        }
+        Ok(Projection::dense(weight.t(), Some(bias)))
+    }
+
     /// Builds a Llama-family model, consuming the tensors it uses.
     pub fn into_llama(mut self, config: LlamaConfig) -> Result<Llama> {
         let head_dim = config.head_dim();
@@ -73,9 +88,9 @@ impl Weights {
                 head_dim,
             };
             let mlp = Mlp {
-                gate_proj: self.take_projection(&format!("{p}.mlp.gate_proj"), false)?,
-                up_proj: self.take_projection(&format!("{p}.mlp.up_proj"), false)?,
-                down_proj: self.take_projection(&format!("{p}.mlp.down_proj"), false)?,
+                gate_proj: self.take_projection(&format!("{p}.mlp.gate_proj"), config.mlp_bias)?,
+                up_proj: self.take_projection(&format!("{p}.mlp.up_proj"), config.mlp_bias)?,
+                down_proj: self.take_projection(&format!("{p}.mlp.down_proj"), config.mlp_bias)?,
             };
             layers.push(DecoderLayer {
                 self_attn,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::files::{load_arrays, write_atomic};
 use crate::lora;
-use crate::model::llama::Llama;
+use crate::model::Model;
 
 /// How many checkpoints to keep (the newest ones).
 const KEEP: usize = 2;
@@ -42,7 +42,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// Writes a checkpoint under `root`; returns its folder.
-pub fn save(root: &Path, model: &Llama, optimizer: &AdamW, state: &LoopState) -> Result<PathBuf> {
+pub fn save(root: &Path, model: &Model, optimizer: &AdamW, state: &LoopState) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(io(root))?;
     let name = format!("step-{:08}", state.step);
     let tmp = root.join(format!("{name}.tmp"));
@@ -121,7 +121,7 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Loads a checkpoint into `model` (its adapters) and `optimizer`.
-pub fn restore(dir: &Path, model: &mut Llama, optimizer: &mut AdamW) -> Result<LoopState> {
+pub fn restore(dir: &Path, model: &mut Model, optimizer: &mut AdamW) -> Result<LoopState> {
     let adapters = dir.join("adapters.safetensors");
     lora::set_adapter_weights(model, load_arrays(&adapters)?, &adapters)?;
     let moments = load_arrays(&dir.join("optimizer.safetensors"))?;

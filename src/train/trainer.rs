@@ -24,7 +24,7 @@ use crate::data::{tokenize_file, Example};
 use crate::error::{Error, Result};
 use crate::eval::token_nll;
 use crate::lora;
-use crate::model::{self, llama::Llama, LoadOptions};
+use crate::model::{self, LoadOptions, Model};
 
 /// Run state shared with the thread that controls training.
 #[derive(Debug, Clone, Default)]
@@ -149,7 +149,7 @@ fn run(
 
     let model = &mut loaded.model;
     let trainable = lora::apply(model, &config.lora)?;
-    let total_parameters = lora::total_count(model);
+    let total_parameters = model.parameter_count();
     let mut optimizer = AdamW::new(config.learning_rate);
     optimizer.weight_decay = Array::from_f32(config.weight_decay);
 
@@ -337,7 +337,7 @@ fn run(
 
 /// Mean cross-entropy over the masked (trained) tokens.
 fn loss_fn(
-    model: &mut Llama,
+    model: &mut Model,
     (inputs, targets, mask): (&Array, &Array, &Array),
 ) -> Result<Array, Exception> {
     let logits = model.forward(inputs, None)?;
@@ -348,7 +348,7 @@ fn loss_fn(
 
 /// Token-weighted mean validation loss.
 fn evaluate(
-    model: &mut Llama,
+    model: &mut Model,
     examples: &[Example],
     config: &TrainConfig,
     pad: u32,
@@ -429,7 +429,7 @@ fn system_available() -> u64 {
 /// first, so nothing trained is lost and the run can be resumed.
 fn stop_early(
     config: &TrainConfig,
-    model: &Llama,
+    model: &Model,
     optimizer: &AdamW,
     state: &LoopState,
     observer: &mut dyn Observer,
@@ -447,7 +447,7 @@ fn stop_early(
 /// Writes a resumable checkpoint when the run has a checkpoint folder.
 fn write_checkpoint(
     config: &TrainConfig,
-    model: &Llama,
+    model: &Model,
     optimizer: &AdamW,
     state: &LoopState,
     observer: &mut dyn Observer,

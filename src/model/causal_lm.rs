@@ -1,0 +1,279 @@
+//! [`Model`]: any supported architecture behind one type, so the trainer,
+//! adapters, generation and export never ask which one they hold.
+
+use mlx_rs::{
+    error::Exception,
+    module::{ModuleParamMut, ModuleParamRef, ModuleParameters},
+    Array, Dtype,
+};
+use serde_json::json;
+
+use super::cache::KvCache;
+use super::gpt2::{self, Gpt2};
+use super::llama::{self, Llama};
+use super::projection::Projection;
+
+/// A causal language model of one of the supported architectures.
+#[derive(Debug, Clone)]
+pub enum Model {
+    Llama(Llama),
+    Gpt2(Gpt2),
+}
+
+macro_rules! each {
+    ($self:expr, $m:ident => $body:expr) => {
+        match $self {
+            Model::Llama($m) => $body,
+            Model::Gpt2($m) => $body,
+        }
+    };
+}
+
+impl ModuleParameters for Model {
+    fn num_parameters(&self) -> usize {
+        each!(self, m => m.num_parameters())
+    }
+    fn parameters(&self) -> ModuleParamRef<'_> {
+        each!(self, m => m.parameters())
+    }
+    fn parameters_mut(&mut self) -> ModuleParamMut<'_> {
+        each!(self, m => m.parameters_mut())
+    }
+    fn trainable_parameters(&self) -> ModuleParamRef<'_> {
+        each!(self, m => m.trainable_parameters())
+    }
+    fn freeze_parameters(&mut self, recursive: bool) {
+        each!(self, m => m.freeze_parameters(recursive))
+    }
+    fn unfreeze_parameters(&mut self, recursive: bool) {
+        each!(self, m => m.unfreeze_parameters(recursive))
+    }
+    fn all_frozen(&self) -> Option<bool> {
+        each!(self, m => m.all_frozen())
+    }
+    fn any_frozen(&self) -> Option<bool> {
+        each!(self, m => m.any_frozen())
+    }
+}
+
+impl Model {
+    /// Logits (B, L, vocab) for token ids (B, L), continuing from `cache`.
+    pub fn forward(
+        &mut self,
+        tokens: &Array,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Array, Exception> {
+        each!(self, m => m.forward(tokens, cache))
+    }
+
+    /// A cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.num_layers())
+    }
+
+    /// `model_type` as in config.json.
+    pub fn model_type(&self) -> &str {
+        match self {
+            Model::Llama(m) => &m.config.model_type,
+            Model::Gpt2(m) => &m.config.model_type,
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Model::Llama(m) => m.model.layers.len(),
+            Model::Gpt2(m) => m.transformer.h.len(),
+        }
+    }
+
+    pub fn vocab_size(&self) -> i32 {
+        match self {
+            Model::Llama(m) => m.config.vocab_size,
+            Model::Gpt2(m) => m.config.vocab_size,
+        }
+    }
+
+    pub fn hidden_size(&self) -> i32 {
+        match self {
+            Model::Llama(m) => m.config.hidden_size,
+            Model::Gpt2(m) => m.config.n_embd,
+        }
+    }
+
+    /// Names (inside a layer) of the projections adapters can target.
+    pub fn lora_targets(&self) -> &'static [&'static str] {
+        match self {
+            Model::Llama(_) => llama::TARGETS,
+            Model::Gpt2(_) => gpt2::TARGETS,
+        }
+    }
+
+    /// The named projections of every decoder layer, first layer first.
+    pub fn layer_projections_mut(&mut self) -> Vec<Vec<(&'static str, &mut Projection)>> {
+        each!(self, m => m.block_projections_mut())
+    }
+
+    /// Every projection of the decoder layers.
+    pub fn projections_mut(&mut self) -> impl Iterator<Item = &mut Projection> {
+        self.layer_projections_mut()
+            .into_iter()
+            .flatten()
+            .map(|(_, p)| p)
+    }
+
+    /// Every projection: decoder layers, embeddings and head.
+    fn all_projections_mut(&mut self) -> Vec<&mut Projection> {
+        match self {
+            Model::Llama(m) => {
+                let mut all: Vec<&mut Projection> = Vec::new();
+                for l in &mut m.model.layers {
+                    all.extend([
+                        &mut l.self_attn.q_proj,
+                        &mut l.self_attn.k_proj,
+                        &mut l.self_attn.v_proj,
+                        &mut l.self_attn.o_proj,
+                        &mut l.mlp.gate_proj,
+                        &mut l.mlp.up_proj,
+                        &mut l.mlp.down_proj,
+                    ]);
+                }
+                all.push(&mut m.model.embed_tokens);
+                all.extend(m.lm_head.as_mut());
+                all
+            }
+            Model::Gpt2(m) => {
+                let t = &mut m.transformer;
+                let mut all: Vec<&mut Projection> = Vec::new();
+                for b in &mut t.h {
+                    all.extend([
+                        &mut b.attn.c_attn,
+                        &mut b.attn.c_proj,
+                        &mut b.mlp.c_fc,
+                        &mut b.mlp.c_proj,
+                    ]);
+                }
+                all.push(&mut t.wte);
+                all.push(&mut t.wpe);
+                all
+            }
+        }
+    }
+
+    /// Every projection, read-only (see [`Model::all_projections_mut`]).
+    fn all_projections(&self) -> Vec<&Projection> {
+        match self {
+            Model::Llama(m) => {
+                let mut all: Vec<&Projection> = Vec::new();
+                for l in &m.model.layers {
+                    let (a, f) = (&l.self_attn, &l.mlp);
+                    all.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]);
+                    all.extend([&f.gate_proj, &f.up_proj, &f.down_proj]);
+                }
+                all.push(&m.model.embed_tokens);
+                all.extend(m.lm_head.as_ref());
+                all
+            }
+            Model::Gpt2(m) => {
+                let t = &m.transformer;
+                let mut all: Vec<&Projection> = Vec::new();
+                for b in &t.h {
+                    all.extend([&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj]);
+                }
+                all.extend([&t.wte, &t.wpe]);
+                all
+            }
+        }
+    }
+
+    /// Whether any decoder projection carries an adapter.
+    pub fn has_lora(&mut self) -> bool {
+        self.projections_mut().any(|p| p.has_lora())
+    }
+
+    /// Casts every floating-point parameter (packed quantized weights stay).
+    pub fn cast_floats(&mut self, dtype: Dtype) -> Result<(), Exception> {
+        for (_, p) in self.parameters_mut().flatten() {
+            if p.dtype().is_float() && p.dtype() != dtype {
+                *p = p.as_dtype(dtype)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates every parameter (see `model::load`).
+    pub fn eval_parameters(&self) -> Result<(), Exception> {
+        let params = self.parameters().flatten();
+        mlx_rs::transforms::eval(params.values().copied())
+    }
+
+    /// Makes every quantized weight dense (embeddings and head included).
+    pub fn dequantize(&mut self) -> Result<(), Exception> {
+        for p in self.all_projections_mut() {
+            p.dequantize()?;
+        }
+        Ok(())
+    }
+
+    /// Scalars in the base model, quantized weights counted as the dense
+    /// matrices they stand for, adapters excluded.
+    pub fn parameter_count(&self) -> usize {
+        let stored: usize = self
+            .parameters()
+            .flatten()
+            .iter()
+            .filter(|(k, _)| !k.ends_with(".lora_a") && !k.ends_with(".lora_b"))
+            .map(|(_, a)| a.size())
+            .sum();
+        let packed_to_dense: isize = self
+            .all_projections()
+            .into_iter()
+            .filter(|p| p.quantization.is_some())
+            .map(|p| {
+                let packed = p.weight.size()
+                    + p.scales.value.as_ref().map_or(0, |a| a.size())
+                    + p.biases.value.as_ref().map_or(0, |a| a.size());
+                (p.output_dims() as isize * p.input_dims() as isize) - packed as isize
+            })
+            .sum();
+        (stored as isize + packed_to_dense) as usize
+    }
+
+    /// The `config.json` transformers needs to load [`Model::hf_tensors`].
+    pub fn hf_config(&self) -> serde_json::Value {
+        match self {
+            Model::Llama(m) => {
+                let architecture = match m.config.model_type.as_str() {
+                    "qwen2" => "Qwen2ForCausalLM",
+                    "mistral" => "MistralForCausalLM",
+                    _ => "LlamaForCausalLM",
+                };
+                let mut config = serde_json::to_value(&m.config).expect("serializable");
+                config["architectures"] = json!([architecture]);
+                config["tie_word_embeddings"] = json!(m.lm_head.is_none());
+                config
+            }
+            Model::Gpt2(m) => {
+                let mut config = serde_json::to_value(&m.config).expect("serializable");
+                config["architectures"] = json!(["GPT2LMHeadModel"]);
+                config
+            }
+        }
+    }
+
+    /// Parameters by their Hugging Face names and layouts (GPT-2's
+    /// projections go back to `Conv1D`'s (in, out)). Call on a dense model.
+    pub fn hf_tensors(&self) -> Vec<(String, Array)> {
+        let conv1d = matches!(self, Model::Gpt2(_));
+        self.parameters()
+            .flatten()
+            .into_iter()
+            .map(|(name, array)| {
+                let is_conv1d = conv1d
+                    && name.ends_with(".weight")
+                    && (name.contains(".attn.") || name.contains(".mlp."));
+                let array = if is_conv1d { array.t() } else { array.clone() };
+                (name.to_string(), array)
+            })
+            .collect()
+    }
+}

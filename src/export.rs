@@ -11,7 +11,8 @@ use mlx_rs::Array;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::model::LoadedModel;
+use crate::model::projection::Quantization;
+use crate::model::{LoadedModel, Model};
 
 /// Default largest shard, as transformers writes them.
 pub const DEFAULT_SHARD_BYTES: usize = 5 << 30;
@@ -29,13 +30,51 @@ pub fn fuse_adapters(loaded: &mut LoadedModel) -> Result<()> {
 /// Writes `loaded` into the new folder `dir` (refuses an existing one, so no
 /// user file is ever overwritten). Quantized weights are written dense.
 pub fn write_hf_folder(loaded: &mut LoadedModel, dir: &Path, shard_bytes: usize) -> Result<()> {
+    loaded.model.dequantize()?;
+    write_folder(loaded, dir, shard_bytes, None)
+}
+
+/// Quantizes every projection (embeddings and head included) of a Llama-
+/// family model to `quantization` and writes it the way mlx-lm does:
+/// packed `weight`, `scales` and `biases`, and a `quantization` entry in
+/// config.json.
+pub fn write_quantized_folder(
+    loaded: &mut LoadedModel,
+    dir: &Path,
+    shard_bytes: usize,
+    quantization: Quantization,
+) -> Result<()> {
+    if !matches!(loaded.model, Model::Llama(_)) {
+        return Err(Error::Invalid(format!(
+            "quantized folders are written for Llama-family models; this is {}",
+            loaded.model.model_type()
+        )));
+    }
+    if ![2, 3, 4, 6, 8].contains(&quantization.bits)
+        || ![32, 64, 128].contains(&quantization.group_size)
+    {
+        return Err(Error::Invalid(format!(
+            "cannot quantize to {} bits in groups of {} (bits: 2, 3, 4, 6, 8; group size: 32, 64, 128)",
+            quantization.bits, quantization.group_size
+        )));
+    }
+    loaded.model.dequantize()?;
+    loaded.model.quantize(quantization)?;
+    write_folder(loaded, dir, shard_bytes, Some(quantization))
+}
+
+fn write_folder(
+    loaded: &mut LoadedModel,
+    dir: &Path,
+    shard_bytes: usize,
+    quantization: Option<Quantization>,
+) -> Result<()> {
     if dir.exists() {
         return Err(Error::Invalid(format!(
             "{}: already exists; choose a new folder",
             dir.display()
         )));
     }
-    loaded.model.dequantize()?;
     let tmp = dir.with_extension("tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|source| Error::Io {
@@ -87,6 +126,9 @@ pub fn write_hf_folder(loaded: &mut LoadedModel, dir: &Path, shard_bytes: usize)
 
     let mut config_json = loaded.model.hf_config();
     config_json["torch_dtype"] = json!("float32");
+    if let Some(q) = quantization {
+        config_json["quantization"] = json!({ "group_size": q.group_size, "bits": q.bits });
+    }
     write_json(&tmp.join("config.json"), &config_json)?;
 
     loaded.tokenizer.save(&tmp.join("tokenizer.json"))?;

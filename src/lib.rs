@@ -12,6 +12,7 @@ pub mod export;
 pub mod files;
 pub mod fixtures;
 pub mod generate;
+pub mod hub;
 pub mod lora;
 pub mod model;
 pub mod paths;

@@ -214,6 +214,22 @@ impl Model {
         Ok(())
     }
 
+    /// How the decoder's weights are quantized (None when dense).
+    pub fn quantization(&self) -> Option<super::projection::Quantization> {
+        self.all_projections().iter().find_map(|p| p.quantization)
+    }
+
+    /// Quantizes every dense projection, embeddings and head included.
+    pub fn quantize(
+        &mut self,
+        quantization: super::projection::Quantization,
+    ) -> Result<(), Exception> {
+        for p in self.all_projections_mut() {
+            p.quantize(quantization)?;
+        }
+        Ok(())
+    }
+
     /// Scalars in the base model, quantized weights counted as the dense
     /// matrices they stand for, adapters excluded.
     pub fn parameter_count(&self) -> usize {

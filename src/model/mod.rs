@@ -51,9 +51,16 @@ impl Default for LoadOptions {
     }
 }
 
-/// Loads a `.gguf` file or a Hugging Face folder (config.json, safetensors,
-/// tokenizer.json).
+/// Loads a `.gguf` file or a Hugging Face folder (config.json, safetensors
+/// or PyTorch `.bin` weights, tokenizer.json).
+/// A hub id (`owner/name`, see [`crate::hub`]) is resolved from the Hugging
+/// Face cache, downloading what is missing.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
+    let spec = path.to_string_lossy();
+    if crate::hub::is_hub_id(&spec) {
+        let dir = crate::hub::resolve(&spec, |_| {})?;
+        return load(&dir, options);
+    }
     let mut loaded = if path.is_dir() {
         safetensors::load_folder(path)?
     } else if path

@@ -1,5 +1,6 @@
 //! Hugging Face folders: `config.json`, `model.safetensors` or shards listed
-//! in `model.safetensors.index.json`, `tokenizer.json`, `tokenizer_config.json`.
+//! in `model.safetensors.index.json` (PyTorch `.bin` files the same way when
+//! there is no safetensors), `tokenizer.json`, `tokenizer_config.json`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -80,10 +81,13 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
         .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))
 }
 
+/// Reads every tensor of one weights file.
+type ReadFile = fn(&Path) -> Result<HashMap<String, Array>>;
+
 /// All tensors of the folder: safetensors (one file or the shards of an
 /// index), or, only when there are none, PyTorch `.bin` files likewise.
 pub fn read_weights(dir: &Path) -> Result<HashMap<String, Array>> {
-    let layouts: [(&str, &str, fn(&Path) -> Result<HashMap<String, Array>>); 2] = [
+    let layouts: [(&str, &str, ReadFile); 2] = [
         (
             "model.safetensors.index.json",
             "model.safetensors",

@@ -2,6 +2,7 @@
 
 mod data;
 mod export;
+mod models;
 mod progress;
 mod runs;
 mod train;
@@ -40,16 +41,11 @@ enum Command {
     /// Fine-tune a model on a dataset.
     #[command(subcommand)]
     Train(train::TrainCommand),
-    /// Write a model (a .gguf file or a folder) as a Hugging Face safetensors folder.
-    Convert {
-        model: PathBuf,
-        /// The new folder to write (must not exist).
-        #[arg(long)]
-        output: PathBuf,
-        /// Largest safetensors shard, in MiB.
-        #[arg(long, default_value_t = 5120)]
-        shard_size_mb: usize,
-    },
+    /// List, download, inspect, convert and quantize models.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Write a model as a Hugging Face safetensors folder (same as `ft models convert`).
+    Convert(models::ConvertArgs),
     /// Write a run's adapters for other tools (mlx-lm, PEFT), or fused into the base.
     Export(export::ExportArgs),
     /// Look at a dataset the way training will see it.
@@ -62,7 +58,7 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Continue a prompt with a model; prints only the completion.
     Generate {
-        /// A .gguf file or a Hugging Face model folder.
+        /// A .gguf file, a Hugging Face model folder, or a hub id.
         model: PathBuf,
         /// The text to continue (or, with --chat, the user's message).
         #[arg(long, short)]
@@ -141,19 +137,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "ft", &mut std::io::stdout());
         }
-        Command::Convert {
-            model,
-            output,
-            shard_size_mb,
-        } => {
-            let options = LoadOptions {
-                dequantize: true,
-                ..Default::default()
-            };
-            let mut loaded = model::load(&model, &options)?;
-            finetune::export::write_hf_folder(&mut loaded, &output, shard_size_mb << 20)?;
-            eprintln!("wrote {}", output.display());
-        }
+        Command::Models(command) => models::run(command)?,
+        Command::Convert(args) => models::convert(args)?,
         Command::Device { json } => {
             let report = DeviceReport::collect()?;
             if json {
@@ -184,7 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dequantize,
                 ..Default::default()
             };
-            let mut loaded = model::load(&model, &options)?;
+            let mut loaded = model::load(&models::fetch_if_hub_id(&model)?, &options)?;
             if let Some(adapter) = adapter {
                 let dir = resolve_adapter(&adapter)?;
                 finetune::lora::load_adapters(&mut loaded.model, &dir)?;

@@ -146,6 +146,8 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
 
 /// Trains (or resumes), recording events in the run and rendering them.
 fn execute(run: &Run, config: &TrainConfig, json: bool, resuming: bool) -> anyhow::Result<()> {
+    // A hub model is downloaded here, with a progress bar, before training.
+    crate::models::fetch_if_hub_id(&config.model)?;
     let mut recorder = run.recorder()?;
     let mut terminal = TerminalProgress::new();
     let mut json_lines = JsonLines;

@@ -180,6 +180,12 @@ impl Tokenizer {
             .map_err(|e| Error::Invalid(format!("{}: cannot write tokenizer: {e}", path.display())))
     }
 
+    /// The whole tokenizer as JSON: identical for identical tokenizers (a
+    /// cache key ingredient).
+    pub fn fingerprint(&self) -> String {
+        self.inner.to_string(false).unwrap_or_default()
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

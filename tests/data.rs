@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{write_chat_data, TinyModel};
-use finetune::data::{preview, read_records, tokenize_record, MaskPolicy, Record};
+use finetune::data::{preview, read_records, tokenize_record, MaskPolicy, ReadOptions, Record};
 use finetune::model::{self, LoadOptions};
 
 fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
@@ -16,7 +16,14 @@ fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf 
 }
 
 fn error_of(path: &std::path::Path) -> String {
-    read_records(path).unwrap_err().to_string()
+    read_records(path, &ReadOptions::default())
+        .unwrap_err()
+        .to_string()
+}
+
+/// The records of a file read with the default options.
+fn read(path: &std::path::Path) -> Vec<Record> {
+    read_records(path, &ReadOptions::default()).unwrap().records
 }
 
 #[test]
@@ -28,7 +35,7 @@ fn reads_the_three_record_shapes_with_or_without_a_bom() {
         "\u{feff}{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}\n\n{\"prompt\":\"2+2=\",\"completion\":\"4\"}\n{\"text\":\"plain\"}\n"
             .as_bytes(),
     );
-    let records = read_records(&path).unwrap();
+    let records = read(&path);
     assert_eq!(records.len(), 3);
     assert!(matches!(&records[0], Record::Chat(m) if m.len() == 2));
     assert_eq!(
@@ -99,7 +106,7 @@ fn only_the_assistant_reply_and_its_end_marker_are_trained() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = TinyModel::default().write(tmp.path());
     let loaded = model::load(&dir, &LoadOptions::default()).unwrap();
-    let records = read_records(&write_chat_data(tmp.path(), 1)).unwrap();
+    let records = read(&write_chat_data(tmp.path(), 1));
     let example = tokenize_record(
         &records[0],
         loaded.chat_template.as_ref(),
@@ -168,13 +175,13 @@ fn json_documents_hold_a_list_or_an_object_of_records() {
         "list.json",
         br#"[{"text": "a"}, {"prompt": "p", "completion": "c"}]"#,
     );
-    assert_eq!(read_records(&list).unwrap().len(), 2);
+    assert_eq!(read(&list).len(), 2);
     let object = write(
         tmp.path(),
         "object.json",
         br#"{"x1": {"text": "a"}, "x2": {"text": "b"}}"#,
     );
-    assert_eq!(read_records(&object).unwrap().len(), 2);
+    assert_eq!(read(&object).len(), 2);
     let bad = write(tmp.path(), "bad.json", br#"[{"text": "a"}, {"oops": 1}]"#);
     let err = error_of(&bad);
     assert!(
@@ -201,7 +208,7 @@ fn a_json_file_cut_off_mid_record_says_so() {
 #[test]
 fn the_shipped_sample_dataset_and_configs_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let records = read_records(&root.join("examples/sample_dataset.json")).unwrap();
+    let records = read(&root.join("examples/sample_dataset.json"));
     assert!(records.len() >= 16);
     assert!(records.iter().all(|r| matches!(r, Record::Chat(_))));
     for name in ["quick", "production"] {

@@ -73,8 +73,9 @@ fn first_step_loss_is_the_base_models_loss() {
     let reported = step_losses(&events)[0];
 
     let loaded = model::load(&cfg.model, &LoadOptions::default()).unwrap();
-    let examples: Vec<_> = read_records(&cfg.data)
+    let examples: Vec<_> = read_records(&cfg.data, &Default::default())
         .unwrap()
+        .records
         .iter()
         .map(|r| {
             tokenize_record(

@@ -1,10 +1,19 @@
-//! Datasets: reading records from files and turning them into token ids
-//! with a mask of the tokens to train on.
+//! Datasets: reading records from files in the common formats and shapes,
+//! choosing a chat template, and turning records into token ids with a mask
+//! of the tokens to train on.
 
+pub mod cache;
+pub mod formats;
 pub mod records;
 pub mod stats;
+pub mod templates;
 pub mod tokenize;
 
-pub use records::{read_records, Record};
+pub use records::{
+    read_records, split_file, train_file, OnBadRecord, ReadOptions, Record, RecordSet, Skipped,
+};
 pub use stats::DatasetStats;
-pub use tokenize::{preview, tokenize_file, tokenize_record, Example, MaskPolicy, TokenizedFile};
+pub use tokenize::{
+    preview, split_examples, tokenize_file, tokenize_record, Example, MaskPolicy, Tokenization,
+    TokenizedFile,
+};

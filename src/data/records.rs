@@ -1,197 +1,357 @@
-//! Reading training records. JSON Lines with one record per line in one of
-//! the common shapes: chat `messages`, `prompt`/`completion`, or `text`.
-//! Errors name the file, the line and what is wrong.
+//! Rows → training records. The shape of each record is recognised from its
+//! fields: OpenAI `messages`, ShareGPT `conversations`, `prompt` +
+//! `completion`, Alpaca `instruction` / `input` / `output`, or `text`; a
+//! column mapping renames a file's own columns to these. Errors name the
+//! file, the line or record, and what was expected.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+use super::formats::{kind, read_rows, EXTENSIONS};
 use crate::chat_template::Message;
 use crate::error::{Error, Result};
 
 /// One training example as the user wrote it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    /// A conversation (OpenAI `messages`).
+    /// A conversation (OpenAI `messages`, ShareGPT, Alpaca).
     Chat(Vec<Message>),
     /// A prompt and the completion to learn.
     Completion { prompt: String, completion: String },
     /// Plain text, learned whole.
     Text(String),
+    /// A plain-text corpus, cut into examples of the maximum length.
+    Corpus(String),
 }
 
-/// Reads a `.jsonl` or `.json` file, or the `train.jsonl` of a dataset folder.
-pub fn read_records(path: &Path) -> Result<Vec<Record>> {
-    let file = if path.is_dir() {
-        path.join("train.jsonl")
-    } else {
-        path.to_path_buf()
-    };
-    let bytes = std::fs::read(&file).map_err(|source| Error::Io {
-        path: file.clone(),
-        source,
-    })?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        let line = bytes[..e.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
-        Error::Invalid(format!("{}:{line}: not valid UTF-8", file.display()))
-    })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let is_json = file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let records = if is_json {
-        read_json_document(&file, text)?
-    } else {
-        read_json_lines(&file, text)?
-    };
-    if records.is_empty() {
+/// What to do with a record that cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadRecord {
+    /// Stop with an error naming the record (the default).
+    #[default]
+    Error,
+    /// Leave it out, and say so in a summary.
+    Skip,
+}
+
+impl std::str::FromStr for OnBadRecord {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "error" => Ok(Self::Error),
+            "skip" => Ok(Self::Skip),
+            _ => Err(format!("`{s}`: expected error or skip")),
+        }
+    }
+}
+
+/// How to read a dataset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadOptions {
+    pub on_bad_record: OnBadRecord,
+    /// A field the reader knows (`prompt`, `completion`, `messages`,
+    /// `conversations`, `instruction`, `input`, `output`, `text`, `system`)
+    /// → the file's column holding it.
+    pub columns: BTreeMap<String, String>,
+}
+
+/// A record left out, and why (`location` follows the file name, as in
+/// [`super::formats::Row`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub location: String,
+    pub reason: String,
+}
+
+/// The records of one file.
+#[derive(Debug, Clone)]
+pub struct RecordSet {
+    /// The file read (a folder's train file, resolved).
+    pub source: PathBuf,
+    pub records: Vec<Record>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Field names the reader understands, for checking column mappings.
+const KNOWN_FIELDS: &[&str] = &[
+    "messages",
+    "conversations",
+    "prompt",
+    "completion",
+    "instruction",
+    "input",
+    "output",
+    "text",
+    "system",
+];
+
+/// The `train` / `valid` / `test` files of a dataset folder (mlx-lm's
+/// convention), in any supported format.
+pub fn split_file(dir: &Path, split: &str) -> Option<PathBuf> {
+    EXTENSIONS
+        .iter()
+        .map(|ext| dir.join(format!("{split}.{ext}")))
+        .find(|p| p.is_file())
+}
+
+/// The file a dataset path means: itself, or a folder's train file.
+pub fn train_file(path: &Path) -> Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    split_file(path, "train").ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: a dataset folder needs a train file (train.{})",
+            path.display(),
+            EXTENSIONS.join(", train.")
+        ))
+    })
+}
+
+/// Reads every record of a file (or a folder's train file).
+pub fn read_records(path: &Path, options: &ReadOptions) -> Result<RecordSet> {
+    if let Some(bad) = options
+        .columns
+        .keys()
+        .find(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+    {
         return Err(Error::Invalid(format!(
-            "{}: no records (the file is empty)",
-            file.display()
+            "column mapping: `{bad}` is not a field the reader knows ({})",
+            KNOWN_FIELDS.join(", ")
         )));
     }
-    Ok(records)
-}
-
-/// A `.json` file: a list of records, or an object whose values are records.
-fn read_json_document(file: &Path, text: &str) -> Result<Vec<Record>> {
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        let (line, column) = (e.line(), e.column());
-        if e.is_eof() {
-            Error::Invalid(format!(
-                "{}:{line}:{column}: the file ends in the middle of a record (cut off?)",
-                file.display()
-            ))
-        } else {
-            let source_line = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
-            let start = column.saturating_sub(20).min(source_line.len());
-            let snippet: String = source_line
-                .get(start..)
-                .unwrap_or("")
-                .chars()
-                .take(40)
-                .collect();
-            Error::Invalid(format!(
-                "{}:{line}:{column}: malformed JSON ({e}) near `{snippet}`",
-                file.display()
-            ))
-        }
-    })?;
-    let items: Vec<(String, &Value)> = match &value {
-        Value::Array(list) => list
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (format!("record {}", i + 1), v))
-            .collect(),
-        Value::Object(map)
-            if !map.contains_key("messages") && map.values().all(Value::is_object) =>
-        {
-            map.iter()
-                .map(|(k, v)| (format!("record `{k}`"), v))
-                .collect()
-        }
-        _ => {
-            return Err(Error::Invalid(format!(
-                "{}: expected a list of records (or an object of records), found {}",
-                file.display(),
-                kind(&value)
-            )))
-        }
-    };
-    items
-        .into_iter()
-        .map(|(name, v)| {
-            parse_record(v)
-                .map_err(|what| Error::Invalid(format!("{}: {name}: {what}", file.display())))
-        })
-        .collect()
-}
-
-/// JSON Lines: one record per line; blank lines are skipped.
-fn read_json_lines(file: &Path, text: &str) -> Result<Vec<Record>> {
-    let mut records = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let number = index + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(line).map_err(|e| {
-            let column = e.column();
-            let start = column.saturating_sub(20).min(line.len());
-            let snippet: String = line.get(start..).unwrap_or("").chars().take(40).collect();
-            Error::Invalid(format!(
-                "{}:{number}:{column}: malformed JSON ({e}) near `{snippet}`",
-                file.display()
-            ))
-        })?;
-        let record = parse_record(&value)
-            .map_err(|what| Error::Invalid(format!("{}:{number}: {what}", file.display())))?;
-        records.push(record);
-    }
-    Ok(records)
-}
-
-fn parse_record(value: &Value) -> std::result::Result<Record, String> {
-    let object = value
-        .as_object()
-        .ok_or_else(|| format!("expected a JSON object, found {}", kind(value)))?;
-    if let Some(messages) = object.get("messages") {
-        let list = messages
-            .as_array()
-            .ok_or("`messages` must be a list of {role, content}")?;
-        let messages = list
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let role = m.get("role").and_then(Value::as_str);
-                let content = m.get("content").and_then(Value::as_str);
-                match (role, content) {
-                    (Some(role), Some(content)) => Ok(Message::new(role, content)),
-                    _ => Err(format!("messages[{i}] needs string `role` and `content`")),
-                }
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        if !messages.iter().any(|m| m.role == "assistant") {
-            return Err("the conversation has no assistant message to learn".into());
-        }
-        return Ok(Record::Chat(messages));
-    }
-    if let (Some(p), Some(c)) = (object.get("prompt"), object.get("completion")) {
-        return match (p.as_str(), c.as_str()) {
-            (Some(prompt), Some(completion)) => Ok(Record::Completion {
-                prompt: prompt.into(),
-                completion: completion.into(),
+    let file = train_file(path)?;
+    let rows = read_rows(&file)?;
+    let mut records = Vec::with_capacity(rows.len());
+    let mut skipped = Vec::new();
+    for row in rows {
+        let parsed = row
+            .value
+            .and_then(|v| parse_record(rename_columns(v, &options.columns)));
+        match parsed {
+            Ok(record) => records.push(record),
+            Err(reason) if options.on_bad_record == OnBadRecord::Skip => skipped.push(Skipped {
+                location: row.location,
+                reason,
             }),
-            _ => Err("`prompt` and `completion` must be strings".into()),
+            Err(reason) => {
+                let hint = if reason.contains("cut off") {
+                    " (pass --on-bad-record skip to use the complete records)"
+                } else {
+                    ""
+                };
+                return Err(Error::Invalid(format!(
+                    "{}{}: {reason}{hint}",
+                    file.display(),
+                    row.location
+                )));
+            }
+        }
+    }
+    if records.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no usable records ({} skipped{})",
+            file.display(),
+            skipped.len(),
+            skipped
+                .first()
+                .map(|s| format!(
+                    "; the first, at {}{}: {}",
+                    file.display(),
+                    s.location,
+                    s.reason
+                ))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(RecordSet {
+        source: file,
+        records,
+        skipped,
+    })
+}
+
+fn rename_columns(value: Value, columns: &BTreeMap<String, String>) -> Value {
+    let Value::Object(mut map) = value else {
+        return value;
+    };
+    for (field, column) in columns {
+        if let Some(v) = map.remove(column) {
+            map.insert(field.clone(), v);
+        }
+    }
+    Value::Object(map)
+}
+
+fn string_field(
+    object: &Map<String, Value>,
+    name: &str,
+) -> std::result::Result<Option<String>, String> {
+    match object.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        // CSV / Parquet numbers and booleans are text too.
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(other) => Err(format!("`{name}` must be a string, found {}", kind(other))),
+    }
+}
+
+pub(crate) fn parse_record(value: Value) -> std::result::Result<Record, String> {
+    let object = match value {
+        Value::Object(o) => o,
+        other => return Err(format!("expected a JSON object, found {}", kind(&other))),
+    };
+    if object.get("corpus") == Some(&Value::Bool(true)) {
+        return Ok(Record::Corpus(
+            string_field(&object, "text")?.unwrap_or_default(),
+        ));
+    }
+    if let Some(messages) = object.get("messages") {
+        return chat(openai_messages(messages)?);
+    }
+    if let Some(turns) = object.get("conversations") {
+        let mut messages = sharegpt(turns)?;
+        if let Some(system) = string_field(&object, "system")? {
+            if !system.is_empty() && messages.first().is_none_or(|m| m.role != "system") {
+                messages.insert(0, Message::new("system", &system));
+            }
+        }
+        return chat(messages);
+    }
+    if object.contains_key("prompt") || object.contains_key("completion") {
+        return match (
+            string_field(&object, "prompt")?,
+            string_field(&object, "completion")?,
+        ) {
+            (Some(prompt), Some(completion)) => Ok(Record::Completion { prompt, completion }),
+            _ => Err("a prompt/completion record needs both `prompt` and `completion`".into()),
         };
     }
-    if let Some(text) = object.get("text") {
-        return text
-            .as_str()
-            .map(|t| Record::Text(t.into()))
+    if object.contains_key("instruction") || object.contains_key("output") {
+        let (Some(instruction), Some(output)) = (
+            string_field(&object, "instruction")?,
+            string_field(&object, "output")?,
+        ) else {
+            return Err(
+                "an Alpaca record needs `instruction` and `output` (`input` is optional)".into(),
+            );
+        };
+        let input = string_field(&object, "input")?.unwrap_or_default();
+        let user = if input.trim().is_empty() {
+            instruction
+        } else {
+            format!("{instruction}\n\n{input}")
+        };
+        let mut messages = Vec::new();
+        if let Some(system) = string_field(&object, "system")?.filter(|s| !s.is_empty()) {
+            messages.push(Message::new("system", &system));
+        }
+        messages.push(Message::new("user", &user));
+        messages.push(Message::new("assistant", &output));
+        return Ok(Record::Chat(messages));
+    }
+    if object.contains_key("text") {
+        return string_field(&object, "text")?
+            .map(Record::Text)
             .ok_or_else(|| "`text` must be a string".into());
     }
     let keys: Vec<&str> = object.keys().map(String::as_str).collect();
     Err(format!(
-        "unrecognised record with keys [{}]: expected `messages`, `prompt` + `completion`, or `text`",
+        "unrecognised record with keys [{}]: expected `messages`, `conversations`, `prompt` + `completion`, `instruction` + `output`, or `text` (map other column names with --columns)",
         keys.join(", ")
     ))
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
+fn chat(messages: Vec<Message>) -> std::result::Result<Record, String> {
+    if !messages.iter().any(|m| m.role == "assistant") {
+        return Err("the conversation has no assistant message to learn".into());
     }
+    Ok(Record::Chat(messages))
+}
+
+/// A message's text: a string, OpenAI's list of parts, and any tool calls
+/// kept as JSON text.
+fn content_text(m: &Map<String, Value>, i: usize) -> std::result::Result<String, String> {
+    let mut text = match m.get("content") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        Some(other) => {
+            return Err(format!(
+                "messages[{i}].content must be text, found {}",
+                kind(other)
+            ))
+        }
+    };
+    if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&calls.to_string());
+    }
+    Ok(text)
+}
+
+fn openai_messages(messages: &Value) -> std::result::Result<Vec<Message>, String> {
+    let list = messages
+        .as_array()
+        .ok_or("`messages` must be a list of {role, content}")?;
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let m = m.as_object().ok_or_else(|| {
+                format!("messages[{i}] must be an object with `role` and `content`")
+            })?;
+            let role = m
+                .get("role")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("messages[{i}] needs a string `role`"))?;
+            if !m.contains_key("content") && !m.contains_key("tool_calls") {
+                return Err(format!("messages[{i}] needs `content`"));
+            }
+            Ok(Message::new(role, &content_text(m, i)?))
+        })
+        .collect()
+}
+
+/// ShareGPT: `conversations` of `{from, value}`.
+fn sharegpt(turns: &Value) -> std::result::Result<Vec<Message>, String> {
+    let list = turns
+        .as_array()
+        .ok_or("`conversations` must be a list of {from, value}")?;
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let from = t
+                .get("from")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("conversations[{i}] needs a string `from`"))?;
+            let value = t
+                .get("value")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("conversations[{i}] needs a string `value`"))?;
+            let role = match from.to_ascii_lowercase().as_str() {
+                "human" | "user" => "user",
+                "gpt" | "assistant" | "chatgpt" | "bard" | "bing" | "model" => "assistant",
+                "system" => "system",
+                "tool" | "function" | "function_response" | "observation" => "tool",
+                other => {
+                    return Err(format!(
+                        "conversations[{i}]: unknown speaker `{other}` (expected human, gpt, system or tool)"
+                    ))
+                }
+            };
+            Ok(Message::new(role, value))
+        })
+        .collect()
 }

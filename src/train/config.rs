@@ -1,11 +1,12 @@
 //! Everything a training run needs, readable from YAML.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::schedule::ScheduleKind;
-use crate::data::MaskPolicy;
+use crate::data::{MaskPolicy, OnBadRecord, ReadOptions};
 use crate::lora::LoraConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,10 +14,24 @@ use crate::lora::LoraConfig;
 pub struct TrainConfig {
     /// A .gguf file or a Hugging Face model folder.
     pub model: PathBuf,
-    /// Training data: a .jsonl file or a folder with train.jsonl / valid.jsonl.
+    /// Training data: a .jsonl / .json / .csv / .tsv / .parquet / .txt file,
+    /// or a folder with train.* (and valid.*) files.
     pub data: PathBuf,
-    /// Validation data (default: valid.jsonl beside train.jsonl, if present).
+    /// Validation data (default: the folder's valid file, or valid.* beside
+    /// a train.* file; else `valid_fraction` of the training data).
     pub valid: Option<PathBuf>,
+    /// Fraction of the training records held out for validation when no
+    /// validation file exists (0: none).
+    pub valid_fraction: f64,
+    /// Chat template: `model` (the model's own), a built-in name (chatml,
+    /// alpaca, llama-2, llama-3, mistral, zephyr, vicuna, gemma, phi-3,
+    /// raw) or a Jinja file.
+    pub template: Option<String>,
+    /// The file's column for each field the reader knows (e.g. `prompt:
+    /// question`).
+    pub columns: BTreeMap<String, String>,
+    /// `error` (default) or `skip` records that cannot be read.
+    pub on_bad_record: OnBadRecord,
     /// Where adapters are written.
     pub output: PathBuf,
     /// Where checkpoints for resuming are written (none when absent).
@@ -39,9 +54,10 @@ pub struct TrainConfig {
     /// Off by default: on the CPU, MLX's dense float32 kernels are far faster
     /// than its quantized ones.
     pub quantized_base: bool,
-    #[serde(skip)]
+    /// Tokens to learn: `completions` (assistant turns and completions),
+    /// `last_turn` (the last assistant turn only) or `all`.
     pub mask: MaskPolicy,
-    /// Learn every token instead of the assistant's / completion's only.
+    /// Learn every token (same as `mask: all`).
     pub train_on_prompt: bool,
     pub seed: u64,
     pub steps_per_report: usize,
@@ -60,6 +76,10 @@ impl Default for TrainConfig {
             model: PathBuf::new(),
             data: PathBuf::new(),
             valid: None,
+            valid_fraction: 0.0,
+            template: None,
+            columns: BTreeMap::new(),
+            on_bad_record: OnBadRecord::Error,
             output: PathBuf::from("adapters"),
             checkpoint_dir: None,
             steps_per_checkpoint: 100,
@@ -86,6 +106,13 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    pub fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            on_bad_record: self.on_bad_record,
+            columns: self.columns.clone(),
+        }
+    }
+
     pub fn mask_policy(&self) -> MaskPolicy {
         if self.train_on_prompt {
             MaskPolicy::All

@@ -19,6 +19,10 @@ pub enum TrainEvent {
         /// The checkpoint's step when this continues an earlier run.
         #[serde(default)]
         resumed_from_step: Option<usize>,
+        /// What the user should know about the data: template tokens the
+        /// tokenizer lacks, skipped records, how validation data was made.
+        #[serde(default)]
+        warnings: Vec<String>,
     },
     Step {
         step: usize,

@@ -20,7 +20,7 @@ use super::checkpoint::{self, LoopState};
 use super::config::TrainConfig;
 use super::events::{Observer, TrainEvent};
 use super::schedule::Schedule;
-use crate::data::{tokenize_file, Example};
+use crate::data::{split_examples, split_file, templates, Example, Tokenization};
 use crate::error::{Error, Result};
 use crate::eval::token_nll;
 use crate::lora;
@@ -116,22 +116,8 @@ fn run(
         ..LoadOptions::default()
     };
     let mut loaded = model::load(&config.model, &load_options)?;
-    let train_set = load_examples(&config.data, config, &loaded)?;
-    // mlx-lm's convention: valid.jsonl beside train.jsonl (or in the folder).
-    let valid_path = config.valid.clone().or_else(|| {
-        let beside = if config.data.is_dir() {
-            Some(config.data.join("valid.jsonl"))
-        } else if config.data.file_name().is_some_and(|n| n == "train.jsonl") {
-            Some(config.data.with_file_name("valid.jsonl"))
-        } else {
-            None
-        };
-        beside.filter(|p| p.exists())
-    });
-    let valid_set = match &valid_path {
-        Some(p) => load_examples(p, config, &loaded)?,
-        None => Vec::new(),
-    };
+    let data = load_data(config, &loaded)?;
+    let (train_set, valid_set, warnings) = (data.train, data.valid, data.warnings);
 
     let groups = length_sorted_groups(&train_set, config.batch_size);
     if groups.is_empty() {
@@ -180,6 +166,7 @@ fn run(
         trainable_parameters: trainable,
         total_parameters,
         resumed_from_step,
+        warnings,
     });
 
     let schedule = Schedule {
@@ -401,19 +388,81 @@ fn clip_by_global_norm(
     }
 }
 
-fn load_examples(
-    path: &Path,
-    config: &TrainConfig,
-    loaded: &model::LoadedModel,
-) -> Result<Vec<Example>> {
-    let file = tokenize_file(
-        path,
+/// Training and validation examples, and what the user should know.
+struct Data {
+    train: Vec<Example>,
+    valid: Vec<Example>,
+    warnings: Vec<String>,
+}
+
+fn load_data(config: &TrainConfig, loaded: &model::LoadedModel) -> Result<Data> {
+    let template = templates::resolve(
+        config.template.as_deref(),
         loaded.chat_template.as_ref(),
         &loaded.tokenizer,
-        config.mask_policy(),
-        config.max_length,
     )?;
-    Ok(file.examples)
+    let tokenization = Tokenization {
+        template: Some(&template.template),
+        tokenizer: &loaded.tokenizer,
+        policy: config.mask_policy(),
+        max_length: config.max_length,
+    };
+    let read = config.read_options();
+    let cache = crate::paths::cache_dir().join("tokenized");
+    let train = tokenization.file(&config.data, &read, Some(&cache))?;
+    let mut warnings = Vec::new();
+    if train.chat_records > 0 {
+        warnings.extend(template.warnings);
+    }
+    // mlx-lm's convention: a valid file in the folder, or beside a train file.
+    let valid_path = config.valid.clone().or_else(|| {
+        if config.data.is_dir() {
+            split_file(&config.data, "valid")
+        } else if train.source.file_stem().is_some_and(|stem| stem == "train") {
+            split_file(train.source.parent()?, "valid")
+        } else {
+            None
+        }
+    });
+    let mut files = vec![train];
+    if let Some(path) = &valid_path {
+        files.push(tokenization.file(path, &read, Some(&cache))?);
+    }
+    for file in &files {
+        if !file.skipped.is_empty() {
+            let first = &file.skipped[0];
+            warnings.push(format!(
+                "skipped {} unreadable record(s) of {}; the first, at {}{}: {}",
+                file.skipped.len(),
+                file.source.display(),
+                file.source.display(),
+                first.location,
+                first.reason
+            ));
+        }
+    }
+    let valid_file = (files.len() > 1).then(|| files.pop().expect("two files"));
+    let train = files.pop().expect("the train file");
+    let (train_examples, valid_examples) = match valid_file {
+        Some(valid) => (train.examples, valid.examples),
+        None if config.valid_fraction > 0.0 => {
+            let (t, v) = split_examples(train.examples, config.valid_fraction, config.seed);
+            warnings.push(format!(
+                "no validation file: held out {} of {} examples ({:.0} %, seed {})",
+                v.len(),
+                t.len() + v.len(),
+                config.valid_fraction * 100.0,
+                config.seed
+            ));
+            (t, v)
+        }
+        None => (train.examples, Vec::new()),
+    };
+    Ok(Data {
+        train: train_examples,
+        valid: valid_examples,
+        warnings,
+    })
 }
 
 fn system_available() -> u64 {

@@ -1,28 +1,61 @@
-//! `ft data inspect`.
+//! `ft data inspect | preview | split`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
-use finetune::data::{preview, tokenize_file, DatasetStats, MaskPolicy};
-use finetune::model::{self, LoadOptions};
+use clap::{Args, Subcommand};
+use finetune::data::{
+    formats, preview, templates, DatasetStats, MaskPolicy, OnBadRecord, ReadOptions, Tokenization,
+    TokenizedFile,
+};
+use finetune::model::{self, LoadOptions, LoadedModel};
+
+/// How a dataset is read and rendered (shared by `ft data` and `ft train`).
+#[derive(Args, Clone, Default)]
+pub struct DataArgs {
+    /// Chat template: `model` (the model's own; the default), a built-in
+    /// (chatml, alpaca, llama-2, llama-3, mistral, zephyr, vicuna, gemma,
+    /// phi-3, raw), or the path of a Jinja file.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Tokens to learn: completions (assistant turns and completions; the
+    /// default), last_turn (the last assistant turn only) or all.
+    #[arg(long)]
+    pub mask: Option<MaskPolicy>,
+    /// Records that cannot be read: error (stop and say where; the default)
+    /// or skip (leave them out and report them).
+    #[arg(long)]
+    pub on_bad_record: Option<OnBadRecord>,
+    /// Your columns for the fields the reader knows, e.g.
+    /// `--columns prompt=question,completion=answer`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_column)]
+    pub columns: Vec<(String, String)>,
+}
+
+fn parse_column(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(field, column)| (field.trim().to_string(), column.trim().to_string()))
+        .filter(|(f, c)| !f.is_empty() && !c.is_empty())
+        .ok_or_else(|| format!("`{s}`: expected FIELD=COLUMN"))
+}
+
+impl DataArgs {
+    pub fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            on_bad_record: self.on_bad_record.unwrap_or_default(),
+            columns: self.columns.iter().cloned().collect(),
+        }
+    }
+}
 
 #[derive(Subcommand)]
 pub enum DataCommand {
     /// Tokenize a dataset with a model's tokenizer and chat template: counts,
-    /// lengths, truncation, and a preview with the trained tokens marked.
+    /// lengths, truncation, skipped records, and a preview with the trained
+    /// tokens marked.
     Inspect {
-        /// A .jsonl file or a folder with train.jsonl.
-        data: PathBuf,
-        /// Model whose tokenizer and template to use (default: the bundled model).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Longest example in tokens; longer ones are cut.
-        #[arg(long, default_value_t = 512)]
-        max_length: usize,
-        /// Count every token as trained (default: only the replies).
-        #[arg(long)]
-        train_on_prompt: bool,
+        #[command(flatten)]
+        common: InspectArgs,
         /// How many records to preview.
         #[arg(long, default_value_t = 1)]
         preview: usize,
@@ -30,41 +63,155 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show records as the model will see them, trained text marked.
+    Preview {
+        #[command(flatten)]
+        common: InspectArgs,
+        /// First record to show (1-based).
+        #[arg(long, default_value_t = 1)]
+        from: usize,
+        /// How many records.
+        #[arg(long, short = 'n', default_value_t = 3)]
+        count: usize,
+        /// Print the pieces as JSON ([text, trained] pairs per record).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Split a dataset into train.jsonl and valid.jsonl in a new folder
+    /// (the input file is never changed).
+    Split {
+        /// A .jsonl, .json, .csv, .tsv or .parquet file.
+        data: PathBuf,
+        /// The new folder for train.jsonl and valid.jsonl.
+        #[arg(long)]
+        output: PathBuf,
+        /// Fraction of the records for validation.
+        #[arg(long, default_value_t = 0.1)]
+        valid_fraction: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Records that cannot be read: error or skip.
+        #[arg(long, default_value = "error")]
+        on_bad_record: OnBadRecord,
+    },
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// A data file (.jsonl, .json, .csv, .tsv, .parquet, .txt) or a folder
+    /// with train.* (and valid.*).
+    data: PathBuf,
+    /// Model whose tokenizer and template to use (default: the bundled model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Longest example in tokens; longer ones are cut.
+    #[arg(long, default_value_t = 512)]
+    max_length: usize,
+    #[command(flatten)]
+    data_args: DataArgs,
 }
 
 pub fn run(command: DataCommand) -> anyhow::Result<()> {
-    let DataCommand::Inspect {
-        data,
-        model,
-        max_length,
-        train_on_prompt,
-        preview: count,
-        json,
-    } = command;
-    let model = model.unwrap_or_else(finetune::paths::default_model);
+    match command {
+        DataCommand::Inspect {
+            common,
+            preview: count,
+            json,
+        } => inspect(&common, count, json),
+        DataCommand::Preview {
+            common,
+            from,
+            count,
+            json,
+        } => {
+            let (loaded, file, _) = tokenize(&common)?;
+            let start = from.saturating_sub(1);
+            let shown: Vec<_> = file.examples.iter().skip(start).take(count).collect();
+            if json {
+                let pieces = shown
+                    .iter()
+                    .map(|e| preview(e, &loaded.tokenizer))
+                    .collect::<finetune::Result<Vec<_>>>()?;
+                println!("{}", serde_json::to_string_pretty(&pieces)?);
+                return Ok(());
+            }
+            for (i, example) in shown.into_iter().enumerate() {
+                print_preview(start + i + 1, example, &loaded)?;
+            }
+            Ok(())
+        }
+        DataCommand::Split {
+            data,
+            output,
+            valid_fraction,
+            seed,
+            on_bad_record,
+        } => split(&data, &output, valid_fraction, seed, on_bad_record),
+    }
+}
+
+fn tokenize(args: &InspectArgs) -> anyhow::Result<(LoadedModel, TokenizedFile, Vec<String>)> {
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(finetune::paths::default_model);
+    let model = crate::models::fetch_if_hub_id(&model)?;
     let loaded = model::load(&model, &LoadOptions::default())?;
-    let policy = if train_on_prompt {
-        MaskPolicy::All
-    } else {
-        MaskPolicy::Completions
-    };
-    let file = tokenize_file(
-        &data,
+    let template = templates::resolve(
+        args.data_args.template.as_deref(),
         loaded.chat_template.as_ref(),
         &loaded.tokenizer,
-        policy,
-        max_length,
     )?;
+    let tokenization = Tokenization {
+        template: Some(&template.template),
+        tokenizer: &loaded.tokenizer,
+        policy: args.data_args.mask.unwrap_or_default(),
+        max_length: args.max_length,
+    };
+    let file = tokenization.file(&args.data, &args.data_args.read_options(), None)?;
+    let warnings = if file.chat_records > 0 {
+        template.warnings
+    } else {
+        Vec::new()
+    };
+    Ok((loaded, file, warnings))
+}
+
+fn inspect(args: &InspectArgs, count: usize, json: bool) -> anyhow::Result<()> {
+    let (loaded, file, warnings) = tokenize(args)?;
     let stats = DatasetStats::of(&file.examples);
     if json {
-        let value = serde_json::json!({ "stats": stats, "skipped_empty": file.skipped_empty });
+        let value = serde_json::json!({
+            "file": file.source,
+            "stats": stats,
+            "skipped_empty": file.skipped_empty,
+            "skipped": file.skipped,
+            "chat_records": file.chat_records,
+            "warnings": warnings,
+        });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("file             {}", file.source.display());
     println!(
-        "records          {} ({} with nothing to learn left out)",
+        "records          {} examples ({} with nothing to learn left out)",
         stats.records, file.skipped_empty
     );
+    if !file.skipped.is_empty() {
+        println!(
+            "skipped          {} unreadable records:",
+            file.skipped.len()
+        );
+        for s in file.skipped.iter().take(10) {
+            println!("  {}{}: {}", file.source.display(), s.location, s.reason);
+        }
+        if file.skipped.len() > 10 {
+            println!("  … and {} more", file.skipped.len() - 10);
+        }
+    }
     println!(
         "tokens           {} in all, {} trained ({:.1}%)",
         stats.total_tokens,
@@ -72,8 +219,8 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
         100.0 * stats.trained_tokens as f64 / stats.total_tokens.max(1) as f64
     );
     println!(
-        "length           min {}, mean {:.1}, max {} tokens; {} cut to {max_length}",
-        stats.min_length, stats.mean_length, stats.max_length, stats.truncated
+        "length           min {}, mean {:.1}, max {} tokens; {} cut to {}",
+        stats.min_length, stats.mean_length, stats.max_length, stats.truncated, args.max_length
     );
     let widest = stats
         .length_histogram
@@ -85,22 +232,98 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
     for (bound, n) in &stats.length_histogram {
         println!("  ≤{bound:<6} {n:>7}  {}", "#".repeat(n * 40 / widest));
     }
-    let color = std::io::stdout().is_terminal();
     for (i, example) in file.examples.iter().take(count).enumerate() {
-        println!(
-            "\nrecord {} (trained text {}):",
-            i + 1,
-            if color { "in green" } else { "between ⟦ ⟧" }
-        );
-        let mut text = String::new();
-        for (piece, trained) in preview(example, &loaded.tokenizer)? {
-            match (trained, color) {
-                (true, true) => text.push_str(&format!("\x1b[32m{piece}\x1b[0m")),
-                (true, false) => text.push_str(&format!("⟦{piece}⟧")),
-                (false, _) => text.push_str(&piece),
+        print_preview(i + 1, example, &loaded)?;
+    }
+    Ok(())
+}
+
+fn print_preview(
+    number: usize,
+    example: &finetune::data::Example,
+    loaded: &LoadedModel,
+) -> anyhow::Result<()> {
+    let color = std::io::stdout().is_terminal();
+    println!(
+        "\nexample {number} (trained text {}):",
+        if color { "in green" } else { "between ⟦ ⟧" }
+    );
+    let mut text = String::new();
+    for (piece, trained) in preview(example, &loaded.tokenizer)? {
+        match (trained, color) {
+            (true, true) => text.push_str(&format!("\x1b[32m{piece}\x1b[0m")),
+            (true, false) => text.push_str(&format!("⟦{piece}⟧")),
+            (false, _) => text.push_str(&piece),
+        }
+    }
+    println!("{text}");
+    Ok(())
+}
+
+fn split(
+    data: &Path,
+    output: &Path,
+    fraction: f64,
+    seed: u64,
+    on_bad: OnBadRecord,
+) -> anyhow::Result<()> {
+    use rand::{seq::SliceRandom, SeedableRng};
+    if !(0.0..1.0).contains(&fraction) || fraction == 0.0 {
+        return Err(finetune::Error::Invalid(format!(
+            "--valid-fraction must be between 0 and 1, got {fraction}"
+        ))
+        .into());
+    }
+    if output.exists() {
+        return Err(finetune::Error::Invalid(format!(
+            "{}: already exists; choose a new folder",
+            output.display()
+        ))
+        .into());
+    }
+    let mut rows = Vec::new();
+    let mut skipped = 0;
+    for row in formats::read_rows(data)? {
+        match row.value {
+            Ok(v) => rows.push(v),
+            Err(reason) if on_bad == OnBadRecord::Skip => {
+                skipped += 1;
+                eprintln!("skipped {}{}: {reason}", data.display(), row.location);
+            }
+            Err(reason) => {
+                return Err(finetune::Error::Invalid(format!(
+                    "{}{}: {reason}",
+                    data.display(),
+                    row.location
+                ))
+                .into())
             }
         }
-        println!("{text}");
     }
+    rows.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let n_valid = ((rows.len() as f64 * fraction).round() as usize).clamp(1, rows.len().max(2) - 1);
+    let (valid, train) = rows.split_at(n_valid.min(rows.len()));
+    let tmp = output.with_extension("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    for (name, part) in [("train.jsonl", train), ("valid.jsonl", valid)] {
+        let mut text = String::new();
+        for v in part {
+            text.push_str(&serde_json::to_string(v)?);
+            text.push('\n');
+        }
+        std::fs::write(tmp.join(name), text)?;
+    }
+    std::fs::rename(&tmp, output)?;
+    eprintln!(
+        "wrote {} training and {} validation records to {}{}",
+        train.len(),
+        valid.len(),
+        output.display(),
+        if skipped > 0 {
+            format!(" ({skipped} unreadable records skipped)")
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }

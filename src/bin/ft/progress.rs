@@ -44,8 +44,12 @@ impl Observer for TerminalProgress {
                 trainable_parameters,
                 total_parameters,
                 resumed_from_step,
+                warnings,
                 ..
             } => {
+                for w in warnings {
+                    self.bar.println(format!("warning: {w}"));
+                }
                 if let Some(step) = resumed_from_step {
                     self.bar
                         .println(format!("resuming from the checkpoint at step {step}"));

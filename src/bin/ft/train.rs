@@ -30,9 +30,10 @@ pub enum TrainCommand {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// A .gguf file or a Hugging Face model folder.
+    /// A .gguf file, a Hugging Face model folder, or a hub id.
     pub model: PathBuf,
-    /// A .jsonl file or a folder with train.jsonl (and valid.jsonl).
+    /// A data file (.jsonl, .json, .csv, .tsv, .parquet, .txt) or a folder
+    /// with train.* (and valid.*) files.
     pub data: PathBuf,
     /// YAML config; flags given here override it.
     #[arg(long)]
@@ -74,9 +75,15 @@ pub struct TrainArgs {
     pub checkpoint_every: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Learn the prompt tokens too (default: only the assistant's replies).
+    /// Learn the prompt tokens too (same as --mask all).
     #[arg(long)]
     pub train_on_prompt: bool,
+    #[command(flatten)]
+    pub data_args: crate::data::DataArgs,
+    /// Hold out this fraction of the training records for validation when
+    /// there is no validation file.
+    #[arg(long)]
+    pub valid_fraction: Option<f64>,
     /// Folder for runs (default: $FINETUNE_RUNS or the platform data folder).
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
@@ -137,6 +144,20 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
         config.lora.num_layers = Some(v);
     }
     config.train_on_prompt |= args.train_on_prompt;
+    let d = &args.data_args;
+    if let Some(t) = &d.template {
+        config.template = Some(t.clone());
+    }
+    if let Some(m) = d.mask {
+        config.mask = m;
+    }
+    if let Some(o) = d.on_bad_record {
+        config.on_bad_record = o;
+    }
+    config.columns.extend(d.columns.iter().cloned());
+    if let Some(f) = args.valid_fraction {
+        config.valid_fraction = f;
+    }
 
     let root = args.runs_dir.clone().unwrap_or_else(runs_dir);
     let run = Run::start(&root, &mut config)?;

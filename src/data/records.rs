@@ -127,6 +127,20 @@ pub fn read_records(path: &Path, options: &ReadOptions) -> Result<RecordSet> {
     }
     let file = train_file(path)?;
     let rows = read_rows(&file)?;
+    // A file cut off at its end is the first thing to say, before any
+    // problem with a single record.
+    if options.on_bad_record == OnBadRecord::Error {
+        if let Some(Err(reason)) = rows.last().map(|r| &r.value) {
+            if reason.contains("cut off") {
+                let last = rows.last().expect("checked");
+                return Err(Error::Invalid(format!(
+                    "{}{}: {reason} (pass --on-bad-record skip to use the complete records)",
+                    file.display(),
+                    last.location
+                )));
+            }
+        }
+    }
     let mut records = Vec::with_capacity(rows.len());
     let mut skipped = Vec::new();
     for row in rows {

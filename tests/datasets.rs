@@ -498,3 +498,34 @@ fn ft_data_split_writes_a_new_folder_and_never_overwrites() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
+
+#[test]
+fn a_conversation_opening_with_the_assistant_is_masked_right() {
+    // SmolLM2's template adds a default system prompt to a conversation that
+    // lacks one, so the empty prefix renders differently from the whole.
+    let loaded = default_model();
+    let record = Record::Chat(vec![
+        Message::new("assistant", "Welcome!"),
+        Message::new("user", "Thanks."),
+        Message::new("assistant", "Anything else?"),
+    ]);
+    let example = Tokenization {
+        template: loaded.chat_template.as_ref(),
+        tokenizer: &loaded.tokenizer,
+        policy: MaskPolicy::Completions,
+        max_length: 512,
+    }
+    .record(&record)
+    .unwrap()
+    .remove(0);
+    let trained: Vec<String> = preview(&example, &loaded.tokenizer)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, t)| *t)
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(
+        trained,
+        ["Welcome!<|im_end|>\n", "Anything else?<|im_end|>\n"]
+    );
+}

@@ -303,19 +303,46 @@ fn render_chat(
     let full = template.render(messages, false)?;
     let mut spans = Vec::new();
     let last = messages.iter().rposition(|m| m.role == "assistant");
+    // Where the previous assistant turn ended in `full`.
+    let mut cursor = 0;
     for (i, message) in messages.iter().enumerate() {
-        if message.role != "assistant" || (last_turn_only && Some(i) != last) {
+        if message.role != "assistant" {
             continue;
         }
         let before = template.render(&messages[..i], true)?;
         let through = template.render(&messages[..=i], false)?;
-        if !full.starts_with(&before) || !full.starts_with(&through) || through.len() < before.len()
-        {
-            return Err(Error::Invalid(
-                "the chat template does not render conversations incrementally, so assistant turns cannot be located".into(),
-            ));
+        let incremental = full.starts_with(&before)
+            && full.starts_with(&through)
+            && through.len() >= before.len()
+            && before.len() >= cursor;
+        let span = if incremental {
+            (before.len(), through.len())
+        } else {
+            // Some templates render a prefix differently from the whole
+            // (a default system prompt that a conversation opening with
+            // the assistant does not get): find the reply itself after the
+            // previous one, plus the end-of-turn text the template writes
+            // after it.
+            let reply = message.content.trim();
+            let start = full[cursor..].find(reply).map(|p| p + cursor).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "cannot locate assistant message {} in the rendered conversation (the template changes its text)",
+                    i + 1
+                ))
+            })?;
+            let mut end = start + reply.len();
+            if let Some(k) = through.rfind(reply) {
+                let marker = &through[k + reply.len()..];
+                if full[end..].starts_with(marker) {
+                    end += marker.len();
+                }
+            }
+            (start, end)
+        };
+        cursor = span.1;
+        if !last_turn_only || Some(i) == last {
+            spans.push(span);
         }
-        spans.push((before.len(), through.len()));
     }
     Ok((full, spans))
 }

@@ -37,6 +37,9 @@ pub struct LoraConfig {
     pub targets: Vec<String>,
     /// Adapt only the last N layers (all when absent).
     pub num_layers: Option<usize>,
+    /// DoRA: learn a magnitude per output feature besides the low-rank
+    /// direction update (weight-decomposed LoRA).
+    pub dora: bool,
 }
 
 impl Default for LoraConfig {
@@ -47,6 +50,7 @@ impl Default for LoraConfig {
             dropout: 0.0,
             targets: Vec::new(),
             num_layers: None,
+            dora: false,
         }
     }
 }
@@ -111,8 +115,13 @@ pub fn apply(model: &mut Model, config: &LoraConfig) -> Result<usize> {
         for (key, projection) in layer {
             if selects(&config.targets, key) {
                 projection.add_lora(config.rank, config.scale())?;
+                projection.lora_dropout = config.dropout;
                 projection.lora_a.unfreeze(false);
                 projection.lora_b.unfreeze(false);
+                if config.dora {
+                    projection.add_dora()?;
+                    projection.m.unfreeze(false);
+                }
             }
         }
     }
@@ -165,7 +174,7 @@ pub fn save_mlx_adapters(model: &Model, config: &LoraConfig, dir: &Path) -> Resu
         .map(|k| k.to_string())
         .collect();
     let adapter_config = AdapterConfig {
-        fine_tune_type: "lora".into(),
+        fine_tune_type: if config.dora { "dora" } else { "lora" }.into(),
         num_layers: config.num_layers.unwrap_or(layers).min(layers),
         lora_parameters: LoraParameters {
             rank: config.rank,
@@ -200,9 +209,9 @@ pub fn load_mlx_adapters(model: &mut Model, dir: &Path) -> Result<LoraConfig> {
     })?;
     let saved: AdapterConfig = serde_json::from_str(&text)
         .map_err(|e| Error::Invalid(format!("{}: {e}", config_path.display())))?;
-    if saved.fine_tune_type != "lora" {
+    if saved.fine_tune_type != "lora" && saved.fine_tune_type != "dora" {
         return Err(Error::Invalid(format!(
-            "{}: fine_tune_type `{}` is not supported (only lora)",
+            "{}: fine_tune_type `{}` is not supported (lora or dora)",
             config_path.display(),
             saved.fine_tune_type
         )));
@@ -216,6 +225,7 @@ pub fn load_mlx_adapters(model: &mut Model, dir: &Path) -> Result<LoraConfig> {
         dropout: 0.0,
         targets,
         num_layers: Some(saved.num_layers),
+        dora: saved.fine_tune_type == "dora",
     };
     apply(model, &config)?;
     let weights_path = dir.join("adapters.safetensors");

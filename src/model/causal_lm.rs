@@ -66,6 +66,24 @@ impl Model {
         each!(self, m => m.forward(tokens, cache))
     }
 
+    /// Logits for rows that pack several examples: `segments` (B, L) gives
+    /// each position's example, and attention stays inside it (causal).
+    /// RoPE makes attention depend only on relative positions, so a packed
+    /// example computes what it would alone. GPT-2's learned absolute
+    /// positions do not have that property, so it is refused.
+    pub fn forward_packed(&mut self, tokens: &Array, segments: &Array) -> Result<Array, Exception> {
+        let Model::Llama(m) = self else {
+            return Err(Exception::custom(
+                "packing needs a rotary-position model (Llama, Mistral, Qwen2); GPT-2's positions are absolute",
+            ));
+        };
+        let l = tokens.shape()[1];
+        let same = segments.expand_dims(-1)?.eq(segments.expand_dims(-2)?)?;
+        let causal = mlx_rs::ops::tril(mlx_rs::ops::ones::<bool>(&[l, l])?, None)?;
+        let mask = same.logical_and(&causal)?.expand_dims(1)?;
+        m.forward_masked(tokens, None, Some(&mask))
+    }
+
     /// A cache sized for this model.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.num_layers())
@@ -182,6 +200,13 @@ impl Model {
                 all.extend([&t.wte, &t.wpe]);
                 all
             }
+        }
+    }
+
+    /// Training mode on or off for every projection (adapter dropout).
+    pub fn set_training(&mut self, training: bool) {
+        for p in self.projections_mut() {
+            p.training = training;
         }
     }
 

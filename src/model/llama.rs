@@ -140,6 +140,7 @@ impl Attention {
         rope: &Rope,
         cache: Option<&mut Option<(Array, Array)>>,
         offset: i32,
+        attention_mask: Option<&Array>,
     ) -> Result<Array, Exception> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
         let heads = |a: Array, n: i32| {
@@ -153,7 +154,10 @@ impl Attention {
         let k = rope.apply(&k, offset)?;
         let (k, v) = cache::extend(cache, k, v)?;
         let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
+        let mask = match attention_mask {
+            Some(m) => Some(ScaledDotProductAttentionMask::Array(m)),
+            None => (l > 1).then_some(ScaledDotProductAttentionMask::Causal),
+        };
         let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?;
         let out =
             out.transpose_axes(&[0, 2, 1, 3])?
@@ -257,14 +261,28 @@ impl Llama {
     pub fn forward(
         &mut self,
         tokens: &Array,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Array, Exception> {
+        self.forward_masked(tokens, cache, None)
+    }
+
+    /// As [`Llama::forward`], attending only where the boolean
+    /// `attention_mask` (B, 1, L, L) allows (causal when None).
+    pub fn forward_masked(
+        &mut self,
+        tokens: &Array,
         mut cache: Option<&mut KvCache>,
+        attention_mask: Option<&Array>,
     ) -> Result<Array, Exception> {
         let offset = cache.as_ref().map_or(0, |c| c.offset());
         let mut h = self.embed(tokens)?;
         for (i, layer) in self.model.layers.iter_mut().enumerate() {
             let slot = cache.as_mut().map(|c| c.slot(i));
             let normed = layer.input_layernorm.forward(&h)?;
-            let attn = layer.self_attn.forward(&normed, &self.rope, slot, offset)?;
+            let attn =
+                layer
+                    .self_attn
+                    .forward(&normed, &self.rope, slot, offset, attention_mask)?;
             h = h.add(&attn)?;
             let normed = layer.post_attention_layernorm.forward(&h)?;
             h = h.add(&layer.mlp.forward(&normed)?)?;

@@ -42,6 +42,14 @@ pub struct Projection {
     pub lora_b: Param<Option<Array>>,
     /// The adapter's output multiplier: alpha / rank.
     pub lora_scale: f32,
+    /// DoRA's learned magnitude per output feature (out,); absent for
+    /// plain LoRA. Named `m` as in mlx-lm's DoRA adapters.
+    #[param]
+    pub m: Param<Option<Array>>,
+    /// Dropout on the adapter's input while training.
+    pub lora_dropout: f32,
+    /// Training mode (dropout on); evaluation and generation leave it off.
+    pub training: bool,
 }
 
 impl Projection {
@@ -56,6 +64,9 @@ impl Projection {
             lora_a: Param::new(None),
             lora_b: Param::new(None),
             lora_scale: 0.0,
+            m: Param::new(None),
+            lora_dropout: 0.0,
+            training: false,
         }
     }
 
@@ -76,6 +87,9 @@ impl Projection {
             lora_a: Param::new(None),
             lora_b: Param::new(None),
             lora_scale: 0.0,
+            m: Param::new(None),
+            lora_dropout: 0.0,
+            training: false,
         }
     }
 
@@ -92,12 +106,21 @@ impl Projection {
         Ok(())
     }
 
+    /// Turns a LoRA adapter into DoRA: a magnitude per output feature,
+    /// starting at the weight's row norms so the layer is unchanged.
+    pub fn add_dora(&mut self) -> Result<(), Exception> {
+        let w = self.dense_weight()?.as_dtype(mlx_rs::Dtype::Float32)?;
+        self.m = Param::new(Some(row_norms(&w)?));
+        Ok(())
+    }
+
     /// Whether an adapter is attached.
     pub fn has_lora(&self) -> bool {
         self.lora_a.is_some() && self.lora_b.is_some()
     }
 
-    /// Folds the adapter into a dense weight: W + scale·(A·B)ᵀ.
+    /// Folds the adapter into a dense weight: W + scale·(A·B)ᵀ, rescaled
+    /// row by row to the magnitudes `m` for DoRA.
     pub fn fuse_lora(&mut self) -> Result<(), Exception> {
         if let (Some(a), Some(b)) = (self.lora_a.value.take(), self.lora_b.value.take()) {
             let delta = a
@@ -105,7 +128,11 @@ impl Projection {
                 .t()
                 .multiply(Array::from_f32(self.lora_scale))?;
             let weight = self.dense_weight()?;
-            let fused = weight.add(delta.as_dtype(weight.dtype())?)?;
+            let mut fused = weight.add(delta.as_dtype(weight.dtype())?)?;
+            if let Some(m) = self.m.value.take() {
+                let factor = m.divide(row_norms(&fused)?)?.expand_dims(-1)?;
+                fused = fused.multiply(factor.as_dtype(weight.dtype())?)?;
+            }
             let bias = self.bias.value.take();
             *self = Self::dense(fused, bias);
         }
@@ -178,18 +205,51 @@ impl Module<&Array> for Projection {
             )?,
             _ => x.matmul(self.weight.t())?,
         };
-        let y = match &*self.bias {
-            Some(b) => y.add(b)?,
-            None => y,
-        };
-        match (&*self.lora_a, &*self.lora_b) {
+        let y = match (&*self.lora_a, &*self.lora_b) {
             (Some(a), Some(b)) => {
-                let update = x.matmul(a)?.matmul(b)?;
-                y.add(update.multiply(Array::from_f32(self.lora_scale))?)
+                let scale = Array::from_f32(self.lora_scale);
+                let x_in = if self.training && self.lora_dropout > 0.0 {
+                    let keep = 1.0 - self.lora_dropout;
+                    let mask = mlx_rs::random::bernoulli(&Array::from_f32(keep), x.shape(), None)?;
+                    x.multiply(mask.as_dtype(x.dtype())?)?
+                        .divide(Array::from_f32(keep))?
+                } else {
+                    x.clone()
+                };
+                let update = x_in.matmul(a)?.matmul(b)?.multiply(&scale)?;
+                match &*self.m {
+                    None => y.add(update)?,
+                    Some(m) => {
+                        // DoRA: rescale each output feature to its magnitude,
+                        // the norm of the adapted weight held constant (as
+                        // PEFT and mlx-lm do) so gradients stay cheap.
+                        let delta = a.matmul(b)?.t().multiply(&scale)?;
+                        let adapted = self.dense_weight()?.add(delta)?;
+                        let norm = mlx_rs::stop_gradient(row_norms(&adapted)?)?;
+                        let factor = m.divide(&norm)?;
+                        // With dropout, the base path keeps the clean input.
+                        let base_dropped = if self.training && self.lora_dropout > 0.0 {
+                            x_in.matmul(self.dense_weight()?.t())?
+                        } else {
+                            y.clone()
+                        };
+                        let scaled = base_dropped.add(update)?.multiply(&factor)?;
+                        y.subtract(&base_dropped)?.add(scaled)?
+                    }
+                }
             }
-            _ => Ok(y),
+            _ => y,
+        };
+        match &*self.bias {
+            Some(b) => y.add(b),
+            None => Ok(y),
         }
     }
 
     fn training_mode(&mut self, _mode: bool) {}
+}
+
+/// L2 norm of each row of a matrix: (out, in) → (out,).
+fn row_norms(w: &Array) -> Result<Array, Exception> {
+    w.square()?.sum_axis(-1, None)?.sqrt()
 }

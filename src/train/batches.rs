@@ -1,5 +1,6 @@
 //! Batches: examples sorted by length so a batch pads little, padded to a
-//! multiple of 32, in an order reshuffled each epoch from the seed.
+//! multiple of 32, in an order reshuffled each epoch from the seed; or,
+//! with packing, several examples per row, attention kept inside each.
 
 use mlx_rs::Array;
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
@@ -9,22 +10,59 @@ use crate::data::Example;
 /// Padding granularity (keeps shapes few, so MLX reuses kernels and buffers).
 pub const PAD_MULTIPLE: usize = 32;
 
+/// One row of a batch: the indices of the examples it holds (one, or
+/// several when packed).
+pub type Row = Vec<usize>;
+
 /// Inputs, next-token targets and the loss mask of one batch.
 pub struct Batch {
     pub inputs: Array,
     pub targets: Array,
     pub mask: Array,
+    /// Which example each position belongs to (B, L), when rows are packed.
+    pub segments: Option<Array>,
     pub trained_tokens: usize,
 }
 
-/// Groups of example indices, each one batch, by ascending length.
-pub fn length_sorted_groups(examples: &[Example], batch_size: usize) -> Vec<Vec<usize>> {
+/// Positions an example fills in a row (its inputs are tokens[..n-1]).
+fn positions(e: &Example) -> usize {
+    e.tokens.len().saturating_sub(1)
+}
+
+/// Batches of one example per row, by ascending length.
+pub fn length_sorted_groups(examples: &[Example], batch_size: usize) -> Vec<Vec<Row>> {
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| (examples[i].tokens.len(), i));
     order
         .chunks(batch_size)
         .filter(|c| c.len() == batch_size)
-        .map(<[usize]>::to_vec)
+        .map(|c| c.iter().map(|&i| vec![i]).collect())
+        .collect()
+}
+
+/// Packs examples into rows of at most `capacity` positions (first fit,
+/// longest first), then batches the rows by ascending fill.
+pub fn packed_groups(examples: &[Example], batch_size: usize, capacity: usize) -> Vec<Vec<Row>> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(positions(&examples[i])), i));
+    let mut rows: Vec<(usize, Row)> = Vec::new();
+    for i in order {
+        let need = positions(&examples[i]).min(capacity);
+        match rows.iter_mut().find(|(used, _)| used + need <= capacity) {
+            Some((used, row)) => {
+                *used += need;
+                row.push(i);
+            }
+            None => rows.push((need, vec![i])),
+        }
+    }
+    rows.sort_by_key(|(used, row)| (*used, row[0]));
+    rows.into_iter()
+        .map(|(_, row)| row)
+        .collect::<Vec<_>>()
+        .chunks(batch_size)
+        .filter(|c| c.len() == batch_size)
+        .map(<[Row]>::to_vec)
         .collect()
 }
 
@@ -36,36 +74,45 @@ pub fn epoch_order(groups: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Builds the arrays for the examples at `indices`; `pad_id` fills the tail.
-pub fn make_batch(examples: &[Example], indices: &[usize], pad_id: u32) -> Batch {
-    let longest = indices
+/// Builds the arrays for `rows`; `pad_id` fills the tail of each row.
+pub fn make_batch(examples: &[Example], rows: &[Row], pad_id: u32) -> Batch {
+    let longest = rows
         .iter()
-        .map(|&i| examples[i].tokens.len())
+        .map(|r| r.iter().map(|&i| positions(&examples[i])).sum::<usize>())
         .max()
         .unwrap_or(1);
-    // Inputs are tokens[..n-1]; round their length up.
-    let width = (longest.saturating_sub(1)).div_ceil(PAD_MULTIPLE).max(1) * PAD_MULTIPLE;
-    let rows = indices.len();
-    let mut inputs = vec![pad_id as i32; rows * width];
-    let mut targets = vec![pad_id as i32; rows * width];
-    let mut mask = vec![0f32; rows * width];
+    let width = longest.div_ceil(PAD_MULTIPLE).max(1) * PAD_MULTIPLE;
+    let n = rows.len();
+    let mut inputs = vec![pad_id as i32; n * width];
+    let mut targets = vec![pad_id as i32; n * width];
+    let mut mask = vec![0f32; n * width];
+    // Padding is a segment of its own, so packed examples never see it.
+    let mut segments = vec![-1i32; n * width];
+    let packed = rows.iter().any(|r| r.len() > 1);
     let mut trained_tokens = 0;
-    for (row, &i) in indices.iter().enumerate() {
-        let e = &examples[i];
-        for pos in 0..e.tokens.len().saturating_sub(1) {
-            inputs[row * width + pos] = e.tokens[pos] as i32;
-            targets[row * width + pos] = e.tokens[pos + 1] as i32;
-            if e.trained[pos + 1] {
-                mask[row * width + pos] = 1.0;
-                trained_tokens += 1;
+    for (row, indices) in rows.iter().enumerate() {
+        let mut at = row * width;
+        for (segment, &i) in indices.iter().enumerate() {
+            let e = &examples[i];
+            let room = (row + 1) * width - at;
+            for pos in 0..positions(e).min(room) {
+                inputs[at] = e.tokens[pos] as i32;
+                targets[at] = e.tokens[pos + 1] as i32;
+                segments[at] = segment as i32;
+                if e.trained[pos + 1] {
+                    mask[at] = 1.0;
+                    trained_tokens += 1;
+                }
+                at += 1;
             }
         }
     }
-    let shape = [rows as i32, width as i32];
+    let shape = [n as i32, width as i32];
     Batch {
         inputs: Array::from_slice(&inputs, &shape),
         targets: Array::from_slice(&targets, &shape),
         mask: Array::from_slice(&mask, &shape),
+        segments: packed.then(|| Array::from_slice(&segments, &shape)),
         trained_tokens,
     }
 }

@@ -40,6 +40,11 @@ pub struct TrainConfig {
     pub steps_per_checkpoint: usize,
     pub max_length: usize,
     pub batch_size: usize,
+    /// Batches whose gradients are summed before each optimizer step.
+    pub grad_accumulation: usize,
+    /// Pack several examples into each row of `max_length` tokens, attention
+    /// kept inside each example (rotary-position models).
+    pub packing: bool,
     /// Optimizer steps; when absent, `epochs` decides.
     pub iters: Option<usize>,
     pub epochs: f64,
@@ -54,6 +59,9 @@ pub struct TrainConfig {
     /// Off by default: on the CPU, MLX's dense float32 kernels are far faster
     /// than its quantized ones.
     pub quantized_base: bool,
+    /// QLoRA: quantize the base's decoder projections to this many bits (4
+    /// or 8, groups of 64) and train adapters over them.
+    pub qlora_bits: Option<i32>,
     /// Tokens to learn: `completions` (assistant turns and completions),
     /// `last_turn` (the last assistant turn only) or `all`.
     pub mask: MaskPolicy,
@@ -85,6 +93,8 @@ impl Default for TrainConfig {
             steps_per_checkpoint: 100,
             max_length: 512,
             batch_size: 4,
+            grad_accumulation: 1,
+            packing: false,
             iters: None,
             epochs: 1.0,
             learning_rate: 1e-4,
@@ -94,6 +104,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             lora: LoraConfig::default(),
             quantized_base: false,
+            qlora_bits: None,
             mask: MaskPolicy::Completions,
             train_on_prompt: false,
             seed: 0,

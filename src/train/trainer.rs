@@ -15,7 +15,7 @@ use mlx_rs::optimizers::{AdamW, Optimizer};
 use mlx_rs::{nn, Array};
 use serde::{Deserialize, Serialize};
 
-use super::batches::{epoch_order, length_sorted_groups, make_batch, Batch};
+use super::batches::{epoch_order, length_sorted_groups, make_batch, packed_groups, Batch};
 use super::checkpoint::{self, LoopState};
 use super::config::TrainConfig;
 use super::events::{Observer, TrainEvent};
@@ -112,23 +112,53 @@ fn run(
     }
     mlx_rs::random::seed(config.seed)?;
     let load_options = LoadOptions {
-        dequantize: !config.quantized_base,
+        dequantize: !config.quantized_base && config.qlora_bits.is_none(),
         ..LoadOptions::default()
     };
     let mut loaded = model::load(&config.model, &load_options)?;
+    if let Some(bits) = config.qlora_bits {
+        if bits != 4 && bits != 8 {
+            return Err(Error::Invalid(format!(
+                "qlora_bits must be 4 or 8, got {bits}"
+            )));
+        }
+        let quantization = crate::model::projection::Quantization {
+            group_size: 64,
+            bits,
+        };
+        for p in loaded.model.projections_mut() {
+            p.dequantize()?;
+            p.quantize(quantization)?;
+        }
+        loaded.model.eval_parameters()?;
+    }
     let data = load_data(config, &loaded)?;
     let (train_set, valid_set, warnings) = (data.train, data.valid, data.warnings);
 
-    let groups = length_sorted_groups(&train_set, config.batch_size);
-    if groups.is_empty() {
+    if config.grad_accumulation == 0 {
+        return Err(Error::Invalid(
+            "grad_accumulation must be at least 1".into(),
+        ));
+    }
+    let groups = if config.packing {
+        packed_groups(&train_set, config.batch_size, config.max_length)
+    } else {
+        length_sorted_groups(&train_set, config.batch_size)
+    };
+    if groups.len() < config.grad_accumulation {
         return Err(Error::Invalid(format!(
-            "{}: {} usable examples, fewer than batch_size {}",
+            "{}: {} usable examples make {} batches of {}{}, fewer than grad_accumulation {} needs",
             config.data.display(),
             train_set.len(),
-            config.batch_size
+            groups.len(),
+            config.batch_size,
+            if config.packing { " packed rows" } else { "" },
+            config.grad_accumulation.max(1)
         )));
     }
-    let steps_per_epoch = groups.len();
+    // An optimizer step takes `grad_accumulation` batches; an epoch's last
+    // batches that do not fill a step are left for the next epoch's shuffle.
+    let steps_per_epoch = groups.len() / config.grad_accumulation;
     let total_steps = config
         .iters
         .unwrap_or_else(|| ((config.epochs * steps_per_epoch as f64).ceil() as usize).max(1));
@@ -216,11 +246,65 @@ fn run(
         if step % steps_per_epoch == 0 && step > first_step {
             order = epoch_order(groups.len(), config.seed, epoch);
         }
-        let batch = make_batch(&train_set, &groups[order[step % steps_per_epoch]], pad);
         let lr = schedule.at(step);
         optimizer.lr = Array::from_f32(lr);
+        // Dropout masks come from a seed per step, so a resumed run draws
+        // the same ones.
+        mlx_rs::random::seed(config.seed.wrapping_add(step as u64))?;
+        model.set_training(true);
 
-        let (loss, grads) = step_fn(model, (&batch.inputs, &batch.targets, &batch.mask))?;
+        // Gradients of the accumulated batches, weighted by their trained
+        // tokens: the same as one batch holding them all.
+        let mut accumulated: Option<HashMap<Rc<str>, Array>> = None;
+        let mut loss_sum = Array::from_f32(0.0);
+        let mut step_tokens = 0usize;
+        for micro in 0..config.grad_accumulation {
+            let position = (step % steps_per_epoch) * config.grad_accumulation + micro;
+            let batch = make_batch(&train_set, &groups[order[position]], pad);
+            let weight = Array::from_f32(batch.trained_tokens as f32);
+            let (loss, grads) = step_fn(
+                model,
+                (
+                    &batch.inputs,
+                    &batch.targets,
+                    &batch.mask,
+                    batch.segments.as_ref(),
+                ),
+            )?;
+            loss_sum = loss_sum.add(loss.multiply(&weight)?)?;
+            step_tokens += batch.trained_tokens;
+            accumulated = Some(match accumulated {
+                None => grads
+                    .into_iter()
+                    .map(|(k, g)| Ok((k, g.multiply(&weight)?)))
+                    .collect::<Result<_>>()?,
+                Some(mut acc) => {
+                    for (k, g) in grads {
+                        let sum = acc[&k].add(g.multiply(&weight)?)?;
+                        acc.insert(k, sum);
+                    }
+                    acc
+                }
+            });
+            if config.grad_accumulation > 1 {
+                // Keep the graph of one batch alive at a time.
+                let pending: Vec<&Array> = accumulated
+                    .as_ref()
+                    .expect("set above")
+                    .values()
+                    .chain(std::iter::once(&loss_sum))
+                    .collect();
+                mlx_rs::transforms::eval(pending)?;
+            }
+        }
+        model.set_training(false);
+        let total = Array::from_f32(step_tokens.max(1) as f32);
+        let grads = accumulated
+            .expect("at least one batch")
+            .into_iter()
+            .map(|(k, g)| Ok((k, g.divide(&total)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        let loss = loss_sum.divide(&total)?;
         let (grads, grad_norm) = clip_by_global_norm(grads, config.max_grad_norm)?;
         optimizer.update(model, &grads)?;
         let mut to_eval: Vec<&Array> = vec![&loss];
@@ -238,10 +322,10 @@ fn run(
         }
         last_loss = Some(loss_value);
         state.step = step + 1;
-        state.trained_tokens += batch.trained_tokens;
-        session_tokens += batch.trained_tokens;
-        window.0 += loss_value as f64 * batch.trained_tokens as f64;
-        window.1 += batch.trained_tokens;
+        state.trained_tokens += step_tokens;
+        session_tokens += step_tokens;
+        window.0 += loss_value as f64 * step_tokens as f64;
+        window.1 += step_tokens;
 
         let done = step + 1;
         if done % config.steps_per_report.max(1) == 0 || done == total_steps {
@@ -322,12 +406,16 @@ fn run(
     Ok(summary)
 }
 
-/// Mean cross-entropy over the masked (trained) tokens.
+/// Mean cross-entropy over the masked (trained) tokens; packed rows attend
+/// within each example only.
 fn loss_fn(
     model: &mut Model,
-    (inputs, targets, mask): (&Array, &Array, &Array),
+    (inputs, targets, mask, segments): (&Array, &Array, &Array, Option<&Array>),
 ) -> Result<Array, Exception> {
-    let logits = model.forward(inputs, None)?;
+    let logits = match segments {
+        Some(segments) => model.forward_packed(inputs, segments)?,
+        None => model.forward(inputs, None)?,
+    };
     let nll = token_nll(&logits, targets)?;
     let count = mlx_rs::ops::maximum(mask.sum(None)?, Array::from_f32(1.0))?;
     nll.multiply(mask)?.sum(None)?.divide(count)
@@ -353,8 +441,9 @@ fn evaluate(
             targets,
             mask,
             trained_tokens,
+            ..
         } = make_batch(examples, group, pad);
-        let loss: f32 = loss_fn(model, (&inputs, &targets, &mask))?.item_exact();
+        let loss: f32 = loss_fn(model, (&inputs, &targets, &mask, None))?.item_exact();
         total += loss as f64 * trained_tokens as f64;
         tokens += trained_tokens;
     }

@@ -55,6 +55,15 @@ pub fn mlx_to_peft(src: &Path, dst: &Path, base_model: &str) -> Result<()> {
     let mut modules = BTreeSet::new();
     let conv1d = weights.keys().any(|k| k.starts_with("transformer.h."));
     for (key, value) in &weights {
+        if let Some(stem) = key.strip_suffix(".m") {
+            // DoRA's magnitudes: a vector, the same in both formats.
+            layers.extend(layer_of(stem));
+            out.insert(
+                format!("{PEFT_PREFIX}{stem}.lora_magnitude_vector"),
+                value.clone(),
+            );
+            continue;
+        }
         let (stem, kind) = if let Some(stem) = key.strip_suffix(".lora_a") {
             (stem, "lora_A")
         } else if let Some(stem) = key.strip_suffix(".lora_b") {
@@ -90,7 +99,7 @@ pub fn mlx_to_peft(src: &Path, dst: &Path, base_model: &str) -> Result<()> {
         "fan_in_fan_out": conv1d,
         "inference_mode": true,
         "init_lora_weights": true,
-        "use_dora": false,
+        "use_dora": config.fine_tune_type == "dora",
         "use_rslora": false,
         "modules_to_save": null,
     });
@@ -117,12 +126,7 @@ pub fn peft_to_mlx(src: &Path, dst: &Path) -> Result<()> {
             config_path.display()
         )));
     }
-    if config.get("use_dora").and_then(|v| v.as_bool()) == Some(true) {
-        return Err(Error::Invalid(format!(
-            "{}: DoRA adapters are not supported yet",
-            config_path.display()
-        )));
-    }
+    let dora = config.get("use_dora").and_then(|v| v.as_bool()) == Some(true);
     let rank = config
         .get("r")
         .and_then(|v| v.as_i64())
@@ -142,6 +146,13 @@ pub fn peft_to_mlx(src: &Path, dst: &Path) -> Result<()> {
             .strip_prefix(PEFT_PREFIX)
             .unwrap_or(key)
             .replace(".default.", ".");
+        let magnitude = bare
+            .strip_suffix(".lora_magnitude_vector.weight")
+            .or_else(|| bare.strip_suffix(".lora_magnitude_vector"));
+        if let Some(stem) = magnitude {
+            out.insert(format!("{stem}.m"), value.clone());
+            continue;
+        }
         let (stem, kind) = if let Some(stem) = bare.strip_suffix(".lora_A.weight") {
             (stem.to_string(), "lora_a")
         } else if let Some(stem) = bare.strip_suffix(".lora_B.weight") {
@@ -184,7 +195,7 @@ pub fn peft_to_mlx(src: &Path, dst: &Path) -> Result<()> {
     })?;
     save(&out, &dst.join("adapters.safetensors"))?;
     let mlx_config = AdapterConfig {
-        fine_tune_type: "lora".into(),
+        fine_tune_type: if dora { "dora" } else { "lora" }.into(),
         num_layers: layers.len(),
         lora_parameters: LoraParameters {
             rank,

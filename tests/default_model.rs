@@ -189,3 +189,44 @@ fn ft_convert_turns_the_gguf_into_a_hugging_face_folder_with_the_same_logits() {
     let b = folder.model.forward(&input, None).unwrap();
     assert_eq!(common::max_abs_diff(&a, &b), 0.0);
 }
+
+#[test]
+fn the_memory_estimate_is_within_a_quarter_of_the_measured_peak() {
+    // Configurations other than those the estimate was fitted on; a corpus
+    // cut into full-length windows makes every batch the widest.
+    let lear = finetune::paths::cache_dir().join("data/real/lear.txt");
+    for (batch, length) in [(2usize, 64usize), (1, 256)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = finetune::train::TrainConfig {
+            model: common::default_model(),
+            data: lear.clone(),
+            output: tmp.path().join("adapters"),
+            iters: Some(2),
+            batch_size: batch,
+            max_length: length,
+            steps_per_eval: 0,
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        let mut observer = |e: &finetune::train::TrainEvent| events.push(e.clone());
+        let summary = finetune::train::train(
+            &config,
+            &mut observer,
+            &finetune::train::TrainControl::default(),
+        )
+        .unwrap();
+        let Some(finetune::train::TrainEvent::Started {
+            memory_estimate: Some(estimate),
+            ..
+        }) = events.first()
+        else {
+            panic!("no estimate")
+        };
+        let ratio = estimate.total as f64 / summary.peak_memory_bytes as f64;
+        eprintln!(
+            "batch {batch} x {length}: estimate {} vs measured peak {} (ratio {ratio:.2})",
+            estimate.total, summary.peak_memory_bytes
+        );
+        assert!((0.75..=1.25).contains(&ratio), "ratio {ratio:.2}");
+    }
+}

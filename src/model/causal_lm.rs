@@ -13,6 +13,16 @@ use super::gpt2::{self, Gpt2};
 use super::llama::{self, Llama};
 use super::projection::Projection;
 
+/// The sizes that decide a model's compute and memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub layers: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub vocab: usize,
+}
+
 /// A causal language model of one of the supported architectures.
 #[derive(Debug, Clone)]
 pub enum Model {
@@ -101,6 +111,25 @@ impl Model {
         match self {
             Model::Llama(m) => m.model.layers.len(),
             Model::Gpt2(m) => m.transformer.h.len(),
+        }
+    }
+
+    pub fn dims(&self) -> Dims {
+        match self {
+            Model::Llama(m) => Dims {
+                layers: m.model.layers.len(),
+                hidden: m.config.hidden_size as usize,
+                intermediate: m.config.intermediate_size as usize,
+                heads: m.config.num_attention_heads as usize,
+                vocab: m.config.vocab_size as usize,
+            },
+            Model::Gpt2(m) => Dims {
+                layers: m.transformer.h.len(),
+                hidden: m.config.n_embd as usize,
+                intermediate: m.config.inner_size() as usize,
+                heads: m.config.n_head as usize,
+                vocab: m.config.vocab_size as usize,
+            },
         }
     }
 

@@ -19,7 +19,7 @@ use crate::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 pub use cache::KvCache;
-pub use causal_lm::Model;
+pub use causal_lm::{Dims, Model};
 
 mod causal_lm;
 

@@ -74,14 +74,19 @@ pub fn epoch_order(groups: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Builds the arrays for `rows`; `pad_id` fills the tail of each row.
-pub fn make_batch(examples: &[Example], rows: &[Row], pad_id: u32) -> Batch {
+/// The padded length of the batch made of `rows`.
+pub fn padded_width(examples: &[Example], rows: &[Row]) -> usize {
     let longest = rows
         .iter()
         .map(|r| r.iter().map(|&i| positions(&examples[i])).sum::<usize>())
         .max()
         .unwrap_or(1);
-    let width = longest.div_ceil(PAD_MULTIPLE).max(1) * PAD_MULTIPLE;
+    longest.div_ceil(PAD_MULTIPLE).max(1) * PAD_MULTIPLE
+}
+
+/// Builds the arrays for `rows`; `pad_id` fills the tail of each row.
+pub fn make_batch(examples: &[Example], rows: &[Row], pad_id: u32) -> Batch {
+    let width = padded_width(examples, rows);
     let n = rows.len();
     let mut inputs = vec![pad_id as i32; n * width];
     let mut targets = vec![pad_id as i32; n * width];

@@ -62,6 +62,8 @@ pub struct TrainConfig {
     /// QLoRA: quantize the base's decoder projections to this many bits (4
     /// or 8, groups of 64) and train adapters over them.
     pub qlora_bits: Option<i32>,
+    /// Refuse to start when the memory estimate exceeds what is available.
+    pub memory_guard: bool,
     /// Tokens to learn: `completions` (assistant turns and completions),
     /// `last_turn` (the last assistant turn only) or `all`.
     pub mask: MaskPolicy,
@@ -105,6 +107,7 @@ impl Default for TrainConfig {
             lora: LoraConfig::default(),
             quantized_base: false,
             qlora_bits: None,
+            memory_guard: true,
             mask: MaskPolicy::Completions,
             train_on_prompt: false,
             seed: 0,

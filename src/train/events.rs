@@ -23,6 +23,10 @@ pub enum TrainEvent {
         /// tokenizer lacks, skipped records, how validation data was made.
         #[serde(default)]
         warnings: Vec<String>,
+        /// What the run is expected to need at its peak (checked against
+        /// the memory available before the first step).
+        #[serde(default)]
+        memory_estimate: Option<super::memory::MemoryEstimate>,
     },
     Step {
         step: usize,

@@ -5,9 +5,11 @@ pub mod batches;
 pub mod checkpoint;
 pub mod config;
 pub mod events;
+pub mod memory;
 pub mod schedule;
 pub mod trainer;
 
 pub use config::TrainConfig;
 pub use events::{Observer, TrainEvent};
+pub use memory::MemoryEstimate;
 pub use trainer::{resume, train, TrainControl, TrainSummary};

@@ -15,10 +15,13 @@ use mlx_rs::optimizers::{AdamW, Optimizer};
 use mlx_rs::{nn, Array};
 use serde::{Deserialize, Serialize};
 
-use super::batches::{epoch_order, length_sorted_groups, make_batch, packed_groups, Batch};
+use super::batches::{
+    epoch_order, length_sorted_groups, make_batch, packed_groups, padded_width, Batch, PAD_MULTIPLE,
+};
 use super::checkpoint::{self, LoopState};
 use super::config::TrainConfig;
 use super::events::{Observer, TrainEvent};
+use super::memory::{self, MemoryEstimate, StepShape};
 use super::schedule::Schedule;
 use crate::data::{split_examples, split_file, templates, Example, Tokenization};
 use crate::error::{Error, Result};
@@ -166,6 +169,38 @@ fn run(
     let model = &mut loaded.model;
     let trainable = lora::apply(model, &config.lora)?;
     let total_parameters = model.parameter_count();
+    let widest = groups
+        .iter()
+        .map(|g| padded_width(&train_set, g))
+        .max()
+        .unwrap_or(PAD_MULTIPLE);
+    let memory_estimate = MemoryEstimate::of(
+        model,
+        trainable,
+        StepShape {
+            batch: config.batch_size,
+            width: widest,
+        },
+    );
+    if config.memory_guard {
+        // The weights are already loaded; the rest must fit in what is free.
+        let needed = memory_estimate.total - memory_estimate.weights;
+        let available = system_available();
+        if available > 0 && needed > available {
+            return Err(Error::Invalid(format!(
+                "this run needs about {} more memory at its peak ({} in all: {} activations, {} logits), \
+                 and {} is available; lower batch_size ({}) or max_length ({}), use grad_accumulation, \
+                 or set memory_guard: false to try anyway",
+                memory::gib(needed),
+                memory::gib(memory_estimate.total),
+                memory::gib(memory_estimate.activations),
+                memory::gib(memory_estimate.logits),
+                memory::gib(available),
+                config.batch_size,
+                config.max_length
+            )));
+        }
+    }
     let mut optimizer = AdamW::new(config.learning_rate);
     optimizer.weight_decay = Array::from_f32(config.weight_decay);
 
@@ -197,6 +232,7 @@ fn run(
         total_parameters,
         resumed_from_step,
         warnings,
+        memory_estimate: Some(memory_estimate),
     });
 
     let schedule = Schedule {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 use finetune::runs::{runs_dir, Run};
 use finetune::train::{resume, train, Observer, TrainConfig, TrainControl};
@@ -59,6 +60,21 @@ pub struct TrainArgs {
     /// Adapt only the last N layers.
     #[arg(long)]
     pub lora_layers: Option<usize>,
+    /// Dropout on the adapters' input while training.
+    #[arg(long)]
+    pub lora_dropout: Option<f32>,
+    /// DoRA: learn a magnitude per output feature as well.
+    #[arg(long)]
+    pub dora: bool,
+    /// QLoRA: quantize the base model's projections to 4 or 8 bits.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["4", "8"]).map(|s| s.parse::<i32>().expect("listed")))]
+    pub qlora_bits: Option<i32>,
+    /// Batches whose gradients are summed per optimizer step.
+    #[arg(long)]
+    pub grad_accumulation: Option<usize>,
+    /// Pack several examples into each row of --max-length tokens.
+    #[arg(long)]
+    pub packing: bool,
     #[arg(long)]
     pub warmup_steps: Option<usize>,
     /// Validate every N steps.
@@ -133,7 +149,8 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             $(if let Some(v) = args.$flag { config.$($field).+ = v; })*
         };
     }
-    set!(batch_size => batch_size, learning_rate => learning_rate, max_length => max_length,
+    set!(lora_dropout => lora.dropout, grad_accumulation => grad_accumulation,
+         batch_size => batch_size, learning_rate => learning_rate, max_length => max_length,
          lora_rank => lora.rank, lora_alpha => lora.alpha, warmup_steps => warmup_steps,
          val_every => steps_per_eval, seed => seed, report_every => steps_per_report,
          checkpoint_every => steps_per_checkpoint);
@@ -144,6 +161,11 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
         config.lora.num_layers = Some(v);
     }
     config.train_on_prompt |= args.train_on_prompt;
+    config.lora.dora |= args.dora;
+    config.packing |= args.packing;
+    if let Some(bits) = args.qlora_bits {
+        config.qlora_bits = Some(bits);
+    }
     let d = &args.data_args;
     if let Some(t) = &d.template {
         config.template = Some(t.clone());

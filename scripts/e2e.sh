@@ -9,6 +9,11 @@ DRIVER="$(command -v tauri-driver || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tauri
 [ -x "$DRIVER" ] || { echo "e2e: tauri-driver missing (make setup installs it)" >&2; exit 1; }
 
 work="$(mktemp -d)"
+# A tiny random model to train quickly (built with the workspace's features,
+# so nothing is rebuilt).
+cargo build --quiet --workspace --features finetune-app/custom-protocol --example tiny_model
+"$ROOT/target/debug/examples/tiny_model" "$work/tiny" >/dev/null
+export FINETUNE_TINY_MODEL="$work/tiny/tiny-llama"
 port=$((20000 + RANDOM % 20000))
 export FINETUNE_RUNS="$work/runs" FINETUNE_APP="$APP" E2E_OUT="$ROOT/target/e2e"
 export TAURI_DRIVER_URL="http://127.0.0.1:$port"

@@ -26,7 +26,7 @@ apt_packages=(
   libopenblas0-pthread                      # fast BLAS ahead of the wheel's reference BLAS
   libwebkit2gtk-4.1-dev libssl-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev  # Tauri
   webkit2gtk-driver xvfb curl               # end-to-end tests of the real window
-  unzip
+  unzip fonts-dejavu-core                   # unpacking wheels; the font `ft report` draws text with
 )
 if [ "$OS" = Linux ] && [ "${FINETUNE_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   missing=()

@@ -154,3 +154,82 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
         source,
     })
 }
+
+/// The forms a run's adapters can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// mlx-lm: `adapters.safetensors` + `adapter_config.json`.
+    Mlx,
+    /// Hugging Face PEFT: `adapter_model.safetensors` + `adapter_config.json`.
+    Peft,
+    /// The base model with the adapters folded in, as a Hugging Face folder.
+    Fused,
+}
+
+impl ExportFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mlx => "mlx",
+            Self::Peft => "peft",
+            Self::Fused => "fused",
+        }
+    }
+}
+
+/// Writes a run's adapters in `format` to `output` (default:
+/// `<run>/export-<format>`); refuses to overwrite anything there.
+pub fn export_run(
+    run: &crate::runs::Run,
+    format: ExportFormat,
+    output: Option<&Path>,
+) -> Result<std::path::PathBuf> {
+    let config = run.read_config()?;
+    let adapters = run.adapters_dir();
+    if !adapters.join("adapter_config.json").exists() {
+        return Err(Error::Invalid(format!(
+            "run {}: no adapters yet (it has not finished or saved a step)",
+            run.id
+        )));
+    }
+    let output = output
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| run.dir.join(format!("export-{}", format.name())));
+    if output.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: already exists; choose a new folder",
+            output.display()
+        )));
+    }
+    match format {
+        ExportFormat::Mlx => {
+            std::fs::create_dir_all(&output).map_err(|source| Error::Io {
+                path: output.clone(),
+                source,
+            })?;
+            for file in ["adapters.safetensors", "adapter_config.json"] {
+                std::fs::copy(adapters.join(file), output.join(file)).map_err(|source| {
+                    Error::Io {
+                        path: output.join(file),
+                        source,
+                    }
+                })?;
+            }
+        }
+        ExportFormat::Peft => {
+            let base = config.model.display().to_string();
+            crate::peft::mlx_to_peft(&adapters, &output, &base)?;
+        }
+        ExportFormat::Fused => {
+            let options = crate::model::LoadOptions {
+                dequantize: true,
+                ..Default::default()
+            };
+            let mut loaded = crate::model::load(&config.model, &options)?;
+            crate::lora::load_adapters(&mut loaded.model, &adapters)?;
+            fuse_adapters(&mut loaded)?;
+            write_hf_folder(&mut loaded, &output, DEFAULT_SHARD_BYTES)?;
+        }
+    }
+    Ok(output)
+}

@@ -17,6 +17,7 @@ pub mod lora;
 pub mod model;
 pub mod paths;
 pub mod peft;
+pub mod report;
 pub mod runs;
 pub mod tokenizer;
 pub mod train;

@@ -1,9 +1,12 @@
 //! FineTune's desktop shell: hosts the web UI in `ui/` and answers its
 //! commands with the engine. Long work runs off the main thread.
 
+pub mod chat;
 mod commands;
 mod error;
+pub mod history;
 pub mod training;
+pub mod workbench;
 
 pub use commands::DefaultFile;
 pub use error::CommandError;
@@ -21,6 +24,15 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
             training::pause_training,
             training::resume_training,
             training::stop_training,
+            training::resume_run,
+            workbench::model_info,
+            workbench::list_templates,
+            workbench::inspect_dataset,
+            workbench::classify_path,
+            history::list_runs,
+            history::run_events,
+            history::export_adapters,
+            chat::chat,
         ])
 }
 

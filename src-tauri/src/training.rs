@@ -26,6 +26,27 @@ pub struct StartRequest {
     pub lora_alpha: f32,
     pub max_length: usize,
     pub steps_per_eval: usize,
+    /// Settings the simple form leaves at their defaults.
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub mask: Option<finetune::data::MaskPolicy>,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub grad_accumulation: Option<usize>,
+    #[serde(default)]
+    pub packing: bool,
+    #[serde(default)]
+    pub dora: bool,
+    #[serde(default)]
+    pub qlora_bits: Option<i32>,
+    #[serde(default)]
+    pub early_stopping: Option<usize>,
+    #[serde(default)]
+    pub valid_fraction: Option<f64>,
+    #[serde(default)]
+    pub skip_bad_records: bool,
 }
 
 /// The job the window controls (one at a time).
@@ -52,7 +73,9 @@ impl Observer for ChannelObserver {
 }
 
 impl StartRequest {
-    fn to_config(&self) -> TrainConfig {
+    fn to_config(&self) -> Result<TrainConfig, CommandError> {
+        let base =
+            finetune::train::resolve_config(TrainConfig::default(), self.profile.as_deref(), None)?;
         let mut config = TrainConfig {
             model: self
                 .model
@@ -69,11 +92,25 @@ impl StartRequest {
             steps_per_eval: self.steps_per_eval,
             steps_per_report: 1,
             warmup_steps: (self.iters / 10).min(50),
-            ..TrainConfig::default()
+            template: self.template.clone(),
+            mask: self.mask.unwrap_or(base.mask),
+            grad_accumulation: self.grad_accumulation.unwrap_or(1).max(1),
+            packing: self.packing,
+            qlora_bits: self.qlora_bits,
+            early_stopping_patience: self.early_stopping,
+            valid_fraction: self.valid_fraction.unwrap_or(0.0),
+            on_bad_record: if self.skip_bad_records {
+                finetune::data::OnBadRecord::Skip
+            } else {
+                finetune::data::OnBadRecord::Error
+            },
+            profile: self.profile.clone(),
+            ..base
         };
         config.lora.rank = self.lora_rank;
         config.lora.alpha = self.lora_alpha;
-        config
+        config.lora.dora = self.dora;
+        Ok(config)
     }
 }
 
@@ -90,8 +127,38 @@ pub fn start_training(
             "a training run is already in progress".into(),
         ));
     }
-    let mut config = request.to_config();
+    let mut config = request.to_config()?;
     let run = Run::start(&runs_dir(), &mut config)?;
+    spawn(&mut current, &state, run, config, on_event, false)
+}
+
+/// Continues an interrupted run from its newest checkpoint.
+#[tauri::command]
+pub fn resume_run(
+    id: String,
+    on_event: Channel<TrainEvent>,
+    state: State<'_, TrainingState>,
+) -> Result<String, CommandError> {
+    let mut current = state.current.lock().expect("training state lock");
+    if current.is_some() {
+        return Err(CommandError::Busy(
+            "a training run is already in progress".into(),
+        ));
+    }
+    let run = Run::open(&runs_dir(), &id)?;
+    let config = run.read_config()?;
+    spawn(&mut current, &state, run, config, on_event, true)
+}
+
+/// Runs the job on its own thread; `current` holds its control meanwhile.
+fn spawn(
+    current: &mut Option<TrainControl>,
+    state: &State<'_, TrainingState>,
+    run: Run,
+    config: TrainConfig,
+    on_event: Channel<TrainEvent>,
+    resuming: bool,
+) -> Result<String, CommandError> {
     let control = TrainControl::default();
     *current = Some(control.clone());
     let recorder = run.recorder().ok();
@@ -105,7 +172,11 @@ pub fn start_training(
                 recorder,
             };
             // Errors reach the window as a `failed` event.
-            let _ = train(&config, &mut observer, &control);
+            let _ = if resuming {
+                finetune::train::resume(&config, &mut observer, &control)
+            } else {
+                train(&config, &mut observer, &control)
+            };
             if let Ok(mut job) = slot.lock() {
                 *job = None;
             }

@@ -1,12 +1,12 @@
 //! What a dataset holds once tokenized: counts, lengths, truncation — the
 //! numbers `ft data inspect` prints and the app shows before training.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Example;
 
 /// Summary of tokenized examples.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetStats {
     pub records: usize,
     pub total_tokens: usize,

@@ -1,18 +1,22 @@
 //! Everything a training run needs, readable from YAML.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::schedule::ScheduleKind;
 use crate::data::{MaskPolicy, OnBadRecord, ReadOptions};
+use crate::error::{Error, Result};
 use crate::lora::LoraConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// A .gguf file or a Hugging Face model folder.
+    /// The profile the settings started from (chat, instruct, completion,
+    /// code); this file's own settings override it.
+    pub profile: Option<String>,
+    /// A .gguf file, a Hugging Face model folder, or a hub id.
     pub model: PathBuf,
     /// Training data: a .jsonl / .json / .csv / .tsv / .parquet / .txt file,
     /// or a folder with train.* (and valid.*) files.
@@ -39,6 +43,7 @@ pub struct TrainConfig {
     /// Checkpoint every N steps (and when stopped or finished).
     pub steps_per_checkpoint: usize,
     pub max_length: usize,
+    /// Rows per batch; 0 picks the largest that fits in memory (auto).
     pub batch_size: usize,
     /// Batches whose gradients are summed before each optimizer step.
     pub grad_accumulation: usize,
@@ -83,6 +88,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
+            profile: None,
             model: PathBuf::new(),
             data: PathBuf::new(),
             valid: None,
@@ -134,4 +140,105 @@ impl TrainConfig {
             self.mask
         }
     }
+}
+
+/// Named starting points; a YAML config and then flags override them.
+pub const PROFILES: &[(&str, &str)] = &[
+    (
+        "chat",
+        "conversations: learn every assistant turn (rank 16, 3 epochs, 1,024 tokens)",
+    ),
+    (
+        "instruct",
+        "instruction → answer: learn the last assistant turn (rank 16, 3 epochs, 1,024 tokens)",
+    ),
+    (
+        "completion",
+        "plain text or prompt/completion: learn every token, packed rows (rank 8, 1 epoch, 512 tokens)",
+    ),
+    (
+        "code",
+        "code: long examples, a larger adapter (rank 32, 2 epochs, 2,048 tokens)",
+    ),
+];
+
+/// A profile's settings, as the YAML a user could have written.
+fn profile_yaml(name: &str) -> Result<&'static str> {
+    Ok(match name {
+        "chat" => "mask: completions\nmax_length: 1024\nepochs: 3\nlearning_rate: 1.0e-4\nwarmup_steps: 20\nlora: {rank: 16, alpha: 32}\n",
+        "instruct" => "mask: last_turn\nmax_length: 1024\nepochs: 3\nlearning_rate: 2.0e-4\nwarmup_steps: 20\nlora: {rank: 16, alpha: 32}\n",
+        "completion" => "mask: all\nmax_length: 512\nepochs: 1\npacking: true\nlearning_rate: 1.0e-4\nlora: {rank: 8, alpha: 16}\n",
+        "code" => "mask: completions\nmax_length: 2048\nepochs: 2\nlearning_rate: 1.0e-4\nwarmup_steps: 50\nlora: {rank: 32, alpha: 64}\n",
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown profile `{other}`; choose from {}",
+                PROFILES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            )))
+        }
+    })
+}
+
+/// `a` with every key of `b` laid over it (mappings merge key by key).
+fn overlay(a: &mut serde_yaml::Value, b: serde_yaml::Value) {
+    match (a, b) {
+        (serde_yaml::Value::Mapping(a), serde_yaml::Value::Mapping(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(slot) => overlay(slot, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, b) => *slot = b,
+    }
+}
+
+/// The configuration from `base` defaults, a profile, and a YAML file, each
+/// overriding the one before. YAML mistakes are reported with the file,
+/// line and column.
+pub fn resolve_config(
+    base: TrainConfig,
+    profile: Option<&str>,
+    yaml: Option<&Path>,
+) -> Result<TrainConfig> {
+    let mut value = serde_yaml::to_value(&base).expect("serializable");
+    let mut user = None;
+    if let Some(path) = yaml {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        // Parsed on its own first, so errors carry a line and column.
+        let located = |e: serde_yaml::Error| match e.location() {
+            Some(l) => Error::Invalid(format!(
+                "{}:{}:{}: {e}",
+                path.display(),
+                l.line(),
+                l.column()
+            )),
+            None => Error::Invalid(format!("{}: {e}", path.display())),
+        };
+        let parsed: TrainConfig = serde_yaml::from_str(&text).map_err(located)?;
+        let raw: serde_yaml::Value = serde_yaml::from_str(&text).map_err(located)?;
+        user = Some((parsed, raw));
+    }
+    let profile = profile
+        .map(str::to_string)
+        .or_else(|| user.as_ref().and_then(|(c, _)| c.profile.clone()));
+    if let Some(name) = &profile {
+        let p: serde_yaml::Value =
+            serde_yaml::from_str(profile_yaml(name)?).expect("valid profile");
+        overlay(&mut value, p);
+    }
+    if let Some((_, raw)) = user {
+        if !raw.is_null() {
+            overlay(&mut value, raw);
+        }
+    }
+    let mut config: TrainConfig = serde_yaml::from_value(value)
+        .map_err(|e| Error::Invalid(format!("the combined configuration is invalid: {e}")))?;
+    config.profile = profile;
+    Ok(config)
 }

@@ -9,7 +9,7 @@ pub mod memory;
 pub mod schedule;
 pub mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{resolve_config, TrainConfig, PROFILES};
 pub use events::{Observer, TrainEvent};
 pub use memory::MemoryEstimate;
-pub use trainer::{resume, train, TrainControl, TrainSummary};
+pub use trainer::{plan, resume, train, Plan, TrainControl, TrainSummary};

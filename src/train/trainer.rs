@@ -16,7 +16,8 @@ use mlx_rs::{nn, Array};
 use serde::{Deserialize, Serialize};
 
 use super::batches::{
-    epoch_order, length_sorted_groups, make_batch, packed_groups, padded_width, Batch, PAD_MULTIPLE,
+    epoch_order, length_sorted_groups, make_batch, packed_groups, padded_width, Batch, Row,
+    PAD_MULTIPLE,
 };
 use super::checkpoint::{self, LoopState};
 use super::config::TrainConfig;
@@ -110,97 +111,47 @@ fn run(
     control: &TrainControl,
     resume: bool,
 ) -> Result<TrainSummary> {
-    if config.batch_size == 0 {
-        return Err(Error::Invalid("batch_size must be at least 1".into()));
-    }
     mlx_rs::random::seed(config.seed)?;
-    let load_options = LoadOptions {
-        dequantize: !config.quantized_base && config.qlora_bits.is_none(),
-        ..LoadOptions::default()
-    };
-    let mut loaded = model::load(&config.model, &load_options)?;
-    if let Some(bits) = config.qlora_bits {
-        if bits != 4 && bits != 8 {
-            return Err(Error::Invalid(format!(
-                "qlora_bits must be 4 or 8, got {bits}"
-            )));
-        }
-        let quantization = crate::model::projection::Quantization {
-            group_size: 64,
-            bits,
-        };
-        for p in loaded.model.projections_mut() {
-            p.dequantize()?;
-            p.quantize(quantization)?;
-        }
-        loaded.model.eval_parameters()?;
-    }
-    let data = load_data(config, &loaded)?;
-    let (train_set, valid_set, warnings) = (data.train, data.valid, data.warnings);
-
-    if config.grad_accumulation == 0 {
-        return Err(Error::Invalid(
-            "grad_accumulation must be at least 1".into(),
+    let Prepared {
+        mut loaded,
+        train_set,
+        valid_set,
+        mut warnings,
+        groups,
+        steps_per_epoch,
+        total_steps,
+        trainable,
+        total_parameters,
+        memory_estimate,
+        batch_size,
+        available_memory,
+    } = prepare(config)?;
+    if config.batch_size == 0 {
+        warnings.push(format!(
+            "batch size auto: {batch_size}, the largest whose estimate ({}) fits in {} of the {} available",
+            memory::gib(memory_estimate.total),
+            "60 %",
+            memory::gib(available_memory)
         ));
     }
-    let groups = if config.packing {
-        packed_groups(&train_set, config.batch_size, config.max_length)
-    } else {
-        length_sorted_groups(&train_set, config.batch_size)
-    };
-    if groups.len() < config.grad_accumulation {
-        return Err(Error::Invalid(format!(
-            "{}: {} usable examples make {} batches of {}{}, fewer than grad_accumulation {} needs",
-            config.data.display(),
-            train_set.len(),
-            groups.len(),
-            config.batch_size,
-            if config.packing { " packed rows" } else { "" },
-            config.grad_accumulation.max(1)
-        )));
-    }
-    // An optimizer step takes `grad_accumulation` batches; an epoch's last
-    // batches that do not fill a step are left for the next epoch's shuffle.
-    let steps_per_epoch = groups.len() / config.grad_accumulation;
-    let total_steps = config
-        .iters
-        .unwrap_or_else(|| ((config.epochs * steps_per_epoch as f64).ceil() as usize).max(1));
-
-    let model = &mut loaded.model;
-    let trainable = lora::apply(model, &config.lora)?;
-    let total_parameters = model.parameter_count();
-    let widest = groups
-        .iter()
-        .map(|g| padded_width(&train_set, g))
-        .max()
-        .unwrap_or(PAD_MULTIPLE);
-    let memory_estimate = MemoryEstimate::of(
-        model,
-        trainable,
-        StepShape {
-            batch: config.batch_size,
-            width: widest,
-        },
-    );
     if config.memory_guard {
         // The weights are already loaded; the rest must fit in what is free.
         let needed = memory_estimate.total - memory_estimate.weights;
-        let available = system_available();
-        if available > 0 && needed > available {
+        if available_memory > 0 && needed > available_memory {
             return Err(Error::Invalid(format!(
                 "this run needs about {} more memory at its peak ({} in all: {} activations, {} logits), \
-                 and {} is available; lower batch_size ({}) or max_length ({}), use grad_accumulation, \
+                 and {} is available; lower batch_size ({batch_size}) or max_length ({}), use grad_accumulation, \
                  or set memory_guard: false to try anyway",
                 memory::gib(needed),
                 memory::gib(memory_estimate.total),
                 memory::gib(memory_estimate.activations),
                 memory::gib(memory_estimate.logits),
-                memory::gib(available),
-                config.batch_size,
+                memory::gib(available_memory),
                 config.max_length
             )));
         }
     }
+    let model = &mut loaded.model;
     let mut optimizer = AdamW::new(config.learning_rate);
     optimizer.weight_decay = Array::from_f32(config.weight_decay);
 
@@ -388,7 +339,7 @@ fn run(
             (config.steps_per_eval > 0 && done % config.steps_per_eval == 0) || done == total_steps;
         if eval_now && !valid_set.is_empty() {
             let since = Instant::now();
-            let val_loss = evaluate(model, &valid_set, config, pad)?;
+            let val_loss = evaluate(model, &valid_set, config, batch_size, pad)?;
             clock.evaluating += since.elapsed();
             let best = state.best_val_loss.is_none_or(|b| val_loss < b);
             if best {
@@ -442,6 +393,161 @@ fn run(
     Ok(summary)
 }
 
+/// Everything a run needs before its first step.
+struct Prepared {
+    loaded: model::LoadedModel,
+    train_set: Vec<Example>,
+    valid_set: Vec<Example>,
+    warnings: Vec<String>,
+    groups: Vec<Vec<Row>>,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    trainable: usize,
+    total_parameters: usize,
+    memory_estimate: MemoryEstimate,
+    /// `config.batch_size`, or the one picked for `0` (auto).
+    batch_size: usize,
+    available_memory: u64,
+}
+
+/// What a configuration amounts to, without training (`ft train validate`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub train_examples: usize,
+    pub valid_examples: usize,
+    pub batch_size: usize,
+    pub steps_per_epoch: usize,
+    pub total_steps: usize,
+    /// Trained tokens in one pass over the training examples.
+    pub trained_tokens_per_epoch: usize,
+    pub trainable_parameters: usize,
+    pub total_parameters: usize,
+    pub memory_estimate: MemoryEstimate,
+    pub available_memory: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Loads, tokenizes and sizes a run without training it.
+pub fn plan(config: &TrainConfig) -> Result<Plan> {
+    let p = prepare(config)?;
+    Ok(Plan {
+        train_examples: p.train_set.len(),
+        valid_examples: p.valid_set.len(),
+        batch_size: p.batch_size,
+        steps_per_epoch: p.steps_per_epoch,
+        total_steps: p.total_steps,
+        trained_tokens_per_epoch: p.train_set.iter().map(Example::trained_tokens).sum(),
+        trainable_parameters: p.trainable,
+        total_parameters: p.total_parameters,
+        memory_estimate: p.memory_estimate,
+        available_memory: p.available_memory,
+        warnings: p.warnings,
+    })
+}
+
+/// Batch sizes tried for `batch_size: 0` (auto), largest first.
+const AUTO_BATCH_SIZES: [usize; 6] = [32, 16, 8, 4, 2, 1];
+
+fn prepare(config: &TrainConfig) -> Result<Prepared> {
+    let load_options = LoadOptions {
+        dequantize: !config.quantized_base && config.qlora_bits.is_none(),
+        ..LoadOptions::default()
+    };
+    let mut loaded = model::load(&config.model, &load_options)?;
+    if let Some(bits) = config.qlora_bits {
+        if bits != 4 && bits != 8 {
+            return Err(Error::Invalid(format!(
+                "qlora_bits must be 4 or 8, got {bits}"
+            )));
+        }
+        let quantization = crate::model::projection::Quantization {
+            group_size: 64,
+            bits,
+        };
+        for p in loaded.model.projections_mut() {
+            p.dequantize()?;
+            p.quantize(quantization)?;
+        }
+        loaded.model.eval_parameters()?;
+    }
+    if config.grad_accumulation == 0 {
+        return Err(Error::Invalid(
+            "grad_accumulation must be at least 1".into(),
+        ));
+    }
+    let data = load_data(config, &loaded)?;
+    let (train_set, valid_set, warnings) = (data.train, data.valid, data.warnings);
+    let trainable = lora::apply(&mut loaded.model, &config.lora)?;
+    let total_parameters = loaded.model.parameter_count();
+    let available_memory = system_available();
+
+    let sizes: Vec<usize> = if config.batch_size == 0 {
+        AUTO_BATCH_SIZES.to_vec()
+    } else {
+        vec![config.batch_size]
+    };
+    let mut chosen = None;
+    for &batch_size in &sizes {
+        let groups = if config.packing {
+            packed_groups(&train_set, batch_size, config.max_length)
+        } else {
+            length_sorted_groups(&train_set, batch_size)
+        };
+        if groups.len() < config.grad_accumulation {
+            continue;
+        }
+        let width = groups
+            .iter()
+            .map(|g| padded_width(&train_set, g))
+            .max()
+            .unwrap_or(PAD_MULTIPLE);
+        let estimate = MemoryEstimate::of(
+            &loaded.model,
+            trainable,
+            StepShape {
+                batch: batch_size,
+                width,
+            },
+        );
+        let fits = available_memory == 0
+            || (estimate.total - estimate.weights) as f64 <= 0.6 * available_memory as f64;
+        let last = batch_size == *sizes.last().expect("non-empty");
+        if config.batch_size != 0 || fits || last {
+            chosen = Some((batch_size, groups, estimate));
+            break;
+        }
+    }
+    let Some((batch_size, groups, memory_estimate)) = chosen else {
+        return Err(Error::Invalid(format!(
+            "{}: {} usable examples make fewer batches of {} than grad_accumulation {} needs",
+            config.data.display(),
+            train_set.len(),
+            sizes.last().copied().unwrap_or(1),
+            config.grad_accumulation
+        )));
+    };
+    // An optimizer step takes `grad_accumulation` batches; an epoch's last
+    // batches that do not fill a step are left for the next epoch's shuffle.
+    let steps_per_epoch = groups.len() / config.grad_accumulation;
+    let total_steps = config
+        .iters
+        .unwrap_or_else(|| ((config.epochs * steps_per_epoch as f64).ceil() as usize).max(1));
+    Ok(Prepared {
+        loaded,
+        train_set,
+        valid_set,
+        warnings,
+        groups,
+        steps_per_epoch,
+        total_steps,
+        trainable,
+        total_parameters,
+        memory_estimate,
+        batch_size,
+        available_memory,
+    })
+}
+
 /// Mean cross-entropy over the masked (trained) tokens; packed rows attend
 /// within each example only.
 fn loss_fn(
@@ -462,9 +568,10 @@ fn evaluate(
     model: &mut Model,
     examples: &[Example],
     config: &TrainConfig,
+    batch_size: usize,
     pad: u32,
 ) -> Result<f32> {
-    let groups = length_sorted_groups(examples, config.batch_size.min(examples.len()).max(1));
+    let groups = length_sorted_groups(examples, batch_size.min(examples.len()).max(1));
     let take = if config.val_batches == 0 {
         groups.len()
     } else {

@@ -1,18 +1,21 @@
 // End-to-end: drives the real FineTune window (Tauri + WebKitGTK) through
-// tauri-driver and WebKitWebDriver with plain W3C WebDriver calls.
-// Opens the app, waits for the measured device report, trains the bundled
-// default model on the sample data for a few steps from the Train panel, and
-// checks the live chart, the summary and the run folder. Saves a screenshot.
+// tauri-driver and WebKitWebDriver with plain W3C WebDriver calls. Each
+// screen is asserted and photographed (target/e2e/*.png):
+// the model (a tiny random one, typed in), the sample dataset's statistics,
+// a template with its preview, live training (chart points and memory
+// figures that change), Stop, the run in the history, and an export.
 //
-// Run by scripts/e2e.sh (which starts Xvfb and tauri-driver).
+// Run by scripts/e2e.sh (which starts Xvfb and tauri-driver and writes the
+// tiny model).
 import { strict as assert } from "node:assert";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 
 const DRIVER = process.env.TAURI_DRIVER_URL ?? "http://127.0.0.1:4444";
 const APP = process.env.FINETUNE_APP;
 const RUNS = process.env.FINETUNE_RUNS;
+const TINY = process.env.FINETUNE_TINY_MODEL;
 const OUT = process.env.E2E_OUT ?? "target/e2e";
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -27,14 +30,19 @@ async function call(method, path, body) {
   return json.value;
 }
 
+async function find(session, selector, using = "css selector") {
+  const el = await call("POST", `/session/${session}/element`, { using, value: selector });
+  return el[ELEMENT];
+}
+
 async function waitFor(session, selector, timeoutMs, predicate = () => true) {
   const deadline = Date.now() + timeoutMs;
   let last = null;
   while (Date.now() < deadline) {
     try {
-      const el = await call("POST", `/session/${session}/element`, { using: "css selector", value: selector });
-      last = await call("GET", `/session/${session}/element/${el[ELEMENT]}/text`);
-      if (predicate(last)) return { id: el[ELEMENT], text: last };
+      const id = await find(session, selector);
+      last = await call("GET", `/session/${session}/element/${id}/text`);
+      if (predicate(last)) return { id, text: last };
     } catch {
       // not there yet
     }
@@ -43,57 +51,110 @@ async function waitFor(session, selector, timeoutMs, predicate = () => true) {
   throw new Error(`timed out waiting for ${selector} (last text: ${last})`);
 }
 
-async function setInput(session, label, value) {
-  const el = await call("POST", `/session/${session}/element`, {
-    using: "xpath",
-    value: `//label[contains(., '${label}')]/input`,
-  });
-  await call("POST", `/session/${session}/element/${el[ELEMENT]}/clear`, {});
-  await call("POST", `/session/${session}/element/${el[ELEMENT]}/value`, { text: String(value) });
+async function attribute(session, selector, name) {
+  const id = await find(session, selector);
+  return call("GET", `/session/${session}/element/${id}/attribute/${name}`);
 }
 
-test("trains the default model from the window and shows live progress", { timeout: 600_000 }, async () => {
+async function click(session, selector) {
+  await call("POST", `/session/${session}/element/${await find(session, selector)}/click`, {});
+}
+
+async function type(session, selector, value) {
+  const id = await find(session, selector);
+  await call("POST", `/session/${session}/element/${id}/clear`, {});
+  await call("POST", `/session/${session}/element/${id}/value`, { text: String(value) });
+}
+
+async function setInput(session, label, value) {
+  const id = await find(session, `//label[contains(., '${label}')]/input`, "xpath");
+  await call("POST", `/session/${session}/element/${id}/clear`, {});
+  await call("POST", `/session/${session}/element/${id}/value`, { text: String(value) });
+}
+
+async function choose(session, selectTestId, value) {
+  await click(session, `[data-testid="${selectTestId}"] option[value="${value}"]`);
+}
+
+async function screenshot(session, name) {
+  mkdirSync(OUT, { recursive: true });
+  const png = await call("GET", `/session/${session}/screenshot`);
+  writeFileSync(join(OUT, `${name}.png`), Buffer.from(png, "base64"));
+}
+
+test("from a model and a dataset to a trained, stopped and exported run", { timeout: 600_000 }, async () => {
   assert.ok(APP, "FINETUNE_APP must point at the built app");
-  const { sessionId } = await call("POST", "/session", {
+  assert.ok(TINY && existsSync(TINY), "FINETUNE_TINY_MODEL must point at a tiny model");
+  const { sessionId: s } = await call("POST", "/session", {
     capabilities: { alwaysMatch: { "tauri:options": { application: APP } } },
   });
   try {
-    const gflops = await waitFor(sessionId, '[data-testid="gflops"]', 60_000);
+    const gflops = await waitFor(s, '[data-testid="gflops"]', 60_000);
     assert.match(gflops.text, /GFLOP\/s/);
-    const files = await waitFor(sessionId, '[data-testid="default-files"]', 10_000);
-    assert.match(files.text, /SmolLM2-135M-Instruct/);
 
-    await setInput(sessionId, "Steps", 3);
-    await setInput(sessionId, "Max length", 64);
-    await setInput(sessionId, "Validate every", 0);
-    const start = await call("POST", `/session/${sessionId}/element`, {
-      using: "css selector",
-      value: '[data-testid="start"]',
+    // Model: the bundled one first, then the tiny one typed in.
+    const bundled = await waitFor(s, '[data-testid="model-info"]', 60_000, (t) => /llama, 30 layers/.test(t));
+    assert.match(bundled.text, /134,515,008/);
+    await type(s, '[data-testid="model-input"]', TINY);
+    await click(s, '[data-testid="model-load"]');
+    await waitFor(s, '[data-testid="model-info"]', 60_000, (t) => /llama, 2 layers/.test(t));
+    await screenshot(s, "model");
+
+    // Dataset: the sample data, tokenized with the tiny model's tokenizer.
+    const records = await waitFor(s, '[data-testid="data-records"]', 120_000, (t) => /\d/.test(t));
+    assert.match(records.text, /2,000|1,9\d\d/);
+    const stats = await waitFor(s, '[data-testid="data-stats"]', 5_000);
+    assert.match(stats.text, /valid\.jsonl/);
+    await screenshot(s, "dataset");
+
+    // Template: alpaca, and its preview with the trained reply highlighted.
+    await choose(s, "template-select", "alpaca");
+    const preview = await waitFor(s, '[data-testid="template-preview"]', 60_000, (t) => t.includes("### Response:"));
+    assert.ok(preview.text.length > 20);
+    const marked = await waitFor(s, '[data-testid="template-preview"] mark', 10_000);
+    assert.ok(marked.text.length > 0, "the trained text is highlighted");
+    await screenshot(s, "template");
+
+    // Train: long enough to watch, then stop.
+    await setInput(s, "Steps", 500);
+    await setInput(s, "Max length", 64);
+    await setInput(s, "Validate every", 5);
+    await click(s, '[data-testid="start"]');
+    const first = await waitFor(s, '[data-testid="train-status"]', 120_000, (t) => /step [2-9]\d*\/500/.test(t));
+    const gauge1 = await waitFor(s, '[data-testid="memory-gauge"]', 5_000, (t) => /MLX peak \d/.test(t));
+    const points1 = Number(await attribute(s, '[data-testid="loss-chart"]', "data-points"));
+    assert.ok(points1 >= 2, `chart points: ${points1}`);
+    const later = await waitFor(s, '[data-testid="train-status"]', 120_000, (t) => {
+      const m = /step (\d+)\/500/.exec(t);
+      return m && Number(m[1]) >= Number(/step (\d+)\//.exec(first.text)[1]) + 3;
     });
-    await call("POST", `/session/${sessionId}/element/${start[ELEMENT]}/click`, {});
+    assert.notEqual(later.text, first.text);
+    const points2 = Number(await attribute(s, '[data-testid="loss-chart"]', "data-points"));
+    assert.ok(points2 > points1, `chart grew: ${points1} -> ${points2}`);
+    assert.match(gauge1.text, /system free/);
+    await screenshot(s, "training");
+    await click(s, '[data-testid="stop"]');
+    const stopped = await waitFor(s, '[data-testid="train-message"]', 120_000, (t) => /Stopped at step/.test(t));
+    assert.match(stopped.text, /cancelled/);
 
-    const status = await waitFor(sessionId, '[data-testid="train-status"]', 60_000, (t) => /step [1-3]\/3/.test(t));
-    assert.match(status.text, /loss \d/);
-    const summary = await waitFor(sessionId, '[data-testid="train-summary"]', 400_000);
-    assert.match(summary.text, /Done: 3 steps/);
-    const chart = await call("POST", `/session/${sessionId}/element`, {
-      using: "css selector",
-      value: '[data-testid="loss-chart"] canvas',
-    });
-    assert.ok(chart[ELEMENT], "the chart draws on a canvas");
-
-    mkdirSync(OUT, { recursive: true });
-    const png = await call("GET", `/session/${sessionId}/screenshot`);
-    writeFileSync(join(OUT, "train.png"), Buffer.from(png, "base64"));
+    // Runs: the stopped run, exported for PEFT.
+    await waitFor(s, '[data-testid="run-row"]', 30_000, (t) => /stopped/.test(t));
+    await click(s, '[data-testid="export-peft"]');
+    const exported = await waitFor(s, '[data-testid="export-message"]', 60_000, (t) => /^Wrote /.test(t));
+    assert.match(exported.text, /export-peft/);
+    await screenshot(s, "runs");
 
     // The run folder the CLI also reads.
     const runs = readdirSync(RUNS);
     assert.equal(runs.length, 1);
-    const events = readFileSync(join(RUNS, runs[0], "events.jsonl"), "utf8").trim().split("\n").map(JSON.parse);
+    const dir = join(RUNS, runs[0]);
+    const events = readFileSync(join(dir, "events.jsonl"), "utf8").trim().split("\n").map(JSON.parse);
     assert.equal(events[0].event, "started");
-    assert.equal(events.at(-1).event, "finished");
-    assert.equal(events.filter((e) => e.event === "step").length, 3);
+    assert.equal(events.at(-1).event, "stopped");
+    assert.ok(existsSync(join(dir, "export-peft", "adapter_model.safetensors")));
+    const config = readFileSync(join(dir, "config.yaml"), "utf8");
+    assert.match(config, /template: alpaca/);
   } finally {
-    await call("DELETE", `/session/${sessionId}`);
+    await call("DELETE", `/session/${s}`);
   }
 });

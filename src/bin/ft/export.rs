@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use finetune::export::{export_run, ExportFormat};
 use finetune::runs::{runs_dir, Run};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -21,7 +22,7 @@ pub struct ExportArgs {
     pub run: String,
     #[arg(long, value_enum)]
     pub format: Format,
-    /// Where to write (default: <run>/export-<format>).
+    /// Where to write (default: <run>/export-<format>); must not exist.
     #[arg(long)]
     pub output: Option<PathBuf>,
     #[arg(long)]
@@ -30,41 +31,13 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let run = Run::open(&args.runs_dir.unwrap_or_else(runs_dir), &args.run)?;
-    let config = run.read_config()?;
-    let adapters = run.adapters_dir();
-    let (name, default_dir) = match args.format {
-        Format::Mlx => ("mlx", run.dir.join("export-mlx")),
-        Format::Peft => ("peft", run.dir.join("export-peft")),
-        Format::Fused => ("fused", run.dir.join("export-fused")),
+    let format = match args.format {
+        Format::Mlx => ExportFormat::Mlx,
+        Format::Peft => ExportFormat::Peft,
+        Format::Fused => ExportFormat::Fused,
     };
-    let output = args.output.unwrap_or(default_dir);
-    match args.format {
-        Format::Mlx => {
-            std::fs::create_dir_all(&output)?;
-            for file in ["adapters.safetensors", "adapter_config.json"] {
-                std::fs::copy(adapters.join(file), output.join(file))?;
-            }
-        }
-        Format::Peft => {
-            let base = config.model.display().to_string();
-            finetune::peft::mlx_to_peft(&adapters, &output, &base)?;
-        }
-        Format::Fused => {
-            let options = finetune::model::LoadOptions {
-                dequantize: true,
-                ..Default::default()
-            };
-            let mut loaded = finetune::model::load(&config.model, &options)?;
-            finetune::lora::load_adapters(&mut loaded.model, &adapters)?;
-            finetune::export::fuse_adapters(&mut loaded)?;
-            finetune::export::write_hf_folder(
-                &mut loaded,
-                &output,
-                finetune::export::DEFAULT_SHARD_BYTES,
-            )?;
-        }
-    }
-    eprintln!("wrote {name} adapters to {}", output.display());
+    let output = export_run(&run, format, args.output.as_deref())?;
+    eprintln!("wrote {} adapters to {}", format.name(), output.display());
     println!("{}", output.display());
     Ok(())
 }

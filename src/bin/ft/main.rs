@@ -1,5 +1,7 @@
 //! `ft`: FineTune's command line.
 
+mod bench;
+mod chat;
 mod data;
 mod export;
 mod models;
@@ -54,6 +56,20 @@ enum Command {
     /// List and inspect past training runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// Talk to a model (and its adapters) in the terminal, replies streamed.
+    Chat(chat::ChatArgs),
+    /// Draw a run's training loss, validation loss and learning rate to PNG and SVG.
+    Report {
+        /// Run id or folder.
+        run: String,
+        /// Where to write (default: <run>/chart.png and <run>/chart.svg).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
+    },
+    /// Measure this machine: matmul, loading, generation, LoRA training speed.
+    Bench(bench::BenchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Continue a prompt with a model; prints only the completion.
@@ -109,7 +125,7 @@ fn main() -> ExitCode {
 }
 
 /// An adapter folder, a run folder, or a run id in the runs folder.
-fn resolve_adapter(given: &std::path::Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn resolve_adapter(given: &std::path::Path) -> anyhow::Result<PathBuf> {
     for candidate in [
         given.to_path_buf(),
         given.join("adapters"),
@@ -138,6 +154,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "ft", &mut std::io::stdout());
         }
         Command::Models(command) => models::run(command)?,
+        Command::Chat(args) => chat::run(args)?,
+        Command::Bench(args) => bench::run(args)?,
+        Command::Report {
+            run,
+            output,
+            runs_dir,
+        } => {
+            let run = finetune::runs::Run::open(
+                &runs_dir.unwrap_or_else(finetune::runs::runs_dir),
+                &run,
+            )?;
+            let events = finetune::report::read_events(&run.dir.join("events.jsonl"))?;
+            let series = finetune::report::Series::from_events(&events);
+            let stem = output.unwrap_or_else(|| run.dir.join("chart"));
+            let (png, svg) =
+                finetune::report::write_charts(&series, &format!("run {}", run.id), &stem)?;
+            println!("{}\n{}", png.display(), svg.display());
+        }
         Command::Convert(args) => models::convert(args)?,
         Command::Device { json } => {
             let report = DeviceReport::collect()?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 use finetune::runs::{runs_dir, Run};
-use finetune::train::{resume, train, Observer, TrainConfig, TrainControl};
+use finetune::train::{plan, resolve_config, resume, train, Observer, TrainConfig, TrainControl};
 
 use crate::progress::{Fanout, JsonLines, TerminalProgress};
 
@@ -17,6 +17,18 @@ pub enum TrainCommand {
     Quick(TrainArgs),
     /// Train with settings from flags and/or a YAML config.
     Start(TrainArgs),
+    /// Check a YAML config: settings, model and data; print the plan with
+    /// its memory and time estimates.
+    Validate {
+        /// The YAML file.
+        config: PathBuf,
+        /// Start from a profile (the file's own settings override it).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Continue an interrupted run from its newest checkpoint, exactly where it stopped.
     Resume {
         /// Run id (folder name) or path.
@@ -39,13 +51,18 @@ pub struct TrainArgs {
     /// YAML config; flags given here override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Start from a profile: chat, instruct, completion or code (the YAML
+    /// and flags override it).
+    #[arg(long)]
+    pub profile: Option<String>,
     /// Optimizer steps (instead of epochs).
     #[arg(long, conflicts_with = "epochs")]
     pub iters: Option<usize>,
     /// Passes over the training data.
     #[arg(long)]
     pub epochs: Option<f64>,
-    #[arg(long)]
+    /// Rows per batch, or `auto`: the largest that fits in memory.
+    #[arg(long, value_parser = parse_batch_size)]
     pub batch_size: Option<usize>,
     #[arg(long)]
     pub learning_rate: Option<f32>,
@@ -108,6 +125,17 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+fn parse_batch_size(s: &str) -> Result<usize, String> {
+    match s {
+        "auto" => Ok(0),
+        _ => s
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("`{s}`: expected a positive number or auto")),
+    }
+}
+
 pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     let (args, quick) = match command {
         TrainCommand::Quick(a) => (a, true),
@@ -122,19 +150,18 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             eprintln!("resuming run {} in {}", run.id, run.dir.display());
             return execute(&run, &config, json, true);
         }
+        TrainCommand::Validate {
+            config,
+            profile,
+            json,
+        } => return validate(&config, profile.as_deref(), json),
     };
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| finetune::Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            serde_yaml::from_str::<TrainConfig>(&text)
-                .map_err(|e| finetune::Error::Invalid(format!("{}: {e}", path.display())))?
-        }
-        None if quick => quick_defaults(),
-        None => TrainConfig::default(),
+    let base = if quick {
+        quick_defaults()
+    } else {
+        TrainConfig::default()
     };
+    let mut config = resolve_config(base, args.profile.as_deref(), args.config.as_deref())?;
     config.model = args.model.clone();
     config.data = args.data.clone();
     if let Some(v) = args.iters {
@@ -197,6 +224,17 @@ fn execute(run: &Run, config: &TrainConfig, json: bool, resuming: bool) -> anyho
     let renderer: &mut dyn Observer = if json { &mut json_lines } else { &mut terminal };
     let mut observer = Fanout(vec![&mut recorder, renderer]);
     let control = TrainControl::default();
+    // Ctrl-C stops after the current step, saving adapters and a checkpoint;
+    // a second Ctrl-C quits at once.
+    let on_interrupt = control.clone();
+    let pressed = std::sync::atomic::AtomicBool::new(false);
+    let _ = ctrlc::set_handler(move || {
+        if pressed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit now)…");
+        on_interrupt.cancel();
+    });
     if resuming {
         resume(config, &mut observer, &control)?;
     } else {
@@ -205,14 +243,94 @@ fn execute(run: &Run, config: &TrainConfig, json: bool, resuming: bool) -> anyho
     Ok(())
 }
 
-/// `train quick`: a short, safe first run.
+fn validate(path: &std::path::Path, profile: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let config = resolve_config(TrainConfig::default(), profile, Some(path))?;
+    if config.model.as_os_str().is_empty() || config.data.as_os_str().is_empty() {
+        return Err(finetune::Error::Invalid(format!(
+            "{}: needs `model` and `data`",
+            path.display()
+        ))
+        .into());
+    }
+    crate::models::fetch_if_hub_id(&config.model)?;
+    let plan = plan(&config)?;
+    // Time: the step's arithmetic (~6 FLOPs per parameter per token) at the
+    // matmul speed measured now, times the share of it training reached in
+    // the measurements of BENCHMARKS.md (~40 %).
+    let matmul = finetune::device::measure_matmul(512, std::time::Duration::from_millis(300))?;
+    let tokens_per_step = plan.trained_tokens_per_epoch as f64 / plan.steps_per_epoch.max(1) as f64;
+    let seconds = plan.total_steps as f64 * tokens_per_step * 6.0 * plan.total_parameters as f64
+        / (0.4 * matmul.gflops * 1e9);
+    if json {
+        let mut value = serde_json::to_value(&plan)?;
+        value["estimated_seconds"] = serde_json::json!(seconds);
+        value["config"] = serde_json::to_value(&config)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let gib = finetune::train::memory::gib;
+    println!("{}: valid", path.display());
+    if let Some(p) = &config.profile {
+        println!("profile          {p}");
+    }
+    println!("model            {}", config.model.display());
+    println!(
+        "data             {} training, {} validation examples ({} trained tokens per epoch)",
+        plan.train_examples, plan.valid_examples, plan.trained_tokens_per_epoch
+    );
+    println!(
+        "steps            {} ({} per epoch, batch {})",
+        plan.total_steps, plan.steps_per_epoch, plan.batch_size
+    );
+    println!(
+        "parameters       {} trainable of {} ({:.3} %)",
+        plan.trainable_parameters,
+        plan.total_parameters,
+        100.0 * plan.trainable_parameters as f64 / plan.total_parameters.max(1) as f64
+    );
+    let m = &plan.memory_estimate;
+    println!(
+        "memory           ~{} at the peak (weights {}, adapters + optimizer {}, activations {}, logits {}); {} available",
+        gib(m.total),
+        gib(m.weights),
+        gib(m.adapters),
+        gib(m.activations),
+        gib(m.logits),
+        gib(plan.available_memory)
+    );
+    println!(
+        "time             ~{:.0} min (rough: from the step's arithmetic at this machine's measured {:.0} GFLOP/s)",
+        seconds / 60.0,
+        matmul.gflops
+    );
+    for w in &plan.warnings {
+        println!("warning          {w}");
+    }
+    if plan.available_memory > 0 && m.total - m.weights > plan.available_memory {
+        return Err(finetune::Error::Invalid(format!(
+            "{}: the run would need ~{} but {} is available",
+            path.display(),
+            gib(m.total),
+            gib(plan.available_memory)
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// `train quick`: a short first run sized to the machine: 100 steps, the
+/// largest batch that fits in memory (auto), 10 % held out for validation
+/// when there is no validation file.
 fn quick_defaults() -> TrainConfig {
     TrainConfig {
         iters: Some(100),
+        batch_size: 0,
+        max_length: 512,
         learning_rate: 2e-4,
         warmup_steps: 10,
         steps_per_eval: 50,
         val_batches: 10,
+        valid_fraction: 0.1,
         ..TrainConfig::default()
     }
 }

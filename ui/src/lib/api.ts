@@ -56,6 +56,16 @@ export interface StartRequest {
   lora_alpha: number;
   max_length: number;
   steps_per_eval: number;
+  template?: string | null;
+  mask?: Mask | null;
+  profile?: string | null;
+  grad_accumulation?: number | null;
+  packing?: boolean;
+  dora?: boolean;
+  qlora_bits?: number | null;
+  early_stopping?: number | null;
+  valid_fraction?: number | null;
+  skip_bad_records?: boolean;
 }
 
 export interface TrainSummary {
@@ -82,6 +92,7 @@ export type TrainEvent =
       resumed_from_step?: number | null;
       /** Template tokens the tokenizer lacks, skipped records, the validation split. */
       warnings?: string[];
+      memory_estimate?: { weights: number; adapters: number; activations: number; logits: number; total: number } | null;
     }
   | {
       event: "step";
@@ -119,4 +130,104 @@ export function formatDuration(seconds: number): string {
   const s = Math.round(seconds);
   if (s >= 3600) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
   return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+}
+
+export type Mask = "completions" | "last_turn" | "all";
+
+export interface ModelInfo {
+  path: string;
+  architecture: string;
+  layers: number;
+  hidden_size: number;
+  vocab_size: number;
+  parameters: number;
+  quantized_bits: number | null;
+  bytes_on_disk: number;
+  chat_template: boolean;
+}
+
+export interface DatasetStats {
+  records: number;
+  total_tokens: number;
+  trained_tokens: number;
+  truncated: number;
+  min_length: number;
+  max_length: number;
+  mean_length: number;
+  length_histogram: [number, number][];
+}
+
+export interface DatasetReport {
+  file: string;
+  valid_file: string | null;
+  stats: DatasetStats;
+  chat_records: number;
+  skipped_empty: number;
+  skipped: { location: string; reason: string }[];
+  template: string;
+  warnings: string[];
+  /** Per record: its text in runs, `true` where trained. */
+  previews: [string, boolean][][];
+}
+
+export interface InspectRequest {
+  data: string | null;
+  model: string | null;
+  template: string | null;
+  mask: Mask | null;
+  max_length: number;
+  skip_bad_records: boolean;
+  preview: number;
+}
+
+export interface RunInfo {
+  id: string;
+  dir: string;
+  model: string;
+  data: string;
+  status: string;
+  steps: number;
+  total_steps: number | null;
+  final_loss: number | null;
+  best_val_loss: number | null;
+  resumable: boolean;
+}
+
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
+export type ExportFormat = "mlx" | "peft" | "fused";
+
+/** What a dropped path is: a model, a dataset, or neither. */
+export type DropKind = "model" | "dataset" | "unknown";
+
+export const modelInfo = (path: string | null) => invoke<ModelInfo>("model_info", { path });
+export const listTemplates = () => invoke<{ name: string }[]>("list_templates");
+export const inspectDataset = (request: InspectRequest) => invoke<DatasetReport>("inspect_dataset", { request });
+export const listRuns = () => invoke<RunInfo[]>("list_runs");
+export const runEvents = (id: string) => invoke<TrainEvent[]>("run_events", { id });
+export const exportAdapters = (id: string, format: ExportFormat) => invoke<string>("export_adapters", { id, format });
+export const classifyPath = (path: string) => invoke<DropKind>("classify_path", { path });
+
+export function resumeRun(id: string, onEvent: (e: TrainEvent) => void): Promise<string> {
+  const channel = new Channel<TrainEvent>();
+  channel.onmessage = onEvent;
+  return invoke<string>("resume_run", { id, onEvent: channel });
+}
+
+/** Streams a reply: `onPiece` gets each new piece of text; resolves to the whole. */
+export function chat(
+  request: { model: string | null; run: string | null; messages: ChatMessage[]; max_tokens: number; temperature: number },
+  onPiece: (piece: string) => void,
+): Promise<string> {
+  const channel = new Channel<string>();
+  channel.onmessage = onPiece;
+  return invoke<string>("chat", { request, onPiece: channel });
+}
+
+/** A command error's message (`{kind, message}`), or the error as text. */
+export function errorText(e: unknown): string {
+  return typeof e === "object" && e && "message" in e ? String((e as { message: unknown }).message) : String(e);
 }

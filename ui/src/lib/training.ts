@@ -26,6 +26,9 @@ export interface TrainingView {
   bestVal: number | null;
   summary: TrainSummary | null;
   message: string | null;
+  /** What the engine estimated the run needs at its peak (bytes). */
+  estimateBytes: number;
+  warnings: string[];
 }
 
 /** Weight of the newest point in the smoothed loss. */
@@ -53,6 +56,8 @@ export function initialView(): TrainingView {
     bestVal: null,
     summary: null,
     message: null,
+    estimateBytes: 0,
+    warnings: [],
   };
 }
 
@@ -60,7 +65,16 @@ export function apply(view: TrainingView, e: TrainEvent): TrainingView {
   const v = { ...view };
   switch (e.event) {
     case "started":
-      return { ...initialView(), phase: "running", totalSteps: e.total_steps, trainable: e.trainable_parameters, total: e.total_parameters };
+      return {
+        ...initialView(),
+        phase: "running",
+        totalSteps: e.total_steps,
+        trainable: e.trainable_parameters,
+        total: e.total_parameters,
+        estimateBytes: e.memory_estimate?.total ?? 0,
+        warnings: e.warnings ?? [],
+        step: e.resumed_from_step ?? 0,
+      };
     case "step": {
       const prev = v.smoothed.length ? v.smoothed[v.smoothed.length - 1] : e.loss;
       v.steps = [...v.steps, e.step];

@@ -47,11 +47,30 @@ describe("App", () => {
       calls.push(cmd);
       if (cmd === "device_report") return report;
       if (cmd === "default_files") return files;
+      if (cmd === "list_runs") return [];
+      if (cmd === "list_templates") return [{ name: "model" }];
+      if (cmd === "model_info")
+        return {
+          path: "/cache/model.gguf",
+          architecture: "llama",
+          layers: 30,
+          hidden_size: 576,
+          vocab_size: 49152,
+          parameters: 134515008,
+          quantized_bits: 4,
+          bytes_on_disk: 98362432,
+          chat_template: true,
+        };
+      if (cmd === "inspect_dataset") throw { kind: "engine", message: "/cache/train.jsonl: no such file" };
       throw new Error(`unexpected command ${cmd}`);
     });
     app = mount(App, { target: document.body });
     await settle();
-    expect(calls).toEqual(["default_files", "device_report"]);
+    for (const cmd of ["default_files", "device_report", "list_runs", "model_info", "inspect_dataset"]) {
+      expect(calls).toContain(cmd);
+    }
+    expect(document.querySelector('[data-testid="model-parameters"]')?.textContent).toContain("134,515,008");
+    expect(document.querySelector('[data-testid="data-error"]')?.textContent).toContain("no such file");
     expect(document.querySelector('[data-testid="gflops"]')?.textContent).toContain("214.7 GFLOP/s");
     const listed = document.querySelector('[data-testid="default-files"]')?.textContent ?? "";
     expect(listed).toContain("/cache/model.gguf");

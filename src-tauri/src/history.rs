@@ -1,0 +1,89 @@
+//! Past runs for the Runs panel (the same folder as `ft runs`), and
+//! exporting a run's adapters.
+
+use std::path::PathBuf;
+
+use finetune::export::{export_run, ExportFormat};
+use finetune::runs::{runs_dir, Run};
+use finetune::train::TrainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CommandError;
+
+/// One line of the run history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunInfo {
+    pub id: String,
+    pub dir: String,
+    pub model: String,
+    pub data: String,
+    /// finished, stopped, failed, or running / interrupted (no end event).
+    pub status: String,
+    pub steps: usize,
+    pub total_steps: Option<usize>,
+    pub final_loss: Option<f32>,
+    pub best_val_loss: Option<f32>,
+    pub resumable: bool,
+}
+
+fn info(run: &Run) -> finetune::Result<RunInfo> {
+    let config = run.read_config()?;
+    let events = run.read_events()?;
+    let mut info = RunInfo {
+        id: run.id.clone(),
+        dir: run.dir.display().to_string(),
+        model: config.model.display().to_string(),
+        data: config.data.display().to_string(),
+        status: "interrupted".into(),
+        steps: 0,
+        total_steps: None,
+        final_loss: None,
+        best_val_loss: None,
+        resumable: false,
+    };
+    for e in &events {
+        match e {
+            TrainEvent::Started { total_steps, .. } => info.total_steps = Some(*total_steps),
+            TrainEvent::Step { step, loss, .. } => {
+                info.steps = *step;
+                info.final_loss = Some(*loss);
+            }
+            TrainEvent::Eval { val_loss, best, .. } if *best => {
+                info.best_val_loss = Some(*val_loss)
+            }
+            TrainEvent::Finished { .. } => info.status = "finished".into(),
+            TrainEvent::Stopped { .. } => info.status = "stopped".into(),
+            TrainEvent::Failed { .. } => info.status = "failed".into(),
+            _ => {}
+        }
+    }
+    let has_checkpoint = std::fs::read_dir(run.checkpoints_dir())
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    info.resumable = info.status != "finished" && has_checkpoint;
+    Ok(info)
+}
+
+#[tauri::command]
+pub fn list_runs() -> Result<Vec<RunInfo>, CommandError> {
+    let runs = finetune::runs::list(&runs_dir())?;
+    Ok(runs.iter().filter_map(|r| info(r).ok()).collect())
+}
+
+#[tauri::command]
+pub fn run_events(id: String) -> Result<Vec<TrainEvent>, CommandError> {
+    Ok(Run::open(&runs_dir(), &id)?.read_events()?)
+}
+
+/// Writes the run's adapters in `format`; returns the folder written.
+#[tauri::command]
+pub async fn export_adapters(id: String, format: ExportFormat) -> Result<String, CommandError> {
+    tauri::async_runtime::spawn_blocking(move || -> finetune::Result<PathBuf> {
+        let run = Run::open(&runs_dir(), &id)?;
+        export_run(&run, format, None)
+    })
+    .await
+    .map_err(|e| CommandError::Background(e.to_string()))?
+    .map(|p| p.display().to_string())
+    .map_err(CommandError::from)
+}

@@ -1,0 +1,198 @@
+//! What the window shows before training: the model's facts, a dataset's
+//! statistics, errors and preview, and the templates to choose from. Each
+//! loads real files with the engine, off the main thread.
+
+use std::path::PathBuf;
+
+use finetune::data::{
+    preview, templates, DatasetStats, MaskPolicy, OnBadRecord, ReadOptions, Skipped, Tokenization,
+};
+use finetune::model::{self, LoadOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::error::CommandError;
+
+async fn background<T: Send + 'static>(
+    work: impl FnOnce() -> finetune::Result<T> + Send + 'static,
+) -> Result<T, CommandError> {
+    tauri::async_runtime::spawn_blocking(work)
+        .await
+        .map_err(|e| CommandError::Background(e.to_string()))?
+        .map_err(CommandError::from)
+}
+
+fn model_path(path: Option<PathBuf>) -> PathBuf {
+    path.unwrap_or_else(finetune::paths::default_model)
+}
+
+/// A model's facts, as the Model panel shows them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelInfo {
+    pub path: String,
+    pub architecture: String,
+    pub layers: usize,
+    pub hidden_size: i32,
+    pub vocab_size: i32,
+    pub parameters: usize,
+    /// Bits of the quantized weights as stored (None: dense).
+    pub quantized_bits: Option<i32>,
+    pub bytes_on_disk: u64,
+    pub chat_template: bool,
+}
+
+fn size_on_disk(path: &std::path::Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => std::fs::read_dir(path)
+            .map(|entries| entries.flatten().map(|e| size_on_disk(&e.path())).sum())
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Loads a model (the bundled one when `path` is None) and describes it.
+#[tauri::command]
+pub async fn model_info(path: Option<PathBuf>) -> Result<ModelInfo, CommandError> {
+    background(move || {
+        let path = model_path(path);
+        let loaded = model::load(&path, &LoadOptions::default())?;
+        let m = &loaded.model;
+        Ok(ModelInfo {
+            path: path.display().to_string(),
+            architecture: m.model_type().to_string(),
+            layers: m.num_layers(),
+            hidden_size: m.hidden_size(),
+            vocab_size: m.vocab_size(),
+            parameters: m.parameter_count(),
+            quantized_bits: m.quantization().map(|q| q.bits),
+            bytes_on_disk: size_on_disk(&path),
+            chat_template: loaded.chat_template.is_some(),
+        })
+    })
+    .await
+}
+
+/// A built-in template for the picker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TemplateChoice {
+    pub name: String,
+}
+
+#[tauri::command]
+pub fn list_templates() -> Vec<TemplateChoice> {
+    templates::names()
+        .into_iter()
+        .map(|n| TemplateChoice { name: n.into() })
+        .collect()
+}
+
+/// What the Dataset and Template panels ask for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InspectRequest {
+    pub data: Option<PathBuf>,
+    pub model: Option<PathBuf>,
+    pub template: Option<String>,
+    pub mask: Option<MaskPolicy>,
+    pub max_length: usize,
+    /// Leave out unreadable records (listing them) instead of failing.
+    pub skip_bad_records: bool,
+    /// How many records to render for the preview.
+    pub preview: usize,
+}
+
+/// A dataset as training will see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetReport {
+    pub file: String,
+    /// The validation file found beside it, if any.
+    pub valid_file: Option<String>,
+    pub stats: DatasetStats,
+    pub chat_records: usize,
+    pub skipped_empty: usize,
+    pub skipped: Vec<Skipped>,
+    pub template: String,
+    pub warnings: Vec<String>,
+    /// Per previewed record: its text in runs, `true` where trained.
+    pub previews: Vec<Vec<(String, bool)>>,
+}
+
+#[tauri::command]
+pub async fn inspect_dataset(request: InspectRequest) -> Result<DatasetReport, CommandError> {
+    background(move || {
+        let data = request
+            .data
+            .clone()
+            .unwrap_or_else(finetune::paths::sample_dataset);
+        let loaded = model::load(&model_path(request.model.clone()), &LoadOptions::default())?;
+        let template = templates::resolve(
+            request.template.as_deref(),
+            loaded.chat_template.as_ref(),
+            &loaded.tokenizer,
+        )?;
+        let tokenization = Tokenization {
+            template: Some(&template.template),
+            tokenizer: &loaded.tokenizer,
+            policy: request.mask.unwrap_or_default(),
+            max_length: request.max_length.max(2),
+        };
+        let read = ReadOptions {
+            on_bad_record: if request.skip_bad_records {
+                OnBadRecord::Skip
+            } else {
+                OnBadRecord::Error
+            },
+            ..Default::default()
+        };
+        let cache = finetune::paths::cache_dir().join("tokenized");
+        let file = tokenization.file(&data, &read, Some(&cache))?;
+        let previews = file
+            .examples
+            .iter()
+            .take(request.preview)
+            .map(|e| preview(e, &loaded.tokenizer))
+            .collect::<finetune::Result<Vec<_>>>()?;
+        let valid_file = if data.is_dir() {
+            finetune::data::split_file(&data, "valid")
+        } else {
+            file.source
+                .parent()
+                .filter(|_| file.source.file_stem().is_some_and(|s| s == "train"))
+                .and_then(|dir| finetune::data::split_file(dir, "valid"))
+        };
+        Ok(DatasetReport {
+            file: file.source.display().to_string(),
+            valid_file: valid_file.map(|p| p.display().to_string()),
+            stats: DatasetStats::of(&file.examples),
+            chat_records: file.chat_records,
+            skipped_empty: file.skipped_empty,
+            skipped: file.skipped,
+            template: template.name,
+            warnings: if file.chat_records > 0 {
+                template.warnings
+            } else {
+                Vec::new()
+            },
+            previews,
+        })
+    })
+    .await
+}
+
+/// What a dropped path is: a model (`.gguf`, or a folder with config.json),
+/// a dataset (a data file, or a folder with a train file), or neither.
+#[tauri::command]
+pub fn classify_path(path: PathBuf) -> &'static str {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if ext == "gguf" || path.join("config.json").is_file() {
+        "model"
+    } else if (path.is_file() && finetune::data::formats::Format::of(&path).is_ok())
+        || (path.is_dir() && finetune::data::split_file(&path, "train").is_some())
+    {
+        "dataset"
+    } else {
+        "unknown"
+    }
+}

@@ -1,0 +1,192 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { mount, tick, unmount } from "svelte";
+import { clearMocks, mockIPC } from "@tauri-apps/api/mocks";
+import type { Channel } from "@tauri-apps/api/core";
+import DatasetPanel from "../../src/lib/DatasetPanel.svelte";
+import TemplatePanel from "../../src/lib/TemplatePanel.svelte";
+import RunsPanel from "../../src/lib/RunsPanel.svelte";
+import ChatPanel from "../../src/lib/ChatPanel.svelte";
+import { overlay } from "../../src/lib/runs";
+import { selection } from "../../src/lib/selection.svelte";
+import type { DatasetReport, RunInfo, TrainEvent } from "../../src/lib/api";
+
+async function settle() {
+  for (let i = 0; i < 8; i++) {
+    await new Promise((r) => setTimeout(r, 0));
+    await tick();
+  }
+}
+
+const report: DatasetReport = {
+  file: "/data/train.jsonl",
+  valid_file: "/data/valid.jsonl",
+  stats: {
+    records: 120,
+    total_tokens: 9000,
+    trained_tokens: 3000,
+    truncated: 2,
+    min_length: 20,
+    max_length: 300,
+    mean_length: 75,
+    length_histogram: [
+      [32, 10],
+      [64, 50],
+      [128, 60],
+    ],
+  },
+  chat_records: 120,
+  skipped_empty: 1,
+  skipped: [{ location: ":7", reason: "the conversation has no assistant message to learn" }],
+  template: "chatml",
+  warnings: ["template `chatml` uses <|im_start|>, which the model's tokenizer does not know"],
+  previews: [
+    [
+      ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", false],
+      ["hello<|im_end|>\n", true],
+    ],
+  ],
+};
+
+const run: RunInfo = {
+  id: "20261127-120000-train",
+  dir: "/runs/20261127-120000-train",
+  model: "/m",
+  data: "/d",
+  status: "stopped",
+  steps: 30,
+  total_steps: 100,
+  final_loss: 1.25,
+  best_val_loss: 1.5,
+  resumable: true,
+};
+
+function feed<T>(channel: Channel<T>, messages: T[]) {
+  const internals = (window as unknown as { __TAURI_INTERNALS__: { runCallback: (id: number, d: unknown) => void } })
+    .__TAURI_INTERNALS__;
+  messages.forEach((message, index) => internals.runCallback(channel.id, { index, message }));
+}
+
+describe("panels", () => {
+  let app: ReturnType<typeof mount> | undefined;
+  afterEach(() => {
+    if (app) unmount(app);
+    app = undefined;
+    clearMocks();
+    document.body.innerHTML = "";
+  });
+
+  it("the dataset panel shows statistics, skipped records and the validation file", async () => {
+    const requests: unknown[] = [];
+    mockIPC((cmd, args) => {
+      if (cmd === "inspect_dataset") {
+        requests.push((args as { request: unknown }).request);
+        return report;
+      }
+      throw new Error(`unexpected ${cmd}`);
+    });
+    let seen: DatasetReport | null = null;
+    app = mount(DatasetPanel, { target: document.body, props: { onReport: (r: DatasetReport | null) => (seen = r) } });
+    await settle();
+    const text = document.querySelector('[data-testid="data-stats"]')?.textContent ?? "";
+    expect(text).toContain("/data/valid.jsonl");
+    expect(document.querySelector('[data-testid="data-records"]')?.textContent).toContain("120");
+    expect(document.querySelector('[data-testid="data-skipped"]')?.textContent).toContain("/data/train.jsonl:7");
+    expect(seen).toEqual(report);
+    // Asking to skip bad records inspects again with that setting.
+    selection.skipBadRecords = true;
+    await settle();
+    expect(requests.at(-1)).toMatchObject({ skip_bad_records: true, preview: 3 });
+    selection.skipBadRecords = false;
+  });
+
+  it("a dataset error is shown with its line", async () => {
+    mockIPC(() => {
+      throw { kind: "engine", message: "/data/bad.jsonl:3:9: malformed JSON (expected value)" };
+    });
+    app = mount(DatasetPanel, { target: document.body, props: { onReport: () => {} } });
+    await settle();
+    expect(document.querySelector('[data-testid="data-error"]')?.textContent).toContain("bad.jsonl:3:9");
+  });
+
+  it("the template panel highlights the trained text and shows warnings", async () => {
+    mockIPC((cmd) => {
+      if (cmd === "list_templates") return [{ name: "model" }, { name: "chatml" }, { name: "alpaca" }];
+      throw new Error(`unexpected ${cmd}`);
+    });
+    app = mount(TemplatePanel, { target: document.body, props: { report } });
+    await settle();
+    const marks = [...document.querySelectorAll('[data-testid="template-preview"] mark')].map((m) => m.textContent);
+    expect(marks).toEqual(["hello<|im_end|>\n"]);
+    expect(document.body.textContent).toContain("does not know");
+    const options = [...document.querySelectorAll('[data-testid="template-select"] option')].map((o) => o.textContent);
+    expect(options).toEqual(["the model's own", "chatml", "alpaca"]);
+  });
+
+  it("the runs panel lists runs, offers resume and exports", async () => {
+    const calls: [string, unknown][] = [];
+    mockIPC((cmd, args) => {
+      calls.push([cmd, args]);
+      if (cmd === "list_runs") return [run];
+      if (cmd === "export_adapters") return "/runs/20261127-120000-train/export-peft";
+      if (cmd === "run_events") return [];
+      throw new Error(`unexpected ${cmd}`);
+    });
+    let resumed: string | null = null;
+    app = mount(RunsPanel, { target: document.body, props: { onResume: (id: string) => (resumed = id) } });
+    await settle();
+    expect(document.querySelectorAll('[data-testid="run-row"]').length).toBe(1);
+    (document.querySelector('[data-testid="resume-run"]') as HTMLButtonElement).click();
+    expect(resumed).toBe(run.id);
+    (document.querySelector('[data-testid="export-peft"]') as HTMLButtonElement).click();
+    await settle();
+    expect(calls).toContainEqual(["export_adapters", { id: run.id, format: "peft" }]);
+    expect(document.querySelector('[data-testid="export-message"]')?.textContent).toContain("export-peft");
+  });
+
+  it("chat streams the base model's reply piece by piece", async () => {
+    mockIPC((cmd, args) => {
+      if (cmd === "chat") {
+        const channel = (args as { onPiece: Channel<string> }).onPiece;
+        setTimeout(() => feed(channel, ["Hel", "lo!"]), 0);
+        return new Promise((resolve) => setTimeout(() => resolve("Hello!"), 5));
+      }
+      throw new Error(`unexpected ${cmd}`);
+    });
+    app = mount(ChatPanel, { target: document.body, props: { runs: [] } });
+    await settle();
+    const input = document.querySelector('[data-testid="chat-input"]') as HTMLInputElement;
+    input.value = "Say hello";
+    input.dispatchEvent(new Event("input"));
+    await tick();
+    (input.form as HTMLFormElement).requestSubmit();
+    await new Promise((r) => setTimeout(r, 20));
+    await settle();
+    const base = document.querySelector('[data-testid="chat-base"]')?.textContent ?? "";
+    expect(base).toContain("Say hello");
+    expect(base).toContain("Hello!");
+  });
+});
+
+describe("run overlay", () => {
+  it("aligns two runs' losses on one step axis", () => {
+    const a: TrainEvent[] = [
+      { event: "step", step: 1, epoch: 0, loss: 3, learning_rate: 0, grad_norm: 0, trained_tokens: 0, tokens_per_second: 0, elapsed_seconds: 0, eta_seconds: 0, mlx_active_bytes: 0, mlx_peak_bytes: 0, system_available_bytes: 0 },
+      { event: "eval", step: 2, val_loss: 2.5, best: true },
+    ];
+    const b: TrainEvent[] = [
+      { event: "step", step: 2, epoch: 0, loss: 2, learning_rate: 0, grad_norm: 0, trained_tokens: 0, tokens_per_second: 0, elapsed_seconds: 0, eta_seconds: 0, mlx_active_bytes: 0, mlx_peak_bytes: 0, system_available_bytes: 0 },
+    ];
+    const o = overlay([
+      { id: "a", events: a },
+      { id: "b", events: b },
+    ]);
+    expect(o.labels).toEqual(["a train", "a validation", "b train", "b validation"]);
+    expect(o.data).toEqual([
+      [1, 2],
+      [3, null],
+      [null, 2.5],
+      [null, 2],
+      [null, null],
+    ]);
+  });
+});

@@ -167,6 +167,7 @@ fn draw<DB: DrawingBackend>(
         .map_err(err)?;
     loss.configure_mesh()
         .x_desc("step")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("loss")
         .label_style(("sans-serif", 15))
         .draw()
@@ -212,6 +213,7 @@ fn draw<DB: DrawingBackend>(
         .map_err(err)?;
     lr.configure_mesh()
         .x_desc("step")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("learning rate")
         .y_label_formatter(&|v| format!("{v:.1e}"))
         .label_style(("sans-serif", 15))

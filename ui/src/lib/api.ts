@@ -231,3 +231,8 @@ export function chat(
 export function errorText(e: unknown): string {
   return typeof e === "object" && e && "message" in e ? String((e as { message: unknown }).message) : String(e);
 }
+
+/** A count with thousands separators in the window's language. */
+export function formatCount(n: number): string {
+  return new Intl.NumberFormat(navigator.language || "en-US").format(n);
+}

@@ -65,9 +65,22 @@ fn info(run: &Run) -> finetune::Result<RunInfo> {
 }
 
 #[tauri::command]
-pub fn list_runs() -> Result<Vec<RunInfo>, CommandError> {
+pub fn list_runs(
+    state: tauri::State<'_, crate::TrainingState>,
+) -> Result<Vec<RunInfo>, CommandError> {
+    let running = state.running();
     let runs = finetune::runs::list(&runs_dir())?;
-    Ok(runs.iter().filter_map(|r| info(r).ok()).collect())
+    Ok(runs
+        .iter()
+        .filter_map(|r| info(r).ok())
+        .map(|mut i| {
+            if running.as_deref() == Some(i.id.as_str()) {
+                i.status = "running".into();
+                i.resumable = false;
+            }
+            i
+        })
+        .collect())
 }
 
 #[tauri::command]

@@ -54,6 +54,15 @@ pub struct StartRequest {
 pub struct TrainingState {
     /// Shared with the training thread, which clears it when the run ends.
     current: Arc<Mutex<Option<TrainControl>>>,
+    /// The id of the run in progress, for the history.
+    current_id: Arc<Mutex<Option<String>>>,
+}
+
+impl TrainingState {
+    /// The run in progress, if any.
+    pub fn running(&self) -> Option<String> {
+        self.current_id.lock().ok().and_then(|id| id.clone())
+    }
 }
 
 /// Forwards events to the window and records them in the run folder.
@@ -164,6 +173,10 @@ fn spawn(
     let recorder = run.recorder().ok();
     let id = run.id.clone();
     let slot = Arc::clone(&state.current);
+    let id_slot = Arc::clone(&state.current_id);
+    if let Ok(mut current_id) = id_slot.lock() {
+        *current_id = Some(id.clone());
+    }
     std::thread::Builder::new()
         .name("training".into())
         .spawn(move || {
@@ -179,6 +192,9 @@ fn spawn(
             };
             if let Ok(mut job) = slot.lock() {
                 *job = None;
+            }
+            if let Ok(mut current_id) = id_slot.lock() {
+                *current_id = None;
             }
         })
         .map_err(|e| CommandError::Background(e.to_string()))?;

@@ -76,7 +76,14 @@ async function choose(session, selectTestId, value) {
   await click(session, `[data-testid="${selectTestId}"] option[value="${value}"]`);
 }
 
-async function screenshot(session, name) {
+/** Scrolls `selector` into view, then saves the window as `name`.png. */
+async function screenshot(session, name, selector) {
+  if (selector) {
+    await call("POST", `/session/${session}/execute/sync`, {
+      script: "document.querySelector(arguments[0]).scrollIntoView({ block: 'start' });",
+      args: [selector],
+    });
+  }
   mkdirSync(OUT, { recursive: true });
   const png = await call("GET", `/session/${session}/screenshot`);
   writeFileSync(join(OUT, `${name}.png`), Buffer.from(png, "base64"));
@@ -98,14 +105,14 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     await type(s, '[data-testid="model-input"]', TINY);
     await click(s, '[data-testid="model-load"]');
     await waitFor(s, '[data-testid="model-info"]', 60_000, (t) => /llama, 2 layers/.test(t));
-    await screenshot(s, "model");
+    await screenshot(s, "model", '[data-testid="model-info"]');
 
     // Dataset: the sample data, tokenized with the tiny model's tokenizer.
     const records = await waitFor(s, '[data-testid="data-records"]', 120_000, (t) => /\d/.test(t));
     assert.match(records.text, /2,000|1,9\d\d/);
     const stats = await waitFor(s, '[data-testid="data-stats"]', 5_000);
     assert.match(stats.text, /valid\.jsonl/);
-    await screenshot(s, "dataset");
+    await screenshot(s, "dataset", '[data-testid="data-stats"]');
 
     // Template: alpaca, and its preview with the trained reply highlighted.
     await choose(s, "template-select", "alpaca");
@@ -113,7 +120,7 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     assert.ok(preview.text.length > 20);
     const marked = await waitFor(s, '[data-testid="template-preview"] mark', 10_000);
     assert.ok(marked.text.length > 0, "the trained text is highlighted");
-    await screenshot(s, "template");
+    await screenshot(s, "template", '[data-testid="template-select"]');
 
     // Train: long enough to watch, then stop.
     await setInput(s, "Steps", 500);
@@ -132,7 +139,7 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     const points2 = Number(await attribute(s, '[data-testid="loss-chart"]', "data-points"));
     assert.ok(points2 > points1, `chart grew: ${points1} -> ${points2}`);
     assert.match(gauge1.text, /system free/);
-    await screenshot(s, "training");
+    await screenshot(s, "training", '[data-testid="train-status"]');
     await click(s, '[data-testid="stop"]');
     const stopped = await waitFor(s, '[data-testid="train-message"]', 120_000, (t) => /Stopped at step/.test(t));
     assert.match(stopped.text, /cancelled/);
@@ -142,7 +149,7 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     await click(s, '[data-testid="export-peft"]');
     const exported = await waitFor(s, '[data-testid="export-message"]', 60_000, (t) => /^Wrote /.test(t));
     assert.match(exported.text, /export-peft/);
-    await screenshot(s, "runs");
+    await screenshot(s, "runs", '[data-testid="runs-table"]');
 
     // The run folder the CLI also reads.
     const runs = readdirSync(RUNS);

@@ -1,0 +1,107 @@
+//! The Model, Dataset, Template, Runs and export commands through Tauri's
+//! IPC on the mock runtime, on a tiny model and data written by the tests.
+
+use finetune::fixtures::{write_chat_data, TinyModel};
+use finetune_app::with_commands;
+use serde_json::{json, Value};
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{get_ipc_response, mock_builder, mock_context, noop_assets, INVOKE_KEY};
+use tauri::webview::InvokeRequest;
+
+fn invoke(cmd: &str, args: Value) -> Result<Value, Value> {
+    let app = with_commands(mock_builder())
+        .build(mock_context(noop_assets()))
+        .expect("mock app builds");
+    let webview = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .expect("mock window builds");
+    get_ipc_response(
+        &webview,
+        InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().unwrap(),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: INVOKE_KEY.to_string(),
+        },
+    )
+    .map(|body| body.deserialize::<Value>().unwrap())
+}
+
+#[test]
+fn templates_are_listed_with_the_models_own_first() {
+    let names: Vec<String> = invoke("list_templates", json!({}))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names[0], "model");
+    assert!(names.contains(&"chatml".to_string()) && names.contains(&"llama-3".to_string()));
+}
+
+#[test]
+fn dropped_paths_are_told_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = TinyModel::default().write(tmp.path());
+    let data = write_chat_data(tmp.path(), 4);
+    let other = tmp.path().join("notes.docx");
+    std::fs::write(&other, b"x").unwrap();
+    for (path, kind) in [(&model, "model"), (&data, "dataset"), (&other, "unknown")] {
+        assert_eq!(
+            invoke("classify_path", json!({ "path": path })).unwrap(),
+            kind
+        );
+    }
+}
+
+#[test]
+fn model_info_and_dataset_inspection_use_the_real_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = TinyModel::default().write(tmp.path());
+    let data = write_chat_data(tmp.path(), 6);
+    let info = invoke("model_info", json!({ "path": model })).unwrap();
+    assert_eq!(info["architecture"], "llama");
+    assert_eq!(info["layers"], 2);
+    assert!(info["parameters"].as_u64().unwrap() > 0);
+
+    let request = json!({ "request": {
+        "data": data, "model": model, "template": "chatml", "mask": "completions",
+        "max_length": 64, "skip_bad_records": false, "preview": 2,
+    }});
+    let report = invoke("inspect_dataset", request).unwrap();
+    assert_eq!(report["stats"]["records"], 6);
+    assert_eq!(report["template"], "chatml");
+    let preview = report["previews"][0].as_array().unwrap();
+    assert!(preview
+        .iter()
+        .any(|p| p[1] == true && p[0].as_str().unwrap().contains("well hello")));
+
+    let broken = tmp.path().join("broken.jsonl");
+    std::fs::write(&broken, "{\"text\": \"ok\"}\n{\"text\": \n").unwrap();
+    let request = json!({ "request": {
+        "data": broken, "model": model, "template": null, "mask": null,
+        "max_length": 64, "skip_bad_records": false, "preview": 1,
+    }});
+    let err = invoke("inspect_dataset", request).unwrap_err();
+    assert!(
+        err["message"].as_str().unwrap().contains("broken.jsonl:2:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn runs_are_listed_and_a_missing_run_cannot_be_exported() {
+    let runs = tempfile::tempdir().unwrap();
+    // SAFETY: this is the only test in this binary that reads FINETUNE_RUNS.
+    unsafe { std::env::set_var("FINETUNE_RUNS", runs.path()) };
+    assert_eq!(invoke("list_runs", json!({})).unwrap(), json!([]));
+    let err = invoke("export_adapters", json!({ "id": "nope", "format": "peft" })).unwrap_err();
+    assert!(
+        err["message"].as_str().unwrap().contains("no run `nope`"),
+        "{err}"
+    );
+}

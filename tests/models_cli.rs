@@ -79,6 +79,17 @@ fn a_cached_hub_model_is_listed_inspected_and_run_offline() {
         "{list}"
     );
 
+    // `pull` of a complete cached model resolves it without the network.
+    let out = ft(&["models", "pull", "tiny-org/gpt2"], home.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .trim()
+            .ends_with("0123456789abcdef0123456789abcdef01234567"),
+        "{}",
+        stdout(&out)
+    );
+
     let out = ft(&["models", "info", "tiny-org/gpt2", "--json"], home.path());
     assert!(out.status.success(), "{}", stderr(&out));
     let info: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();

@@ -38,8 +38,9 @@ model = get_peft_model(
 examples = []
 for line in open(train_path):
     messages = json.loads(line)["messages"]
-    full = tok.apply_chat_template(messages)
-    full = list(full["input_ids"] if isinstance(full, dict) else full)[:MAX_LEN]
+    encoded = tok.apply_chat_template(messages, tokenize=True)
+    # transformers 5 returns a BatchEncoding; older versions a list of ids.
+    full = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)[:MAX_LEN]
     examples.append((full, list(full)))
 # Length-sorted batches, visited in a shuffled order (as mlx_lm does).
 order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))

@@ -445,8 +445,11 @@ pub fn plan(config: &TrainConfig) -> Result<Plan> {
     })
 }
 
-/// Batch sizes tried for `batch_size: 0` (auto), largest first.
+/// Batch sizes tried for `batch_size: 0` (auto), largest first. On the CPU
+/// a larger batch trains no more tokens per second, it only makes each step
+/// (and the wait for the first loss) longer, so the choice stops at 4 there.
 const AUTO_BATCH_SIZES: [usize; 6] = [32, 16, 8, 4, 2, 1];
+const AUTO_BATCH_SIZES_CPU: [usize; 3] = [4, 2, 1];
 
 fn prepare(config: &TrainConfig) -> Result<Prepared> {
     let load_options = LoadOptions {
@@ -481,7 +484,13 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
     let total_parameters = loaded.model.parameter_count();
     let available_memory = system_available();
 
-    let sizes: Vec<usize> = if config.batch_size == 0 {
+    let on_cpu = matches!(
+        mlx_rs::Device::default().get_type(),
+        Ok(mlx_rs::DeviceType::Cpu)
+    );
+    let sizes: Vec<usize> = if config.batch_size == 0 && on_cpu {
+        AUTO_BATCH_SIZES_CPU.to_vec()
+    } else if config.batch_size == 0 {
         AUTO_BATCH_SIZES.to_vec()
     } else {
         vec![config.batch_size]

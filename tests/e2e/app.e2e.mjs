@@ -92,10 +92,14 @@ async function screenshot(session, name, selector) {
 test("from a model and a dataset to a trained, stopped and exported run", { timeout: 600_000 }, async () => {
   assert.ok(APP, "FINETUNE_APP must point at the built app");
   assert.ok(TINY && existsSync(TINY), "FINETUNE_TINY_MODEL must point at a tiny model");
+  const launched = Date.now();
   const { sessionId: s } = await call("POST", "/session", {
     capabilities: { alwaysMatch: { "tauri:options": { application: APP } } },
   });
   try {
+    // Launch to interactive: the Start button can be pressed.
+    await waitFor(s, '[data-testid="start"]', 30_000);
+    const interactiveMs = Date.now() - launched;
     const gflops = await waitFor(s, '[data-testid="gflops"]', 60_000);
     assert.match(gflops.text, /GFLOP\/s/);
 
@@ -140,6 +144,18 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     assert.ok(points2 > points1, `chart grew: ${points1} -> ${points2}`);
     assert.match(gauge1.text, /system free/);
     await screenshot(s, "training", '[data-testid="train-status"]');
+    // The window's own measurements while training (src/lib/perf.ts).
+    const perf = await call("POST", `/session/${s}/execute/sync`, { script: "return window.__finetunePerf;", args: [] });
+    const seconds = (perf.lastEventAt - perf.firstEventAt) / 1000;
+    const figures = {
+      launch_to_interactive_ms: interactiveMs,
+      longest_main_thread_stall_ms: Math.round(perf.longestStallMs * 10) / 10,
+      training_events: perf.events,
+      events_per_second: Math.round((perf.events / Math.max(seconds, 1e-3)) * 10) / 10,
+    };
+    mkdirSync(OUT, { recursive: true });
+    writeFileSync(join(OUT, "perf.json"), JSON.stringify(figures, null, 1));
+    console.log(`# perf ${JSON.stringify(figures)}`);
     await click(s, '[data-testid="stop"]');
     const stopped = await waitFor(s, '[data-testid="train-message"]', 120_000, (t) => /Stopped at step/.test(t));
     assert.match(stopped.text, /cancelled/);

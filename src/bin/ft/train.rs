@@ -244,13 +244,17 @@ fn execute(run: &Run, config: &TrainConfig, json: bool, resuming: bool) -> anyho
 }
 
 fn validate(path: &std::path::Path, profile: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let config = resolve_config(TrainConfig::default(), profile, Some(path))?;
-    if config.model.as_os_str().is_empty() || config.data.as_os_str().is_empty() {
-        return Err(finetune::Error::Invalid(format!(
-            "{}: needs `model` and `data`",
-            path.display()
-        ))
-        .into());
+    let mut config = resolve_config(TrainConfig::default(), profile, Some(path))?;
+    // A config meant for `ft train start MODEL DATA --config` names neither:
+    // check it against the bundled model and sample data, and say so.
+    let mut notes = Vec::new();
+    if config.model.as_os_str().is_empty() {
+        config.model = finetune::paths::default_model();
+        notes.push("model: not set in the file; checked with the bundled model");
+    }
+    if config.data.as_os_str().is_empty() {
+        config.data = finetune::paths::sample_dataset();
+        notes.push("data: not set in the file; checked with the sample dataset");
     }
     crate::models::fetch_if_hub_id(&config.model)?;
     let plan = plan(&config)?;
@@ -265,11 +269,15 @@ fn validate(path: &std::path::Path, profile: Option<&str>, json: bool) -> anyhow
         let mut value = serde_json::to_value(&plan)?;
         value["estimated_seconds"] = serde_json::json!(seconds);
         value["config"] = serde_json::to_value(&config)?;
+        value["notes"] = serde_json::json!(notes);
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     let gib = finetune::train::memory::gib;
     println!("{}: valid", path.display());
+    for note in &notes {
+        println!("note             {note}");
+    }
     if let Some(p) = &config.profile {
         println!("profile          {p}");
     }
@@ -318,18 +326,20 @@ fn validate(path: &std::path::Path, profile: Option<&str>, json: bool) -> anyhow
     Ok(())
 }
 
-/// `train quick`: a short first run sized to the machine: 100 steps, the
-/// largest batch that fits in memory (auto), 10 % held out for validation
-/// when there is no validation file.
+/// `train quick`: a short first run sized to the machine: 30 steps of
+/// examples up to 256 tokens, the largest batch that fits in memory (auto;
+/// at most 4 on the CPU), 10 % held out for validation when there is no
+/// validation file — minutes on a laptop CPU.
 fn quick_defaults() -> TrainConfig {
     TrainConfig {
-        iters: Some(100),
+        iters: Some(30),
         batch_size: 0,
-        max_length: 512,
+        max_length: 256,
         learning_rate: 2e-4,
-        warmup_steps: 10,
-        steps_per_eval: 50,
-        val_batches: 10,
+        warmup_steps: 3,
+        steps_per_eval: 10,
+        steps_per_report: 1,
+        val_batches: 5,
         valid_fraction: 0.1,
         ..TrainConfig::default()
     }

@@ -1,0 +1,35 @@
+// What the window measures about itself while it runs, for the end-to-end
+// test to read (window.__finetunePerf): the longest stall of the main
+// thread (timer drift) and the rate of training events received.
+
+export interface Perf {
+  /** Longest delay past a 10 ms timer's due time, in ms. */
+  longestStallMs: number;
+  events: number;
+  firstEventAt: number | null;
+  lastEventAt: number | null;
+}
+
+export const perf: Perf = { longestStallMs: 0, events: 0, firstEventAt: null, lastEventAt: null };
+
+let watching = false;
+
+/** Starts watching the main thread (idempotent). */
+export function watchMainThread() {
+  if (watching || typeof window === "undefined") return;
+  watching = true;
+  (window as unknown as { __finetunePerf: Perf }).__finetunePerf = perf;
+  let due = performance.now() + 10;
+  setInterval(() => {
+    const now = performance.now();
+    perf.longestStallMs = Math.max(perf.longestStallMs, now - due);
+    due = now + 10;
+  }, 10);
+}
+
+export function countEvent() {
+  const now = performance.now();
+  perf.events += 1;
+  perf.firstEventAt ??= now;
+  perf.lastEventAt = now;
+}

@@ -93,9 +93,20 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
   assert.ok(APP, "FINETUNE_APP must point at the built app");
   assert.ok(TINY && existsSync(TINY), "FINETUNE_TINY_MODEL must point at a tiny model");
   const launched = Date.now();
-  const { sessionId: s } = await call("POST", "/session", {
-    capabilities: { alwaysMatch: { "tauri:options": { application: APP } } },
-  });
+  // tauri-driver starts WebKitWebDriver for each session; on a busy machine
+  // the first connection to it can be refused before it listens: retry.
+  let s;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      ({ sessionId: s } = await call("POST", "/session", {
+        capabilities: { alwaysMatch: { "tauri:options": { application: APP } } },
+      }));
+      break;
+    } catch (e) {
+      if (attempt === 5) throw e;
+      await new Promise((r) => setTimeout(r, 1000 * attempt));
+    }
+  }
   try {
     // Launch to interactive: the Start button can be pressed.
     await waitFor(s, '[data-testid="start"]', 30_000);

@@ -3,7 +3,7 @@
 // thread (timer drift) and the rate of training events received.
 
 export interface Perf {
-  /** Longest delay past a 10 ms timer's due time, in ms. */
+  /** Longest delay past a 10 ms timer's due time since training started, in ms. */
   longestStallMs: number;
   events: number;
   firstEventAt: number | null;
@@ -27,8 +27,11 @@ export function watchMainThread() {
   }, 10);
 }
 
+/** Counts a training event; the first one starts the stall measurement
+ * afresh, so it covers training only (not loading the page). */
 export function countEvent() {
   const now = performance.now();
+  if (perf.events === 0) perf.longestStallMs = 0;
   perf.events += 1;
   perf.firstEventAt ??= now;
   perf.lastEventAt = now;

@@ -25,6 +25,7 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
             training::resume_training,
             training::stop_training,
             training::resume_run,
+            training::plan_training,
             workbench::model_info,
             workbench::list_templates,
             workbench::inspect_dataset,

@@ -141,6 +141,18 @@ pub fn start_training(
     spawn(&mut current, &state, run, config, on_event, false)
 }
 
+/// What the settings amount to before starting: examples, steps, and the
+/// memory estimate against what is available (the Train panel shows it
+/// live and warns before it is exceeded).
+#[tauri::command]
+pub async fn plan_training(request: StartRequest) -> Result<finetune::train::Plan, CommandError> {
+    let config = request.to_config()?;
+    tauri::async_runtime::spawn_blocking(move || finetune::train::plan(&config))
+        .await
+        .map_err(|e| CommandError::Background(e.to_string()))?
+        .map_err(CommandError::from)
+}
+
 /// Continues an interrupted run from its newest checkpoint.
 #[tauri::command]
 pub fn resume_run(

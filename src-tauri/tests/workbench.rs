@@ -105,3 +105,20 @@ fn runs_are_listed_and_a_missing_run_cannot_be_exported() {
         "{err}"
     );
 }
+
+#[test]
+fn the_plan_sizes_a_run_before_it_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = TinyModel::default().write(tmp.path());
+    let data = write_chat_data(tmp.path(), 8);
+    let request = json!({ "request": {
+        "model": model, "data": data, "iters": 3, "batch_size": 2, "learning_rate": 0.001,
+        "lora_rank": 4, "lora_alpha": 8.0, "max_length": 64, "steps_per_eval": 0,
+    }});
+    let plan = invoke("plan_training", request).unwrap();
+    assert_eq!(plan["train_examples"], 8);
+    assert_eq!(plan["total_steps"], 3);
+    assert_eq!(plan["batch_size"], 2);
+    assert!(plan["memory_estimate"]["total"].as_u64().unwrap() > 0);
+    assert!(plan["available_memory"].as_u64().unwrap() > 0);
+}

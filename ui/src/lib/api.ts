@@ -236,3 +236,20 @@ export function errorText(e: unknown): string {
 export function formatCount(n: number): string {
   return new Intl.NumberFormat(navigator.language || "en-US").format(n);
 }
+
+/** What the settings amount to before starting (the engine's Plan). */
+export interface Plan {
+  train_examples: number;
+  valid_examples: number;
+  batch_size: number;
+  steps_per_epoch: number;
+  total_steps: number;
+  trained_tokens_per_epoch: number;
+  trainable_parameters: number;
+  total_parameters: number;
+  memory_estimate: { weights: number; adapters: number; activations: number; logits: number; total: number };
+  available_memory: number;
+  warnings: string[];
+}
+
+export const planTraining = (request: StartRequest) => invoke<Plan>("plan_training", { request });

@@ -6,6 +6,7 @@ import DatasetPanel from "../../src/lib/DatasetPanel.svelte";
 import TemplatePanel from "../../src/lib/TemplatePanel.svelte";
 import RunsPanel from "../../src/lib/RunsPanel.svelte";
 import ChatPanel from "../../src/lib/ChatPanel.svelte";
+import TrainPanel from "../../src/lib/TrainPanel.svelte";
 import { overlay } from "../../src/lib/runs";
 import { selection } from "../../src/lib/selection.svelte";
 import type { DatasetReport, RunInfo, TrainEvent } from "../../src/lib/api";
@@ -164,6 +165,46 @@ describe("panels", () => {
     const base = document.querySelector('[data-testid="chat-base"]')?.textContent ?? "";
     expect(base).toContain("Say hello");
     expect(base).toContain("Hello!");
+  });
+});
+
+describe("train panel estimate", () => {
+  afterEach(() => {
+    clearMocks();
+    document.body.innerHTML = "";
+  });
+
+  it("shows the plan and warns when the estimate exceeds free memory", async () => {
+    const GiB = 2 ** 30;
+    const requests: unknown[] = [];
+    mockIPC((cmd, args) => {
+      if (cmd === "plan_training") {
+        requests.push((args as { request: unknown }).request);
+        return {
+          train_examples: 1997,
+          valid_examples: 200,
+          batch_size: 4,
+          steps_per_epoch: 499,
+          total_steps: 100,
+          trained_tokens_per_epoch: 90000,
+          trainable_parameters: 2442240,
+          total_parameters: 134515008,
+          memory_estimate: { weights: GiB / 2, adapters: 0, activations: 9 * GiB, logits: GiB, total: 10.5 * GiB },
+          available_memory: 4 * GiB,
+          warnings: [],
+        };
+      }
+      throw new Error(`unexpected ${cmd}`);
+    });
+    const panel = mount(TrainPanel, { target: document.body });
+    await new Promise((r) => setTimeout(r, 500));
+    await tick();
+    const text = document.querySelector('[data-testid="memory-estimate"]')?.textContent ?? "";
+    expect(text).toContain("1,997 examples");
+    expect(text).toContain("10.5 GiB");
+    expect(text).toContain("more than this machine has free");
+    expect(requests[0]).toMatchObject({ iters: 100, max_length: selection.maxLength });
+    unmount(panel);
   });
 });
 

@@ -151,14 +151,7 @@ pub async fn inspect_dataset(request: InspectRequest) -> Result<DatasetReport, C
             .take(request.preview)
             .map(|e| preview(e, &loaded.tokenizer))
             .collect::<finetune::Result<Vec<_>>>()?;
-        let valid_file = if data.is_dir() {
-            finetune::data::split_file(&data, "valid")
-        } else {
-            file.source
-                .parent()
-                .filter(|_| file.source.file_stem().is_some_and(|s| s == "train"))
-                .and_then(|dir| finetune::data::split_file(dir, "valid"))
-        };
+        let valid_file = finetune::data::valid_file(&data);
         Ok(DatasetReport {
             file: file.source.display().to_string(),
             valid_file: valid_file.map(|p| p.display().to_string()),

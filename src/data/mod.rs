@@ -10,7 +10,8 @@ pub mod templates;
 pub mod tokenize;
 
 pub use records::{
-    read_records, split_file, train_file, OnBadRecord, ReadOptions, Record, RecordSet, Skipped,
+    read_records, split_file, train_file, valid_file, OnBadRecord, ReadOptions, Record, RecordSet,
+    Skipped,
 };
 pub use stats::DatasetStats;
 pub use tokenize::{

@@ -99,6 +99,18 @@ pub fn split_file(dir: &Path, split: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The validation file that goes with a dataset (mlx-lm's convention): the
+/// folder's `valid.*`, or `valid.*` beside a `train.*` file.
+pub fn valid_file(data: &Path) -> Option<PathBuf> {
+    if data.is_dir() {
+        split_file(data, "valid")
+    } else if data.file_stem().is_some_and(|stem| stem == "train") {
+        split_file(data.parent()?, "valid")
+    } else {
+        None
+    }
+}
+
 /// The file a dataset path means: itself, or a folder's train file.
 pub fn train_file(path: &Path) -> Result<PathBuf> {
     if !path.is_dir() {

@@ -24,7 +24,7 @@ use super::config::TrainConfig;
 use super::events::{Observer, TrainEvent};
 use super::memory::{self, MemoryEstimate, StepShape};
 use super::schedule::Schedule;
-use crate::data::{split_examples, split_file, templates, Example, Tokenization};
+use crate::data::{split_examples, templates, valid_file, Example, Tokenization};
 use crate::error::{Error, Result};
 use crate::eval::token_nll;
 use crate::lora;
@@ -656,15 +656,7 @@ fn load_data(config: &TrainConfig, loaded: &model::LoadedModel) -> Result<Data> 
         warnings.extend(template.warnings);
     }
     // mlx-lm's convention: a valid file in the folder, or beside a train file.
-    let valid_path = config.valid.clone().or_else(|| {
-        if config.data.is_dir() {
-            split_file(&config.data, "valid")
-        } else if train.source.file_stem().is_some_and(|stem| stem == "train") {
-            split_file(train.source.parent()?, "valid")
-        } else {
-            None
-        }
-    });
+    let valid_path = config.valid.clone().or_else(|| valid_file(&config.data));
     let mut files = vec![train];
     if let Some(path) = &valid_path {
         files.push(tokenization.file(path, &read, Some(&cache))?);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use finetune::chat_template::Message;
-use finetune::generate::{generate, GenerateOptions};
+use finetune::generate::GenerateOptions;
 use finetune::model::{self, LoadOptions};
 
 #[derive(Args)]
@@ -102,19 +102,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             top_p: args.top_p,
             seed: args.seed.wrapping_add(turn),
         };
-        let mut out = std::io::stdout().lock();
-        let result = generate(
-            &mut loaded.model,
-            &loaded.tokenizer,
-            &ids,
-            &options,
-            |piece| {
-                let _ = out.write_all(piece.as_bytes());
-                let _ = out.flush();
-            },
-        )?;
-        writeln!(out)?;
-        out.flush()?;
+        let result = crate::stream_to_stdout(&mut loaded.model, &loaded.tokenizer, &ids, &options)?;
         messages.push(Message::new("assistant", result.text.trim()));
         turn += 1;
     }

@@ -124,6 +124,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Generates from `ids`, printing each new piece of text as it comes and a
+/// newline at the end (`ft generate` and `ft chat`).
+pub(crate) fn stream_to_stdout(
+    model: &mut model::Model,
+    tokenizer: &finetune::tokenizer::Tokenizer,
+    ids: &[u32],
+    options: &GenerateOptions,
+) -> anyhow::Result<finetune::generate::Generation> {
+    let mut stdout = std::io::stdout().lock();
+    let result = generate(model, tokenizer, ids, options, |piece| {
+        let _ = stdout.write_all(piece.as_bytes());
+        let _ = stdout.flush();
+    })?;
+    writeln!(stdout)?;
+    stdout.flush()?;
+    Ok(result)
+}
+
 /// An adapter folder, a run folder, or a run id in the runs folder.
 pub(crate) fn resolve_adapter(given: &std::path::Path) -> anyhow::Result<PathBuf> {
     for candidate in [
@@ -228,19 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 top_p,
                 seed,
             };
-            let mut stdout = std::io::stdout().lock();
-            let result = generate(
-                &mut loaded.model,
-                &loaded.tokenizer,
-                &ids,
-                &options,
-                |piece| {
-                    let _ = stdout.write_all(piece.as_bytes());
-                    let _ = stdout.flush();
-                },
-            )?;
-            writeln!(stdout)?;
-            stdout.flush()?;
+            let result = stream_to_stdout(&mut loaded.model, &loaded.tokenizer, &ids, &options)?;
             if stats {
                 eprintln!(
                     "load {load_seconds:.2} s; prompt {} tokens in {:.2} s; generated {} tokens at {:.1} tokens/s",

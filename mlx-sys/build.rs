@@ -10,7 +10,8 @@
 //! Outputs for crates that link a binary (they must depend on mlx-sys directly
 //! to receive them): `DEP_MLX_LIBDIR` and `DEP_MLX_LINK_ARGS` (`;`-separated
 //! linker arguments: the rpath, and OpenBLAS ahead of the wheel's slow
-//! reference BLAS on Linux CPU).
+//! reference BLAS on Linux CPU); `DEP_MLX_INCLUDE`, `DEP_MLX_MLX_C` and
+//! `DEP_MLX_COMPAT` for crates that compile C++ against MLX.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,10 @@ fn main() {
     }
     println!("cargo::metadata=libdir={}", lib_dir.display());
     println!("cargo::metadata=backend={backend}");
+    // For crates that compile C++ against MLX (the engine's own kernels).
+    println!("cargo::metadata=include={}", include_dir.display());
+    println!("cargo::metadata=mlx_c={}", mlx_c_dir.display());
+    println!("cargo::metadata=compat={}", compat_dir.display());
     println!(
         "cargo::metadata=link_args={}",
         binary_link_args(&target_os, backend, &mlx_dir).join(";")

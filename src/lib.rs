@@ -13,6 +13,7 @@ pub mod files;
 pub mod fixtures;
 pub mod generate;
 pub mod hub;
+pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod paths;

@@ -24,9 +24,16 @@ pub struct BenchArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Time FineTune's CPU kernels against MLX's own ops instead (forward,
+    /// and forward + backward, at the shapes of `make bench`).
+    #[arg(long)]
+    pub kernels: bool,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.kernels {
+        return crate::bench_kernels::run(args.steps.max(3), args.json);
+    }
     let model_path = args.model.unwrap_or_else(finetune::paths::default_model);
     let model_path = crate::models::fetch_if_hub_id(&model_path)?;
     let data = args.data.unwrap_or_else(finetune::paths::sample_dataset);

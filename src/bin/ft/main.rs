@@ -1,6 +1,7 @@
 //! `ft`: FineTune's command line.
 
 mod bench;
+mod bench_kernels;
 mod chat;
 mod data;
 mod export;

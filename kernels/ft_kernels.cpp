@@ -1,0 +1,903 @@
+// FineTune's MLX CPU primitives: SwiGLU, causal attention and a chunked
+// linear cross-entropy, each with a backward primitive of its own.
+//
+// Why: MLX's CPU element-wise kernels run on one thread, scalar, so on a
+// small model they take most of a training step (exp over the attention
+// scores and over batch × length × vocabulary logits above all). These run
+// vectorised (the compiler's clones for AVX-512 / AVX2+FMA / baseline x86,
+// picked at load time) across the cores, and hand the matrix products to
+// the BLAS MLX itself uses (cblas_sgemm, found at run time).
+//
+// Like MLX's own CPU primitives, `eval_cpu` allocates the outputs and queues
+// the work on the stream's command encoder; the work runs after its inputs'.
+
+#include "ft_kernels.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/c/private/array.h"
+#include "mlx/mlx.h"
+#include "mlx/primitives.h"
+
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define FT_SIMD \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FT_SIMD
+#endif
+#define FT_INLINE static inline __attribute__((always_inline))
+
+namespace ft {
+using mlx::core::array;
+using mlx::core::Shape;
+using mlx::core::Stream;
+
+namespace {
+
+thread_local std::string last_error;
+std::atomic<int> thread_setting{0};
+
+int threads() {
+  int t = thread_setting.load();
+  if (t > 0) {
+    return t;
+  }
+  if (const char* env = std::getenv("FINETUNE_KERNEL_THREADS")) {
+    if (int n = std::atoi(env); n > 0) {
+      return n;
+    }
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int>(hw) : 1;
+}
+
+// Runs f(begin, end) over [0, n) split into one contiguous range per thread.
+template <class F>
+void parallel_ranges(int64_t n, F f) {
+  int64_t parts = std::min<int64_t>(n, threads());
+  if (parts <= 1) {
+    if (n > 0) {
+      f(int64_t{0}, n);
+    }
+    return;
+  }
+  int64_t per = (n + parts - 1) / parts;
+  std::vector<std::thread> workers;
+  for (int64_t p = 1; p < parts; ++p) {
+    int64_t b = p * per, e = std::min(n, b + per);
+    if (b < e) {
+      workers.emplace_back([=] { f(b, e); });
+    }
+  }
+  f(int64_t{0}, std::min(n, per));
+  for (auto& w : workers) {
+    w.join();
+  }
+}
+
+// Runs f(i) for each i in [0, n), threads taking the next i as they finish
+// (the items of causal attention differ in cost).
+template <class F>
+void parallel_items(int64_t n, F f) {
+  std::atomic<int64_t> next{0};
+  auto work = [&] {
+    for (int64_t i = next++; i < n; i = next++) {
+      f(i);
+    }
+  };
+  int64_t parts = std::min<int64_t>(n, threads());
+  std::vector<std::thread> workers;
+  for (int64_t p = 1; p < parts; ++p) {
+    workers.emplace_back(work);
+  }
+  work();
+  for (auto& w : workers) {
+    w.join();
+  }
+}
+
+// ---------------------------------------------------------------- BLAS ---
+
+using SgemmFn = void (*)(
+    int, int, int, int, int, int, float, const float*, int, const float*, int,
+    float, float*, int);
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
+SgemmFn find_sgemm() {
+  static SgemmFn f =
+      reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
+  return f;
+}
+
+// While our own threads each call sgemm, OpenBLAS must not spread every
+// call over the cores as well: concurrent threaded calls contend (measured:
+// 5-20x slower). This holds it to one thread for a scope, process-wide —
+// MLX's own sgemm calls on this stream wait for our task anyway.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() {
+    using Get = int (*)();
+    static auto get = reinterpret_cast<Get>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    static auto set = reinterpret_cast<Set>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    set_ = set;
+    if (get && set && threads() > 1) {
+      saved_ = get();
+      set(1);
+    }
+  }
+  ~SingleThreadedBlas() {
+    if (saved_ > 1) {
+      set_(saved_);
+    }
+  }
+
+ private:
+  using Set = void (*)(int);
+  Set set_ = nullptr;
+  int saved_ = 0;
+};
+
+// C = alpha · op(A) · op(B) + beta · C, row-major.
+void gemm(
+    bool trans_a,
+    bool trans_b,
+    int m,
+    int n,
+    int k,
+    float alpha,
+    const float* a,
+    int lda,
+    const float* b,
+    int ldb,
+    float beta,
+    float* c,
+    int ldc) {
+  if (m == 0 || n == 0) {
+    return;
+  }
+  if (auto f = find_sgemm()) {
+    f(kRowMajor,
+      trans_a ? kTrans : kNoTrans,
+      trans_b ? kTrans : kNoTrans,
+      m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // No BLAS in the process: plain loops (correct, slow).
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      float s = 0;
+      for (int p = 0; p < k; ++p) {
+        float x = trans_a ? a[p * lda + i] : a[i * lda + p];
+        float y = trans_b ? b[j * ldb + p] : b[p * ldb + j];
+        s += x * y;
+      }
+      c[i * ldc + j] = alpha * s + (beta == 0 ? 0 : beta * c[i * ldc + j]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- math ---
+
+// exp(x) for float32 with a Cephes-style polynomial: branch-free, so loops
+// of it vectorise. Relative error ≈ 2e-7; inputs below -87 give ~1e-38.
+FT_INLINE float exp_approx(float x) {
+  x = std::min(std::max(x, -87.3f), 88.0f);
+  // round(x / ln 2) by truncating a positive number: floorf would keep
+  // GCC from vectorising the loop (it may trap).
+  const int32_t k = static_cast<int32_t>(x * 1.44269504088896341f + 128.5f) - 128;
+  const float n = static_cast<float>(k);
+  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  float y = p * r * r + r + 1.0f;
+  int32_t bits = (k + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+FT_SIMD void swiglu_forward(const float* a, const float* b, float* out, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    float s = 1.0f / (1.0f + exp_approx(-a[i]));
+    out[i] = a[i] * s * b[i];
+  }
+}
+
+FT_SIMD void swiglu_backward(
+    const float* a, const float* b, const float* g, float* da, float* db,
+    int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    float s = 1.0f / (1.0f + exp_approx(-a[i]));
+    float silu = a[i] * s;
+    db[i] = g[i] * silu;
+    da[i] = g[i] * b[i] * s * (1.0f + a[i] * (1.0f - s));
+  }
+}
+
+// Scores of one query row → probabilities in place; keys outside the row's
+// allowed set (after `last`, or another segment) get 0. Returns logsumexp.
+// `row[j]` is key `first + j`; `seg` holds every key's segment (all zeros
+// without packing), so the loops have no branches and vectorise.
+FT_SIMD float softmax_row(
+    float* row, int n, int first, int last, const int32_t* seg, int32_t own) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int j = 0; j < n; ++j) {
+    const bool ok = (first + j <= last) & (seg[first + j] == own);
+    m = std::max(m, ok ? row[j] : -std::numeric_limits<float>::infinity());
+  }
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int j = 0; j < n; ++j) {
+    const bool ok = (first + j <= last) & (seg[first + j] == own);
+    float p = ok ? exp_approx(row[j] - m) : 0.0f;
+    row[j] = p;
+    s += p;
+  }
+  float inv = 1.0f / s;
+#pragma omp simd
+  for (int j = 0; j < n; ++j) {
+    row[j] *= inv;
+  }
+  return m + std::log(s);
+}
+
+// Backward of one row: `scores` holds the scores on entry and the
+// recomputed probabilities on exit; `row` holds dO·Vᵀ on entry and dS on
+// exit (`dot` = dO·O of the row, `lse` its logsumexp).
+FT_SIMD void softmax_row_backward(
+    float* scores, float* row, int n, int first, int last,
+    const int32_t* seg, int32_t own, float lse, float dot, float scale) {
+#pragma omp simd
+  for (int j = 0; j < n; ++j) {
+    const bool ok = (first + j <= last) & (seg[first + j] == own);
+    float p = ok ? exp_approx(scores[j] - lse) : 0.0f;
+    scores[j] = p;
+    row[j] = p * (row[j] - dot) * scale;
+  }
+}
+
+FT_SIMD float dot(const float* a, const float* b, int n) {
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int i = 0; i < n; ++i) {
+    s += a[i] * b[i];
+  }
+  return s;
+}
+
+// row ← g · (softmax(row) − onehot(target)).
+FT_SIMD void cross_entropy_row_grad(
+    float* row, int64_t n, float lse, int32_t target, float g) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    row[j] = g * exp_approx(row[j] - lse);
+  }
+  if (target >= 0 && target < n) {
+    row[target] -= g;
+  }
+}
+
+// ------------------------------------------------------------ helpers ---
+
+void allocate(array& a) {
+  a.set_data(mlx::core::allocator::malloc(a.nbytes()));
+}
+
+mlx::core::cpu::CommandEncoder& encoder(Stream s) {
+  return mlx::core::cpu::get_command_encoder(s);
+}
+
+void require_f32(const array& a, const char* what) {
+  if (a.dtype() != mlx::core::float32) {
+    throw std::invalid_argument(std::string(what) + " must be float32");
+  }
+}
+
+array dense(const array& a, Stream s) {
+  return mlx::core::contiguous(a, false, s);
+}
+
+std::vector<array> pick(const std::vector<array>& all, const std::vector<int>& argnums) {
+  std::vector<array> out;
+  for (int a : argnums) {
+    out.push_back(all[a]);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------- SwiGLU ---
+
+class SwiGLUGrad : public mlx::core::Primitive {
+ public:
+  explicit SwiGLUGrad(Stream s) : Primitive(s) {}
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    allocate(out[0]);
+    allocate(out[1]);
+    encoder(stream()).dispatch([a = in[0].data<float>(),
+                                b = in[1].data<float>(),
+                                g = in[2].data<float>(),
+                                da = out[0].data<float>(),
+                                db = out[1].data<float>(),
+                                n = static_cast<int64_t>(in[0].size())] {
+      parallel_ranges(n, [&](int64_t s, int64_t e) {
+        swiglu_backward(a + s, b + s, g + s, da + s, db + s, e - s);
+      });
+    });
+  }
+  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
+    throw std::runtime_error("FineTune's SwiGLU kernel runs on the CPU only");
+  }
+  const char* name() const override {
+    return "FtSwiGLUGrad";
+  }
+  bool is_equivalent(const Primitive&) const override {
+    return true;
+  }
+};
+
+class SwiGLU : public mlx::core::UnaryPrimitive {
+ public:
+  explicit SwiGLU(Stream s) : UnaryPrimitive(s) {}
+  void eval_cpu(const std::vector<array>& in, array& out) override {
+    allocate(out);
+    encoder(stream()).dispatch([a = in[0].data<float>(),
+                                b = in[1].data<float>(),
+                                o = out.data<float>(),
+                                n = static_cast<int64_t>(out.size())] {
+      parallel_ranges(n, [&](int64_t s, int64_t e) {
+        swiglu_forward(a + s, b + s, o + s, e - s);
+      });
+    });
+  }
+  void eval_gpu(const std::vector<array>&, array&) override {
+    throw std::runtime_error("FineTune's SwiGLU kernel runs on the CPU only");
+  }
+  std::vector<array> vjp(
+      const std::vector<array>& primals,
+      const std::vector<array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<array>&) override {
+    auto grads = array::make_arrays(
+        {primals[0].shape(), primals[0].shape()},
+        {mlx::core::float32, mlx::core::float32},
+        std::make_shared<SwiGLUGrad>(stream()),
+        {primals[0], primals[1], dense(cotangents[0], stream())});
+    return pick(grads, argnums);
+  }
+  const char* name() const override {
+    return "FtSwiGLU";
+  }
+  bool is_equivalent(const Primitive&) const override {
+    return true;
+  }
+  std::vector<Shape> output_shapes(const std::vector<array>& in) override {
+    return {in[0].shape()};
+  }
+};
+
+// ---------------------------------------------------- causal attention ---
+
+constexpr int kQueryBlock = 64;
+
+struct AttentionDims {
+  int batch, heads, kv_heads, length, head_dim;
+  explicit AttentionDims(const array& q, const array& k)
+      : batch(q.shape(0)),
+        heads(q.shape(1)),
+        kv_heads(k.shape(1)),
+        length(q.shape(2)),
+        head_dim(q.shape(3)) {}
+};
+
+// For each position, the first key it may attend to: the start of its run
+// of equal segment ids when every id forms one run (packed rows do), else 0.
+std::vector<int> segment_starts(const int32_t* seg, int length) {
+  std::vector<int> start(length, 0);
+  if (seg == nullptr) {
+    return start;
+  }
+  std::vector<int32_t> closed;
+  for (int i = 1; i < length; ++i) {
+    if (seg[i] == seg[i - 1]) {
+      start[i] = start[i - 1];
+    } else {
+      closed.push_back(seg[i - 1]);
+      if (std::find(closed.begin(), closed.end(), seg[i]) != closed.end()) {
+        return std::vector<int>(length, 0);  // an id in two runs: no shortcut
+      }
+      start[i] = i;
+    }
+  }
+  return start;
+}
+
+class CausalAttentionGrad : public mlx::core::Primitive {
+ public:
+  CausalAttentionGrad(Stream s, float scale, bool segmented)
+      : Primitive(s), scale_(scale), segmented_(segmented) {}
+
+  // in: q, k, v, o, lse, dO [, segments]; out: dq, dk, dv.
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    for (auto& o : out) {
+      allocate(o);
+    }
+    AttentionDims d(in[0], in[1]);
+    encoder(stream()).dispatch([d,
+                                scale = scale_,
+                                q = in[0].data<float>(),
+                                k = in[1].data<float>(),
+                                v = in[2].data<float>(),
+                                o = in[3].data<float>(),
+                                lse = in[4].data<float>(),
+                                d_o = in[5].data<float>(),
+                                seg = segmented_ ? in[6].data<int32_t>() : nullptr,
+                                dq = out[0].data<float>(),
+                                dk = out[1].data<float>(),
+                                dv = out[2].data<float>()] {
+      const int L = d.length, D = d.head_dim, group = d.heads / d.kv_heads;
+      SingleThreadedBlas one_blas_thread;
+      parallel_items(int64_t{d.batch} * d.kv_heads, [&](int64_t item) {
+        const int b = item / d.kv_heads, kvh = item % d.kv_heads;
+        const int32_t* sg = seg ? seg + int64_t{b} * L : nullptr;
+        const auto start = segment_starts(sg, L);
+        std::vector<int32_t> no_segments;
+        if (!sg) {
+          no_segments.assign(L, 0);
+          sg = no_segments.data();
+        }
+        const int64_t kv_off = (int64_t{b} * d.kv_heads + kvh) * L * D;
+        const float* K = k + kv_off;
+        const float* V = v + kv_off;
+        float* dK = dk + kv_off;
+        float* dV = dv + kv_off;
+        std::fill(dK, dK + int64_t{L} * D, 0.0f);
+        std::fill(dV, dV + int64_t{L} * D, 0.0f);
+        std::vector<float> scores(int64_t{kQueryBlock} * L), grad(int64_t{kQueryBlock} * L);
+        for (int g = 0; g < group; ++g) {
+          const int h = kvh * group + g;
+          const int64_t q_off = (int64_t{b} * d.heads + h) * L * D;
+          const float* Q = q + q_off;
+          const float* O = o + q_off;
+          const float* dO = d_o + q_off;
+          const float* LSE = lse + (int64_t{b} * d.heads + h) * L;
+          float* dQ = dq + q_off;
+          for (int i0 = 0; i0 < L; i0 += kQueryBlock) {
+            const int rows = std::min(kQueryBlock, L - i0), i1 = i0 + rows;
+            const int first = start[i0], n = i1 - first;
+            gemm(false, true, rows, n, D, scale, Q + int64_t{i0} * D, D,
+                 K + int64_t{first} * D, D, 0.0f, scores.data(), n);
+            gemm(false, true, rows, n, D, 1.0f, dO + int64_t{i0} * D, D,
+                 V + int64_t{first} * D, D, 0.0f, grad.data(), n);
+            for (int r = 0; r < rows; ++r) {
+              const int i = i0 + r;
+              const float di = dot(dO + int64_t{i} * D, O + int64_t{i} * D, D);
+              float* srow = scores.data() + int64_t{r} * n;
+              float* grow = grad.data() + int64_t{r} * n;
+              softmax_row_backward(srow, grow, n, first, i, sg, sg[i],
+                                   LSE[i], di, scale);
+            }
+            gemm(true, false, n, D, rows, 1.0f, scores.data(), n,
+                 dO + int64_t{i0} * D, D, 1.0f, dV + int64_t{first} * D, D);
+            gemm(false, false, rows, D, n, 1.0f, grad.data(), n,
+                 K + int64_t{first} * D, D, 0.0f, dQ + int64_t{i0} * D, D);
+            gemm(true, false, n, D, rows, 1.0f, grad.data(), n,
+                 Q + int64_t{i0} * D, D, 1.0f, dK + int64_t{first} * D, D);
+          }
+        }
+      });
+    });
+  }
+  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
+    throw std::runtime_error("FineTune's attention kernel runs on the CPU only");
+  }
+  const char* name() const override {
+    return "FtCausalAttentionGrad";
+  }
+  bool is_equivalent(const Primitive& other) const override {
+    auto& o = static_cast<const CausalAttentionGrad&>(other);
+    return scale_ == o.scale_ && segmented_ == o.segmented_;
+  }
+
+ private:
+  float scale_;
+  bool segmented_;
+};
+
+class CausalAttention : public mlx::core::Primitive {
+ public:
+  CausalAttention(Stream s, float scale, bool segmented)
+      : Primitive(s), scale_(scale), segmented_(segmented) {}
+
+  // in: q, k, v [, segments]; out: o, logsumexp of each query's scores.
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    allocate(out[0]);
+    allocate(out[1]);
+    AttentionDims d(in[0], in[1]);
+    encoder(stream()).dispatch([d,
+                                scale = scale_,
+                                q = in[0].data<float>(),
+                                k = in[1].data<float>(),
+                                v = in[2].data<float>(),
+                                seg = segmented_ ? in[3].data<int32_t>() : nullptr,
+                                o = out[0].data<float>(),
+                                lse = out[1].data<float>()] {
+      const int L = d.length, D = d.head_dim, group = d.heads / d.kv_heads;
+      SingleThreadedBlas one_blas_thread;
+      parallel_items(int64_t{d.batch} * d.heads, [&](int64_t item) {
+        const int b = item / d.heads, h = item % d.heads, kvh = h / group;
+        const int32_t* sg = seg ? seg + int64_t{b} * L : nullptr;
+        const auto start = segment_starts(sg, L);
+        std::vector<int32_t> no_segments;
+        if (!sg) {
+          no_segments.assign(L, 0);
+          sg = no_segments.data();
+        }
+        const int64_t q_off = (int64_t{b} * d.heads + h) * L * D;
+        const int64_t kv_off = (int64_t{b} * d.kv_heads + kvh) * L * D;
+        float* LSE = lse + (int64_t{b} * d.heads + h) * L;
+        std::vector<float> scores(int64_t{kQueryBlock} * L);
+        for (int i0 = 0; i0 < L; i0 += kQueryBlock) {
+          const int rows = std::min(kQueryBlock, L - i0), i1 = i0 + rows;
+          const int first = start[i0], n = i1 - first;
+          gemm(false, true, rows, n, D, scale, q + q_off + int64_t{i0} * D, D,
+               k + kv_off + int64_t{first} * D, D, 0.0f, scores.data(), n);
+          for (int r = 0; r < rows; ++r) {
+            const int i = i0 + r;
+            LSE[i] = softmax_row(scores.data() + int64_t{r} * n, n, first, i, sg,
+                                 sg[i]);
+          }
+          gemm(false, false, rows, D, n, 1.0f, scores.data(), n,
+               v + kv_off + int64_t{first} * D, D, 0.0f,
+               o + q_off + int64_t{i0} * D, D);
+        }
+      });
+    });
+  }
+  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
+    throw std::runtime_error("FineTune's attention kernel runs on the CPU only");
+  }
+  // The logsumexp output only feeds the backward pass; its cotangent is
+  // not propagated.
+  std::vector<array> vjp(
+      const std::vector<array>& primals,
+      const std::vector<array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<array>& outputs) override {
+    std::vector<array> inputs = {primals[0], primals[1], primals[2], outputs[0],
+                                 outputs[1], dense(cotangents[0], stream())};
+    if (segmented_) {
+      inputs.push_back(primals[3]);
+    }
+    auto grads = array::make_arrays(
+        {primals[0].shape(), primals[1].shape(), primals[2].shape()},
+        {mlx::core::float32, mlx::core::float32, mlx::core::float32},
+        std::make_shared<CausalAttentionGrad>(stream(), scale_, segmented_),
+        inputs);
+    if (segmented_) {
+      grads.push_back(mlx::core::zeros_like(primals[3], stream()));
+    }
+    return pick(grads, argnums);
+  }
+  const char* name() const override {
+    return "FtCausalAttention";
+  }
+  bool is_equivalent(const Primitive& other) const override {
+    auto& o = static_cast<const CausalAttention&>(other);
+    return scale_ == o.scale_ && segmented_ == o.segmented_;
+  }
+  std::vector<Shape> output_shapes(const std::vector<array>& in) override {
+    return {in[0].shape(), {in[0].shape(0), in[0].shape(1), in[0].shape(2)}};
+  }
+
+ private:
+  float scale_;
+  bool segmented_;
+};
+
+// ---------------------------------------------- linear cross-entropy ---
+
+// Vocabulary columns of logits made at once for `rows` rows: about 8M
+// floats (32 MB), so the logits are never whole.
+int64_t block_columns(int64_t rows, int64_t vocab) {
+  return std::clamp<int64_t>((int64_t{1} << 23) / std::max<int64_t>(rows, 1), 256, std::max<int64_t>(vocab, 1));
+}
+
+// Online logsumexp of one row over a block of its logits: `max` and `sum`
+// carry the running maximum and Σ exp(x − max).
+FT_SIMD void logsumexp_update(const float* row, int64_t n, float& max, float& sum) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) {
+    m = std::max(m, row[j]);
+  }
+  if (m > max) {
+    sum *= exp_approx(max - m);
+    max = m;
+  }
+  const float base = max;
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) {
+    s += exp_approx(row[j] - base);
+  }
+  sum += s;
+}
+
+class LinearCrossEntropyGrad : public mlx::core::Primitive {
+ public:
+  LinearCrossEntropyGrad(Stream s, bool weight_grad)
+      : Primitive(s), weight_grad_(weight_grad) {}
+
+  // in: hidden, weight, targets, lse, g; out: d hidden [, d weight].
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    for (auto& o : out) {
+      allocate(o);
+    }
+    const int64_t N = in[0].shape(0), E = in[0].shape(1), V = in[1].shape(0);
+    encoder(stream()).dispatch([N, E, V,
+                                h = in[0].data<float>(),
+                                w = in[1].data<float>(),
+                                t = in[2].data<int32_t>(),
+                                lse = in[3].data<float>(),
+                                g = in[4].data<float>(),
+                                dh = out[0].data<float>(),
+                                dw = weight_grad_ ? out[1].data<float>() : nullptr] {
+      std::fill(dh, dh + N * E, 0.0f);
+      // Rows with a zero cotangent (masked tokens) contribute nothing.
+      std::vector<int64_t> active;
+      for (int64_t i = 0; i < N; ++i) {
+        if (g[i] != 0.0f) {
+          active.push_back(i);
+        }
+      }
+      const int64_t A = active.size();
+      if (A == 0) {
+        if (dw) {
+          std::fill(dw, dw + V * E, 0.0f);
+        }
+        return;
+      }
+      std::vector<float> hb(A * E), dhb(A * E, 0.0f);
+      for (int64_t r = 0; r < A; ++r) {
+        std::memcpy(hb.data() + r * E, h + active[r] * E, E * sizeof(float));
+      }
+      const int64_t C = block_columns(A, V);
+      std::vector<float> logits(A * C);
+      for (int64_t c0 = 0; c0 < V; c0 += C) {
+        const int64_t cols = std::min(C, V - c0);
+        gemm(false, true, A, cols, E, 1.0f, hb.data(), E, w + c0 * E, E, 0.0f,
+             logits.data(), cols);
+        parallel_ranges(A, [&](int64_t s, int64_t e) {
+          for (int64_t r = s; r < e; ++r) {
+            const int64_t i = active[r];
+            cross_entropy_row_grad(logits.data() + r * cols, cols, lse[i],
+                                   t[i] - static_cast<int32_t>(c0), g[i]);
+          }
+        });
+        gemm(false, false, A, E, cols, 1.0f, logits.data(), cols, w + c0 * E, E,
+             1.0f, dhb.data(), E);
+        if (dw) {
+          gemm(true, false, cols, E, A, 1.0f, logits.data(), cols, hb.data(), E,
+               0.0f, dw + c0 * E, E);
+        }
+      }
+      for (int64_t r = 0; r < A; ++r) {
+        std::memcpy(dh + active[r] * E, dhb.data() + r * E, E * sizeof(float));
+      }
+    });
+  }
+  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
+    throw std::runtime_error("FineTune's cross-entropy kernel runs on the CPU only");
+  }
+  const char* name() const override {
+    return "FtLinearCrossEntropyGrad";
+  }
+  bool is_equivalent(const Primitive& other) const override {
+    return weight_grad_ == static_cast<const LinearCrossEntropyGrad&>(other).weight_grad_;
+  }
+
+ private:
+  bool weight_grad_;
+};
+
+class LinearCrossEntropy : public mlx::core::Primitive {
+ public:
+  explicit LinearCrossEntropy(Stream s) : Primitive(s) {}
+
+  // in: hidden (N, E), weight (V, E), targets (N); out: nll (N), lse (N).
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    allocate(out[0]);
+    allocate(out[1]);
+    const int64_t N = in[0].shape(0), E = in[0].shape(1), V = in[1].shape(0);
+    encoder(stream()).dispatch([N, E, V,
+                                h = in[0].data<float>(),
+                                w = in[1].data<float>(),
+                                t = in[2].data<int32_t>(),
+                                nll = out[0].data<float>(),
+                                lse = out[1].data<float>()] {
+      std::vector<float> max(N, -std::numeric_limits<float>::infinity()), sum(N, 0.0f);
+      std::vector<float> picked(N, std::numeric_limits<float>::quiet_NaN());
+      const int64_t C = block_columns(N, V);
+      std::vector<float> logits(N * C);
+      for (int64_t c0 = 0; c0 < V; c0 += C) {
+        const int64_t cols = std::min(C, V - c0);
+        gemm(false, true, N, cols, E, 1.0f, h, E, w + c0 * E, E, 0.0f, logits.data(), cols);
+        parallel_ranges(N, [&](int64_t s, int64_t e) {
+          for (int64_t i = s; i < e; ++i) {
+            const float* row = logits.data() + i * cols;
+            logsumexp_update(row, cols, max[i], sum[i]);
+            if (t[i] >= c0 && t[i] < c0 + cols) {
+              picked[i] = row[t[i] - c0];
+            }
+          }
+        });
+      }
+      // A target outside the vocabulary leaves `picked` NaN: the loss shows it.
+      for (int64_t i = 0; i < N; ++i) {
+        lse[i] = max[i] + std::log(sum[i]);
+        nll[i] = lse[i] - picked[i];
+      }
+    });
+  }
+  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
+    throw std::runtime_error("FineTune's cross-entropy kernel runs on the CPU only");
+  }
+  std::vector<array> vjp(
+      const std::vector<array>& primals,
+      const std::vector<array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<array>& outputs) override {
+    bool weight_grad = std::find(argnums.begin(), argnums.end(), 1) != argnums.end();
+    std::vector<Shape> shapes = {primals[0].shape()};
+    std::vector<mlx::core::Dtype> dtypes = {mlx::core::float32};
+    if (weight_grad) {
+      shapes.push_back(primals[1].shape());
+      dtypes.push_back(mlx::core::float32);
+    }
+    auto grads = array::make_arrays(
+        shapes, dtypes,
+        std::make_shared<LinearCrossEntropyGrad>(stream(), weight_grad),
+        {primals[0], primals[1], primals[2], outputs[1], dense(cotangents[0], stream())});
+    std::vector<array> result;
+    for (int a : argnums) {
+      if (a == 0) {
+        result.push_back(grads[0]);
+      } else if (a == 1) {
+        result.push_back(grads[1]);
+      } else {
+        result.push_back(mlx::core::zeros_like(primals[2], stream()));
+      }
+    }
+    return result;
+  }
+  const char* name() const override {
+    return "FtLinearCrossEntropy";
+  }
+  bool is_equivalent(const Primitive&) const override {
+    return true;
+  }
+  std::vector<Shape> output_shapes(const std::vector<array>& in) override {
+    return {{in[0].shape(0)}, {in[0].shape(0)}};
+  }
+};
+
+Stream cpu_stream() {
+  return mlx::core::default_stream(mlx::core::Device::cpu);
+}
+
+template <class F>
+int guarded(F f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+}  // namespace
+}  // namespace ft
+
+using namespace ft;
+
+extern "C" int ft_swiglu(mlx_array* out, mlx_array gate, mlx_array up) {
+  return guarded([&] {
+    const array& a = mlx_array_get_(gate);
+    const array& b = mlx_array_get_(up);
+    require_f32(a, "swiglu: gate");
+    require_f32(b, "swiglu: up");
+    if (a.shape() != b.shape()) {
+      throw std::invalid_argument("swiglu: gate and up must have the same shape");
+    }
+    auto s = cpu_stream();
+    array r(a.shape(), mlx::core::float32, std::make_shared<SwiGLU>(s),
+            {dense(a, s), dense(b, s)});
+    mlx_array_set_(*out, std::move(r));
+  });
+}
+
+extern "C" int ft_causal_attention(
+    mlx_array* out, mlx_array q_, mlx_array k_, mlx_array v_, mlx_array seg_,
+    float scale) {
+  return guarded([&] {
+    const array& q = mlx_array_get_(q_);
+    const array& k = mlx_array_get_(k_);
+    const array& v = mlx_array_get_(v_);
+    require_f32(q, "attention: q");
+    require_f32(k, "attention: k");
+    require_f32(v, "attention: v");
+    if (q.ndim() != 4 || k.shape() != v.shape() || k.ndim() != 4 ||
+        q.shape(0) != k.shape(0) || q.shape(2) != k.shape(2) ||
+        q.shape(3) != k.shape(3) || k.shape(1) == 0 || q.shape(1) % k.shape(1) != 0) {
+      throw std::invalid_argument(
+          "attention: q must be (B, H, L, D) and k, v (B, KV, L, D) with H a multiple of KV");
+    }
+    auto s = cpu_stream();
+    std::vector<array> inputs = {dense(q, s), dense(k, s), dense(v, s)};
+    bool segmented = seg_.ctx != nullptr;
+    if (segmented) {
+      const array& seg = mlx_array_get_(seg_);
+      if (seg.shape() != Shape{q.shape(0), q.shape(2)}) {
+        throw std::invalid_argument("attention: segments must be (B, L)");
+      }
+      inputs.push_back(dense(mlx::core::astype(seg, mlx::core::int32, s), s));
+    }
+    auto outs = array::make_arrays(
+        {q.shape(), {q.shape(0), q.shape(1), q.shape(2)}},
+        {mlx::core::float32, mlx::core::float32},
+        std::make_shared<CausalAttention>(s, scale, segmented), inputs);
+    mlx_array_set_(*out, outs[0]);
+  });
+}
+
+extern "C" int ft_linear_cross_entropy(
+    mlx_array* out, mlx_array hidden_, mlx_array weight_, mlx_array targets_) {
+  return guarded([&] {
+    const array& h = mlx_array_get_(hidden_);
+    const array& w = mlx_array_get_(weight_);
+    const array& t = mlx_array_get_(targets_);
+    require_f32(h, "cross-entropy: hidden");
+    require_f32(w, "cross-entropy: weight");
+    if (h.ndim() != 2 || w.ndim() != 2 || h.shape(1) != w.shape(1) || t.ndim() != 1 ||
+        t.shape(0) != h.shape(0)) {
+      throw std::invalid_argument(
+          "cross-entropy: hidden must be (N, E), weight (V, E) and targets (N)");
+    }
+    auto s = cpu_stream();
+    auto outs = array::make_arrays(
+        {{h.shape(0)}, {h.shape(0)}}, {mlx::core::float32, mlx::core::float32},
+        std::make_shared<LinearCrossEntropy>(s),
+        {dense(h, s), dense(w, s), dense(mlx::core::astype(t, mlx::core::int32, s), s)});
+    mlx_array_set_(*out, outs[0]);
+  });
+}
+
+extern "C" const char* ft_last_error(void) {
+  return ft::last_error.c_str();
+}
+
+extern "C" void ft_set_threads(int threads) {
+  ft::thread_setting.store(threads);
+}

@@ -1,0 +1,218 @@
+//! FineTune's own CPU kernels (kernels/ft_kernels.cpp): SwiGLU, causal
+//! attention and a chunked linear cross-entropy, as MLX graph nodes with
+//! their own backward passes.
+//!
+//! Each function here uses our kernel when it applies (CPU device, float32,
+//! the switch on) and MLX's own ops otherwise — on Metal and CUDA, for other
+//! dtypes, or with `FINETUNE_CPU_KERNELS=off` / [`set_enabled`]`(false)` for
+//! comparison. [`mlx_reference`] holds the MLX versions the tests hold ours to.
+
+use std::ffi::{c_char, c_int, CStr};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use mlx_rs::error::Exception;
+use mlx_rs::{Array, Dtype};
+use mlx_sys::mlx_array;
+
+extern "C" {
+    fn ft_swiglu(out: *mut mlx_array, gate: mlx_array, up: mlx_array) -> c_int;
+    fn ft_causal_attention(
+        out: *mut mlx_array,
+        q: mlx_array,
+        k: mlx_array,
+        v: mlx_array,
+        segments: mlx_array,
+        scale: f32,
+    ) -> c_int;
+    fn ft_linear_cross_entropy(
+        out: *mut mlx_array,
+        hidden: mlx_array,
+        weight: mlx_array,
+        targets: mlx_array,
+    ) -> c_int;
+    fn ft_last_error() -> *const c_char;
+    fn ft_set_threads(threads: c_int);
+}
+
+const UNSET: u8 = 0;
+const ON: u8 = 1;
+const OFF: u8 = 2;
+static SWITCH: AtomicU8 = AtomicU8::new(UNSET);
+
+/// Turns our kernels on or off for this process (the default is on, unless
+/// the environment says `FINETUNE_CPU_KERNELS=off`).
+pub fn set_enabled(on: bool) {
+    SWITCH.store(if on { ON } else { OFF }, Ordering::SeqCst);
+}
+
+/// Whether our kernels are switched on (they still apply only on the CPU).
+pub fn enabled() -> bool {
+    match SWITCH.load(Ordering::SeqCst) {
+        ON => true,
+        OFF => false,
+        _ => {
+            let off = std::env::var("FINETUNE_CPU_KERNELS")
+                .is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false" | "mlx"));
+            SWITCH.store(if off { OFF } else { ON }, Ordering::SeqCst);
+            !off
+        }
+    }
+}
+
+/// Threads the kernels use (0: one per core).
+pub fn set_threads(threads: usize) {
+    unsafe { ft_set_threads(threads as c_int) }
+}
+
+fn on_cpu() -> bool {
+    matches!(
+        mlx_rs::Device::default().get_type(),
+        Ok(mlx_rs::DeviceType::Cpu)
+    )
+}
+
+fn applies(arrays: &[&Array]) -> bool {
+    enabled() && on_cpu() && arrays.iter().all(|a| a.dtype() == Dtype::Float32)
+}
+
+/// Wraps a kernel call: the new array, or the kernel's error message.
+fn call(f: impl FnOnce(*mut mlx_array) -> c_int) -> Result<Array, Exception> {
+    unsafe {
+        let mut out = mlx_sys::mlx_array_new();
+        if f(&mut out) == 0 {
+            Ok(Array::from_ptr(out))
+        } else {
+            mlx_sys::mlx_array_free(out);
+            let message = CStr::from_ptr(ft_last_error())
+                .to_string_lossy()
+                .into_owned();
+            Err(Exception::custom(message))
+        }
+    }
+}
+
+/// `silu(gate) * up`.
+pub fn swiglu(gate: &Array, up: &Array) -> Result<Array, Exception> {
+    if applies(&[gate, up]) && gate.shape() == up.shape() {
+        ours::swiglu(gate, up)
+    } else {
+        mlx_reference::swiglu(gate, up)
+    }
+}
+
+/// Causal self-attention of q (B, H, L, D) over k, v (B, KV, L, D); with
+/// `segments` (B, L), only within each packed example.
+pub fn causal_attention(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    segments: Option<&Array>,
+    scale: f32,
+) -> Result<Array, Exception> {
+    if applies(&[q, k, v]) {
+        ours::causal_attention(q, k, v, segments, scale)
+    } else {
+        mlx_reference::causal_attention(q, k, v, segments, scale)
+    }
+}
+
+/// Cross-entropy of each row of `hidden @ weight.T` (hidden (N, E), weight
+/// (V, E)) against `targets` (N) → (N).
+pub fn linear_cross_entropy(
+    hidden: &Array,
+    weight: &Array,
+    targets: &Array,
+) -> Result<Array, Exception> {
+    if applies(&[hidden, weight]) {
+        ours::linear_cross_entropy(hidden, weight, targets)
+    } else {
+        mlx_reference::linear_cross_entropy(hidden, weight, targets)
+    }
+}
+
+/// Our kernels, called whatever the device or switch (CPU, float32 only).
+pub mod ours {
+    use super::*;
+
+    pub fn swiglu(gate: &Array, up: &Array) -> Result<Array, Exception> {
+        call(|out| unsafe { ft_swiglu(out, gate.as_ptr(), up.as_ptr()) })
+    }
+
+    pub fn causal_attention(
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        segments: Option<&Array>,
+        scale: f32,
+    ) -> Result<Array, Exception> {
+        let none = unsafe { mlx_sys::mlx_array_new() };
+        let segments = segments.map_or(none, Array::as_ptr);
+        call(|out| unsafe {
+            ft_causal_attention(out, q.as_ptr(), k.as_ptr(), v.as_ptr(), segments, scale)
+        })
+    }
+
+    pub fn linear_cross_entropy(
+        hidden: &Array,
+        weight: &Array,
+        targets: &Array,
+    ) -> Result<Array, Exception> {
+        call(|out| unsafe {
+            ft_linear_cross_entropy(out, hidden.as_ptr(), weight.as_ptr(), targets.as_ptr())
+        })
+    }
+}
+
+/// The same computations with MLX's own ops.
+pub mod mlx_reference {
+    use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+    use mlx_rs::ops;
+
+    use super::*;
+
+    pub fn swiglu(gate: &Array, up: &Array) -> Result<Array, Exception> {
+        mlx_rs::nn::silu(gate)?.multiply(up)
+    }
+
+    pub fn causal_attention(
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        segments: Option<&Array>,
+        scale: f32,
+    ) -> Result<Array, Exception> {
+        match segments {
+            None => fast::scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                scale,
+                ScaledDotProductAttentionMask::Causal,
+                None,
+            ),
+            Some(segments) => {
+                let l = q.shape()[2];
+                let same = segments.expand_dims(-1)?.eq(segments.expand_dims(-2)?)?;
+                let causal = ops::tril(ops::ones::<bool>(&[l, l])?, None)?;
+                let mask = same.logical_and(&causal)?.expand_dims(1)?;
+                fast::scaled_dot_product_attention(
+                    q,
+                    k,
+                    v,
+                    scale,
+                    ScaledDotProductAttentionMask::Array(&mask),
+                    None,
+                )
+            }
+        }
+    }
+
+    pub fn linear_cross_entropy(
+        hidden: &Array,
+        weight: &Array,
+        targets: &Array,
+    ) -> Result<Array, Exception> {
+        let logits = hidden.matmul(weight.t())?;
+        crate::eval::token_nll(&logits, targets)
+    }
+}

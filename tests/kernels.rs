@@ -1,0 +1,179 @@
+//! Our CPU kernels against MLX's own ops, forward and backward, on shapes
+//! that are not multiples of the vector width or of the kernels' blocks.
+
+use finetune::kernels::{mlx_reference, ours};
+use mlx_rs::error::Exception;
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::transforms::fallible_vjp;
+use mlx_rs::{random, Array};
+
+/// A computation over traced inputs and constant ones (indices, segments).
+type Op = fn(&[Array], &[Array]) -> Result<Array, Exception>;
+
+/// Largest |a − b| relative to the largest |b| (at least 1).
+fn relative_difference(a: &Array, b: &Array) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let diff: f32 = a
+        .subtract(b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(None)
+        .unwrap()
+        .item_exact();
+    let scale: f32 = b.abs().unwrap().max(None).unwrap().item_exact();
+    diff / scale.max(1.0)
+}
+
+/// Compares outputs and the gradients of every traced input under a random
+/// cotangent.
+fn compare(ours: Op, reference: Op, inputs: &[Array], constants: &[Array], tolerance: f32) {
+    let expected = reference(inputs, constants).unwrap();
+    let got = ours(inputs, constants).unwrap();
+    let forward = relative_difference(&got, &expected);
+    assert!(forward < tolerance, "forward differs by {forward}");
+
+    let cotangent = random::normal::<f32>(expected.shape(), None, None, None).unwrap();
+    let grads = |f: Op| {
+        let (_, g) = fallible_vjp(
+            move |args: &[Array]| Ok(vec![f(args, constants)?]),
+            inputs,
+            std::slice::from_ref(&cotangent),
+        )
+        .unwrap();
+        g
+    };
+    let (g_ours, g_ref) = (grads(ours), grads(reference));
+    for i in 0..inputs.len() {
+        let d = relative_difference(&g_ours[i], &g_ref[i]);
+        assert!(d < tolerance, "gradient of input {i} differs by {d}");
+    }
+}
+
+fn normal(shape: &[i32]) -> Array {
+    random::normal::<f32>(shape, None, None, None).unwrap()
+}
+
+#[test]
+fn swiglu_matches_mlx() {
+    random::seed(1).unwrap();
+    let ours: Op = |a, _| ours::swiglu(&a[0], &a[1]);
+    let reference: Op = |a, _| mlx_reference::swiglu(&a[0], &a[1]);
+    for shape in [[3, 37, 101], [1, 1, 1], [2, 5, 1536]] {
+        let gate = normal(&shape).multiply(Array::from_f32(4.0)).unwrap();
+        compare(ours, reference, &[gate, normal(&shape)], &[], 2e-5);
+    }
+}
+
+#[test]
+fn causal_attention_matches_mlx() {
+    random::seed(2).unwrap();
+    let ours: Op = |a, _| ours::causal_attention(&a[0], &a[1], &a[2], None, 0.2);
+    let reference: Op = |a, _| mlx_reference::causal_attention(&a[0], &a[1], &a[2], None, 0.2);
+    // Grouped queries (6 heads over 2), a length past one 64-row block.
+    for (b, h, kv, l, d) in [(2, 6, 2, 77, 24), (1, 3, 3, 5, 7), (1, 2, 1, 130, 64)] {
+        let inputs = [
+            normal(&[b, h, l, d]),
+            normal(&[b, kv, l, d]),
+            normal(&[b, kv, l, d]),
+        ];
+        compare(ours, reference, &inputs, &[], 2e-5);
+    }
+}
+
+#[test]
+fn packed_attention_stays_inside_each_example() {
+    random::seed(3).unwrap();
+    let ours: Op = |a, c| ours::causal_attention(&a[0], &a[1], &a[2], Some(&c[0]), 0.3);
+    let reference: Op =
+        |a, c| mlx_reference::causal_attention(&a[0], &a[1], &a[2], Some(&c[0]), 0.3);
+    let (b, h, kv, l, d) = (2, 4, 2, 70, 16);
+    // Row 0: three examples then padding (-1); row 1: an id in two runs,
+    // which the kernel must handle without its contiguous-run shortcut.
+    let mut segments = Vec::new();
+    for i in 0..l {
+        segments.push(match i {
+            0..=20 => 0,
+            21..=50 => 1,
+            51..=60 => 2,
+            _ => -1,
+        });
+    }
+    for i in 0..l {
+        segments.push(if (i / 9) % 2 == 0 { 5 } else { 7 });
+    }
+    let segments = Array::from_slice(&segments, &[b, l]);
+    let inputs = [
+        normal(&[b, h, l, d]),
+        normal(&[b, kv, l, d]),
+        normal(&[b, kv, l, d]),
+    ];
+    compare(ours, reference, &inputs, &[segments], 2e-5);
+}
+
+#[test]
+fn linear_cross_entropy_matches_mlx() {
+    random::seed(4).unwrap();
+    let ours: Op = |a, c| ours::linear_cross_entropy(&a[0], &a[1], &c[0]);
+    let reference: Op = |a, c| mlx_reference::linear_cross_entropy(&a[0], &a[1], &c[0]);
+    for (n, e, v) in [(50, 33, 517), (3, 8, 70_001), (600, 16, 97)] {
+        let targets = random::randint::<_, i32>(0, v, &[n], None).unwrap();
+        let inputs = [
+            normal(&[n, e]),
+            normal(&[v, e]).multiply(Array::from_f32(0.3)).unwrap(),
+        ];
+        compare(ours, reference, &inputs, &[targets], 2e-5);
+    }
+}
+
+#[test]
+fn masked_rows_get_no_gradient() {
+    random::seed(5).unwrap();
+    let (n, e, v) = (40, 12, 300);
+    let hidden = normal(&[n, e]);
+    let weight = normal(&[v, e]);
+    let targets = random::randint::<_, i32>(0, v, &[n], None).unwrap();
+    let mask: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { 0.0 } else { 1.0 }).collect();
+    let mask = Array::from_slice(&mask, &[n]);
+    let loss = |f: Op| {
+        let (_, g) = fallible_vjp(
+            |args: &[Array]| {
+                Ok(vec![f(args, std::slice::from_ref(&targets))?
+                    .multiply(&mask)?
+                    .sum(None)?])
+            },
+            &[hidden.clone(), weight.clone()],
+            &[Array::from_f32(1.0)],
+        )
+        .unwrap();
+        g
+    };
+    let g_ours = loss(|a, c| ours::linear_cross_entropy(&a[0], &a[1], &c[0]));
+    let g_ref = loss(|a, c| mlx_reference::linear_cross_entropy(&a[0], &a[1], &c[0]));
+    for i in 0..2 {
+        assert!(relative_difference(&g_ours[i], &g_ref[i]) < 2e-5);
+    }
+    let first_row: f32 = g_ours[0]
+        .index(0)
+        .abs()
+        .unwrap()
+        .sum(None)
+        .unwrap()
+        .item_exact();
+    assert_eq!(first_row, 0.0);
+}
+
+#[test]
+fn bad_shapes_are_reported() {
+    let e = ours::causal_attention(
+        &normal(&[1, 3, 4, 8]),
+        &normal(&[1, 2, 4, 8]),
+        &normal(&[1, 2, 4, 8]),
+        None,
+        1.0,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("multiple of KV"), "{e}");
+    let e = ours::swiglu(&normal(&[2, 3]), &normal(&[3, 2])).unwrap_err();
+    assert!(e.to_string().contains("same shape"), "{e}");
+}

@@ -304,6 +304,25 @@ void allocate(array& a) {
   a.set_data(mlx::core::allocator::malloc(a.nbytes()));
 }
 
+// Working memory taken from MLX's allocator, so that MLX's memory figures
+// (active, peak) count it like any array.
+class Scratch {
+ public:
+  explicit Scratch(int64_t floats)
+      : buffer_(mlx::core::allocator::malloc(std::max<int64_t>(floats, 1) * sizeof(float))) {}
+  ~Scratch() {
+    mlx::core::allocator::free(buffer_);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* data() {
+    return static_cast<float*>(buffer_.raw_ptr());
+  }
+
+ private:
+  mlx::core::allocator::Buffer buffer_;
+};
+
 mlx::core::cpu::CommandEncoder& encoder(Stream s) {
   return mlx::core::cpu::get_command_encoder(s);
 }
@@ -678,12 +697,13 @@ class LinearCrossEntropyGrad : public mlx::core::Primitive {
         }
         return;
       }
-      std::vector<float> hb(A * E), dhb(A * E, 0.0f);
+      Scratch hb(A * E), dhb(A * E);
+      std::fill(dhb.data(), dhb.data() + A * E, 0.0f);
       for (int64_t r = 0; r < A; ++r) {
         std::memcpy(hb.data() + r * E, h + active[r] * E, E * sizeof(float));
       }
       const int64_t C = block_columns(A, V);
-      std::vector<float> logits(A * C);
+      Scratch logits(A * C);
       for (int64_t c0 = 0; c0 < V; c0 += C) {
         const int64_t cols = std::min(C, V - c0);
         gemm(false, true, A, cols, E, 1.0f, hb.data(), E, w + c0 * E, E, 0.0f,
@@ -739,7 +759,7 @@ class LinearCrossEntropy : public mlx::core::Primitive {
       std::vector<float> max(N, -std::numeric_limits<float>::infinity()), sum(N, 0.0f);
       std::vector<float> picked(N, std::numeric_limits<float>::quiet_NaN());
       const int64_t C = block_columns(N, V);
-      std::vector<float> logits(N * C);
+      Scratch logits(N * C);
       for (int64_t c0 = 0; c0 < V; c0 += C) {
         const int64_t cols = std::min(C, V - c0);
         gemm(false, true, N, cols, E, 1.0f, h, E, w + c0 * E, E, 0.0f, logits.data(), cols);

@@ -1,8 +1,10 @@
 //! Measuring a model on text: per-token negative log-likelihood and perplexity.
 
+use mlx_rs::module::Module;
 use mlx_rs::{error::Exception, Array};
 
 use crate::error::Result;
+use crate::kernels;
 use crate::model::Model;
 
 /// Negative log-likelihood of each next token: `logits` (B, L, V) against
@@ -17,6 +19,32 @@ pub fn token_nll(logits: &Array, targets: &Array) -> Result<Array, Exception> {
     lse.subtract(&picked)
 }
 
+/// Negative log-likelihood of each next token (B, L) of `inputs` (B, L)
+/// against `targets` (B, L); `segments` as in [`Model::hidden_states`].
+/// With a plain head the chunked cross-entropy never holds the whole
+/// batch × length × vocabulary logits (on the CPU: our kernel).
+pub fn sequence_nll(
+    model: &mut Model,
+    inputs: &Array,
+    targets: &Array,
+    segments: Option<&Array>,
+) -> Result<Array, Exception> {
+    let h = model.hidden_states(inputs, segments)?;
+    let head = model.head();
+    if head.is_plain() {
+        let (b, l, e) = (h.shape()[0], h.shape()[1], h.shape()[2]);
+        let nll = kernels::linear_cross_entropy(
+            &h.reshape(&[b * l, e])?,
+            &head.weight,
+            &targets.reshape(&[b * l])?,
+        )?;
+        nll.reshape(&[b, l])
+    } else {
+        let logits = model.head_mut().forward(&h)?;
+        token_nll(&logits, targets)
+    }
+}
+
 /// Perplexity of `ids` under `model`: exp(mean NLL of tokens 2..n given
 /// their prefix).
 pub fn perplexity(model: &mut Model, ids: &[u32]) -> Result<f64> {
@@ -29,7 +57,8 @@ pub fn perplexity(model: &mut Model, ids: &[u32]) -> Result<f64> {
     let n = all.len() as i32 - 1;
     let inputs = Array::from_slice(&all[..n as usize], &[1, n]);
     let targets = Array::from_slice(&all[1..], &[1, n]);
-    let logits = model.forward(&inputs, None)?;
-    let mean: f32 = token_nll(&logits, &targets)?.mean(None)?.item_exact();
+    let mean: f32 = sequence_nll(model, &inputs, &targets, None)?
+        .mean(None)?
+        .item_exact();
     Ok((mean as f64).exp())
 }

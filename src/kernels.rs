@@ -72,7 +72,13 @@ fn on_cpu() -> bool {
 }
 
 fn applies(arrays: &[&Array]) -> bool {
-    enabled() && on_cpu() && arrays.iter().all(|a| a.dtype() == Dtype::Float32)
+    arrays.iter().all(|a| apply_to(a.dtype()))
+}
+
+/// Whether our kernels run for arrays of `dtype` here and now (the switch
+/// on, the default device the CPU, float32).
+pub fn apply_to(dtype: Dtype) -> bool {
+    dtype == Dtype::Float32 && enabled() && on_cpu()
 }
 
 /// Wraps a kernel call: the new array, or the kernel's error message.

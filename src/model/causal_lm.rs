@@ -12,6 +12,7 @@ use super::cache::KvCache;
 use super::gpt2::{self, Gpt2};
 use super::llama::{self, Llama};
 use super::projection::Projection;
+use mlx_rs::module::Module;
 
 /// The sizes that decide a model's compute and memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,22 +77,43 @@ impl Model {
         each!(self, m => m.forward(tokens, cache))
     }
 
-    /// Logits for rows that pack several examples: `segments` (B, L) gives
-    /// each position's example, and attention stays inside it (causal).
-    /// RoPE makes attention depend only on relative positions, so a packed
-    /// example computes what it would alone. GPT-2's learned absolute
-    /// positions do not have that property, so it is refused.
-    pub fn forward_packed(&mut self, tokens: &Array, segments: &Array) -> Result<Array, Exception> {
-        let Model::Llama(m) = self else {
-            return Err(Exception::custom(
+    /// The final normed hidden states (B, L, hidden), before the output
+    /// projection. `segments` (B, L) gives each position's example when rows
+    /// pack several, and attention stays inside it (causal). RoPE makes
+    /// attention depend only on relative positions, so a packed example
+    /// computes what it would alone. GPT-2's learned absolute positions do
+    /// not have that property, so packing it is refused.
+    pub fn hidden_states(
+        &mut self,
+        tokens: &Array,
+        segments: Option<&Array>,
+    ) -> Result<Array, Exception> {
+        match self {
+            Model::Llama(m) => m.hidden_states(tokens, None, segments),
+            Model::Gpt2(_) if segments.is_some() => Err(Exception::custom(
                 "packing needs a rotary-position model (Llama, Mistral, Qwen2); GPT-2's positions are absolute",
-            ));
-        };
-        let l = tokens.shape()[1];
-        let same = segments.expand_dims(-1)?.eq(segments.expand_dims(-2)?)?;
-        let causal = mlx_rs::ops::tril(mlx_rs::ops::ones::<bool>(&[l, l])?, None)?;
-        let mask = same.logical_and(&causal)?.expand_dims(1)?;
-        m.forward_masked(tokens, None, Some(&mask))
+            )),
+            Model::Gpt2(m) => m.hidden_states(tokens, None),
+        }
+    }
+
+    /// The output projection (the embeddings when tied).
+    pub fn head(&self) -> &Projection {
+        each!(self, m => m.head())
+    }
+
+    /// Logits for rows that pack several examples (see [`Model::hidden_states`]).
+    pub fn forward_packed(&mut self, tokens: &Array, segments: &Array) -> Result<Array, Exception> {
+        let h = self.hidden_states(tokens, Some(segments))?;
+        self.head_mut().forward(&h)
+    }
+
+    /// The output projection, to run it.
+    pub fn head_mut(&mut self) -> &mut Projection {
+        match self {
+            Model::Llama(m) => m.lm_head.as_mut().unwrap_or(&mut m.model.embed_tokens),
+            Model::Gpt2(m) => &mut m.transformer.wte,
+        }
     }
 
     /// A cache sized for this model.

@@ -18,6 +18,7 @@ use super::cache::{self, KvCache};
 use super::projection::Projection;
 use super::weights::Weights;
 use crate::error::{Error, Result};
+use crate::kernels;
 
 /// GPT-2's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,10 +152,16 @@ impl Gpt2Attention {
         let parts = qkv.split_at_indices(&[hidden, 2 * hidden], -1)?;
         let [q, k, v] = <[Array; 3]>::try_from(parts).expect("three sections");
         let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
-        let (k, v) = cache::extend(cache, k, v)?;
         let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
-        let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?;
+        let out = match cache {
+            // Training and evaluation: causal over the whole input.
+            None => kernels::causal_attention(&q, &k, &v, None, scale)?,
+            Some(cache) => {
+                let (k, v) = cache::extend(Some(cache), k, v)?;
+                let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
+                fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
+            }
+        };
         let out = out
             .transpose_axes(&[0, 2, 1, 3])?
             .reshape(&[b, l, hidden])?;
@@ -217,6 +224,17 @@ impl Gpt2 {
     pub fn forward(
         &mut self,
         tokens: &Array,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Array, Exception> {
+        let h = self.hidden_states(tokens, cache)?;
+        self.transformer.wte.forward(&h)
+    }
+
+    /// The final normed hidden states (B, L, hidden) for token ids (B, L),
+    /// continuing from `cache`.
+    pub fn hidden_states(
+        &mut self,
+        tokens: &Array,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Array, Exception> {
         let offset = cache.as_ref().map_or(0, |c| c.offset());
@@ -246,8 +264,12 @@ impl Gpt2 {
                 .apply(&block.mlp.c_fc.forward(&normed)?)?;
             h = h.add(&block.mlp.c_proj.forward(&up)?)?;
         }
-        let h = self.transformer.ln_f.forward(&h)?;
-        self.transformer.wte.forward(&h)
+        self.transformer.ln_f.forward(&h)
+    }
+
+    /// The output projection (tied to the token embeddings).
+    pub fn head(&self) -> &Projection {
+        &self.transformer.wte
     }
 
     /// The named projections of every block.

@@ -7,13 +7,14 @@ use mlx_rs::{
     fast::{self, ScaledDotProductAttentionMask},
     macros::ModuleParameters,
     module::{Module, Param},
-    nn, ops, Array,
+    ops, Array,
 };
 
 use super::cache::{self, KvCache};
 use super::config::LlamaConfig;
 use super::projection::Projection;
 use crate::error::{Error, Result};
+use crate::kernels;
 
 /// RMSNorm with a learned per-feature gain.
 #[derive(Debug, Clone, ModuleParameters)]
@@ -134,13 +135,16 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// Without a cache (training, evaluation) attention is causal over the
+    /// whole input, within each example of `segments` when rows are packed;
+    /// with one it continues from the cached keys and values.
     fn forward(
         &mut self,
         x: &Array,
         rope: &Rope,
         cache: Option<&mut Option<(Array, Array)>>,
         offset: i32,
-        attention_mask: Option<&Array>,
+        segments: Option<&Array>,
     ) -> Result<Array, Exception> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
         let heads = |a: Array, n: i32| {
@@ -152,13 +156,15 @@ impl Attention {
         let v = heads(self.v_proj.forward(x)?, self.num_kv_heads)?;
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
-        let (k, v) = cache::extend(cache, k, v)?;
         let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let mask = match attention_mask {
-            Some(m) => Some(ScaledDotProductAttentionMask::Array(m)),
-            None => (l > 1).then_some(ScaledDotProductAttentionMask::Causal),
+        let out = match cache {
+            None => kernels::causal_attention(&q, &k, &v, segments, scale)?,
+            Some(cache) => {
+                let (k, v) = cache::extend(Some(cache), k, v)?;
+                let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
+                fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
+            }
         };
-        let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?;
         let out =
             out.transpose_axes(&[0, 2, 1, 3])?
                 .reshape(&[b, l, self.num_heads * self.head_dim])?;
@@ -179,9 +185,8 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
-        let gate = nn::silu(self.gate_proj.forward(x)?)?;
-        self.down_proj
-            .forward(&gate.multiply(self.up_proj.forward(x)?)?)
+        let gated = kernels::swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?;
+        self.down_proj.forward(&gated)
     }
 }
 
@@ -263,35 +268,40 @@ impl Llama {
         tokens: &Array,
         cache: Option<&mut KvCache>,
     ) -> Result<Array, Exception> {
-        self.forward_masked(tokens, cache, None)
+        let h = self.hidden_states(tokens, cache, None)?;
+        match &mut self.lm_head {
+            Some(head) => head.forward(&h),
+            None => self.model.embed_tokens.forward(&h),
+        }
     }
 
-    /// As [`Llama::forward`], attending only where the boolean
-    /// `attention_mask` (B, 1, L, L) allows (causal when None).
-    pub fn forward_masked(
+    /// The final normed hidden states (B, L, hidden) for token ids (B, L):
+    /// continuing from `cache`, or, without one, attending causally within
+    /// each example of `segments` (B, L) when rows are packed.
+    pub fn hidden_states(
         &mut self,
         tokens: &Array,
         mut cache: Option<&mut KvCache>,
-        attention_mask: Option<&Array>,
+        segments: Option<&Array>,
     ) -> Result<Array, Exception> {
         let offset = cache.as_ref().map_or(0, |c| c.offset());
         let mut h = self.embed(tokens)?;
         for (i, layer) in self.model.layers.iter_mut().enumerate() {
             let slot = cache.as_mut().map(|c| c.slot(i));
             let normed = layer.input_layernorm.forward(&h)?;
-            let attn =
-                layer
-                    .self_attn
-                    .forward(&normed, &self.rope, slot, offset, attention_mask)?;
+            let attn = layer
+                .self_attn
+                .forward(&normed, &self.rope, slot, offset, segments)?;
             h = h.add(&attn)?;
             let normed = layer.post_attention_layernorm.forward(&h)?;
             h = h.add(&layer.mlp.forward(&normed)?)?;
         }
-        let h = self.model.norm.forward(&h)?;
-        match &mut self.lm_head {
-            Some(head) => head.forward(&h),
-            None => self.model.embed_tokens.forward(&h),
-        }
+        self.model.norm.forward(&h)
+    }
+
+    /// The output projection: the head, or the embeddings when tied.
+    pub fn head(&self) -> &Projection {
+        self.lm_head.as_ref().unwrap_or(&self.model.embed_tokens)
     }
 
     /// The named projections of every decoder layer.

@@ -140,6 +140,14 @@ impl Projection {
     }
 
     /// The weight as a dense (out, in) matrix.
+    /// A plain dense matrix: not quantized, no bias, no adapter.
+    pub fn is_plain(&self) -> bool {
+        self.quantization.is_none()
+            && self.bias.is_none()
+            && self.lora_a.is_none()
+            && self.m.is_none()
+    }
+
     pub fn dense_weight(&self) -> Result<Array, Exception> {
         match (self.quantization, &*self.scales, &*self.biases) {
             (Some(q), Some(scales), biases) => {

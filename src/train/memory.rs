@@ -2,7 +2,8 @@
 //! as loaded, the adapters with their gradients and AdamW moments, and what
 //! one step keeps alive for the backward pass — per token and layer, the
 //! activations the projections, norms and attention save, and for the
-//! whole batch the logits over the vocabulary and their gradient.
+//! whole batch the logits over the vocabulary and their gradient (with our
+//! CPU kernels: no attention scores, and one block of logits at a time).
 //!
 //! The per-token factors were fitted to MLX's measured peak on the CPU
 //! (float32) and are checked against it by tests on other configurations
@@ -35,14 +36,37 @@ pub struct StepShape {
     pub width: usize,
 }
 
-// Fitted factors (float32 values kept per token): see the module comment.
+/// Float32 values kept per token (and per layer, but the vocabulary term).
+struct Factors {
+    hidden: f64,
+    intermediate: f64,
+    /// Per position attended (the score matrices MLX's attention keeps).
+    attention: f64,
+    /// Per vocabulary entry (the whole logits, their softmax and gradient).
+    vocab: f64,
+}
+
 // Fitted on SmolLM2-135M (30 layers, hidden 576, FFN 1536, 9 heads, vocab
-// 49,152) at batch × length 2×128, 4×256, 1×512 and 8×64: ~2.0 MiB per token
-// plus ~1 KiB per token per position attended.
-const PER_TOKEN_HIDDEN: f64 = 11.0;
-const PER_TOKEN_INTERMEDIATE: f64 = 4.0;
-const PER_TOKEN_ATTENTION: f64 = 1.0;
-const PER_TOKEN_VOCAB: f64 = 3.0;
+// 49,152) at batch × length 2×128, 4×256, 1×512 and 8×64.
+//
+// With MLX's own ops: ~2.0 MiB per token plus ~1 KiB per token per position
+// attended.
+const MLX_OPS: Factors = Factors {
+    hidden: 11.0,
+    intermediate: 4.0,
+    attention: 1.0,
+    vocab: 3.0,
+};
+// With our CPU kernels (attention keeps no scores, the cross-entropy no
+// logits): ~1.17 MB per token, and one block of logits at a time.
+const OUR_KERNELS: Factors = Factors {
+    hidden: 6.2,
+    intermediate: 4.0,
+    attention: 0.0,
+    vocab: 0.0,
+};
+/// The cross-entropy kernel's block of logits (kernels/ft_kernels.cpp).
+const LOGITS_BLOCK_BYTES: u64 = (1 << 23) * 4;
 
 impl MemoryEstimate {
     pub fn of(model: &Model, trainable: usize, shape: StepShape) -> Self {
@@ -58,11 +82,17 @@ impl MemoryEstimate {
         let adapters = trainable as u64 * 4 * 4;
         let tokens = (shape.batch * shape.width) as f64;
         let dims = model.dims();
-        let per_layer = PER_TOKEN_HIDDEN * dims.hidden as f64
-            + PER_TOKEN_INTERMEDIATE * dims.intermediate as f64
-            + PER_TOKEN_ATTENTION * (dims.heads * shape.width) as f64;
+        let ours = crate::kernels::apply_to(model.head().weight.dtype());
+        let f = if ours { &OUR_KERNELS } else { &MLX_OPS };
+        let per_layer = f.hidden * dims.hidden as f64
+            + f.intermediate * dims.intermediate as f64
+            + f.attention * (dims.heads * shape.width) as f64;
         let activations = (tokens * per_layer * dims.layers as f64 * 4.0) as u64;
-        let logits = (tokens * PER_TOKEN_VOCAB * dims.vocab as f64 * 4.0) as u64;
+        let logits = if ours {
+            LOGITS_BLOCK_BYTES
+        } else {
+            (tokens * f.vocab * dims.vocab as f64 * 4.0) as u64
+        };
         Self {
             weights,
             adapters,

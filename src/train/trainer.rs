@@ -26,7 +26,7 @@ use super::memory::{self, MemoryEstimate, StepShape};
 use super::schedule::Schedule;
 use crate::data::{split_examples, templates, valid_file, Example, Tokenization};
 use crate::error::{Error, Result};
-use crate::eval::token_nll;
+use crate::eval::sequence_nll;
 use crate::lora;
 use crate::model::{self, LoadOptions, Model};
 
@@ -563,11 +563,7 @@ fn loss_fn(
     model: &mut Model,
     (inputs, targets, mask, segments): (&Array, &Array, &Array, Option<&Array>),
 ) -> Result<Array, Exception> {
-    let logits = match segments {
-        Some(segments) => model.forward_packed(inputs, segments)?,
-        None => model.forward(inputs, None)?,
-    };
-    let nll = token_nll(&logits, targets)?;
+    let nll = sequence_nll(model, inputs, targets, segments)?;
     let count = mlx_rs::ops::maximum(mask.sum(None)?, Array::from_f32(1.0))?;
     nll.multiply(mask)?.sum(None)?.divide(count)
 }

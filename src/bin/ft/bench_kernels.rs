@@ -38,7 +38,11 @@ fn cases() -> anyhow::Result<Vec<Case>> {
             name: "causal attention 4×9(3)×512×64",
             ours: |a, _| ours::causal_attention(&a[0], &a[1], &a[2], None, 0.125),
             mlx: |a, _| mlx_reference::causal_attention(&a[0], &a[1], &a[2], None, 0.125),
-            inputs: vec![normal(&[b, h, l, d])?, normal(&[b, kv, l, d])?, normal(&[b, kv, l, d])?],
+            inputs: vec![
+                normal(&[b, h, l, d])?,
+                normal(&[b, kv, l, d])?,
+                normal(&[b, kv, l, d])?,
+            ],
             constants: vec![],
         },
         Case {

@@ -14,7 +14,8 @@ use hf_hub::{Cache, Repo, RepoType};
 use crate::error::{Error, Result};
 
 /// What a download reports as it goes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum DownloadEvent {
     /// A file starts downloading: its name and size in bytes.
     Started { file: String, bytes: u64 },

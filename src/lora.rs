@@ -40,6 +40,10 @@ pub struct LoraConfig {
     /// DoRA: learn a magnitude per output feature besides the low-rank
     /// direction update (weight-decomposed LoRA).
     pub dora: bool,
+    /// Full fine-tuning: train the target projections' own weights (and
+    /// biases) in the last `num_layers` layers instead of adapters; rank,
+    /// alpha and dropout do not apply.
+    pub full: bool,
 }
 
 impl Default for LoraConfig {
@@ -51,11 +55,23 @@ impl Default for LoraConfig {
             targets: Vec::new(),
             num_layers: None,
             dora: false,
+            full: false,
         }
     }
 }
 
 impl LoraConfig {
+    /// mlx-lm's name for the kind: `lora`, `dora` or `full`.
+    pub fn fine_tune_type(&self) -> &'static str {
+        if self.full {
+            "full"
+        } else if self.dora {
+            "dora"
+        } else {
+            "lora"
+        }
+    }
+
     pub fn scale(&self) -> f32 {
         self.alpha / self.rank as f32
     }
@@ -66,6 +82,11 @@ impl LoraConfig {
                 "lora rank must be positive, got {}",
                 self.rank
             )));
+        }
+        if self.full && self.dora {
+            return Err(Error::Invalid(
+                "full fine-tuning and DoRA exclude each other: pick one".into(),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::Invalid(format!(
@@ -113,7 +134,15 @@ pub fn apply(model: &mut Model, config: &LoraConfig) -> Result<usize> {
     let first = layers - config.num_layers.unwrap_or(layers).min(layers);
     for layer in model.layer_projections_mut().into_iter().skip(first) {
         for (key, projection) in layer {
-            if selects(&config.targets, key) {
+            if selects(&config.targets, key) && config.full {
+                if projection.quantization.is_some() {
+                    return Err(Error::Invalid(
+                        "full fine-tuning needs a float base model: drop qlora_bits / quantized_base".into(),
+                    ));
+                }
+                projection.weight.unfreeze(false);
+                projection.bias.unfreeze(false);
+            } else if selects(&config.targets, key) {
                 projection.add_lora(config.rank, config.scale())?;
                 projection.lora_dropout = config.dropout;
                 projection.lora_a.unfreeze(false);
@@ -174,7 +203,7 @@ pub fn save_mlx_adapters(model: &Model, config: &LoraConfig, dir: &Path) -> Resu
         .map(|k| k.to_string())
         .collect();
     let adapter_config = AdapterConfig {
-        fine_tune_type: if config.dora { "dora" } else { "lora" }.into(),
+        fine_tune_type: config.fine_tune_type().into(),
         num_layers: config.num_layers.unwrap_or(layers).min(layers),
         lora_parameters: LoraParameters {
             rank: config.rank,
@@ -209,9 +238,9 @@ pub fn load_mlx_adapters(model: &mut Model, dir: &Path) -> Result<LoraConfig> {
     })?;
     let saved: AdapterConfig = serde_json::from_str(&text)
         .map_err(|e| Error::Invalid(format!("{}: {e}", config_path.display())))?;
-    if saved.fine_tune_type != "lora" && saved.fine_tune_type != "dora" {
+    if !["lora", "dora", "full"].contains(&saved.fine_tune_type.as_str()) {
         return Err(Error::Invalid(format!(
-            "{}: fine_tune_type `{}` is not supported (lora or dora)",
+            "{}: fine_tune_type `{}` is not supported (lora, dora or full)",
             config_path.display(),
             saved.fine_tune_type
         )));
@@ -226,6 +255,7 @@ pub fn load_mlx_adapters(model: &mut Model, dir: &Path) -> Result<LoraConfig> {
         targets,
         num_layers: Some(saved.num_layers),
         dora: saved.fine_tune_type == "dora",
+        full: saved.fine_tune_type == "full",
     };
     apply(model, &config)?;
     let weights_path = dir.join("adapters.safetensors");

@@ -48,6 +48,12 @@ fn layer_of(key: &str) -> Option<usize> {
 /// Writes the PEFT form of the mlx-lm adapters in `src` into `dst`.
 pub fn mlx_to_peft(src: &Path, dst: &Path, base_model: &str) -> Result<()> {
     let config: AdapterConfig = read_json(&src.join("adapter_config.json"))?;
+    if config.fine_tune_type == "full" {
+        return Err(Error::Invalid(format!(
+            "{}: a fully fine-tuned run has no adapters for PEFT; export it as a fused Hugging Face folder",
+            src.display()
+        )));
+    }
     let p = &config.lora_parameters;
     let weights = load(&src.join("adapters.safetensors"))?;
     let mut out = HashMap::new();

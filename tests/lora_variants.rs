@@ -5,37 +5,17 @@ mod common;
 
 use std::path::Path;
 
-use common::{max_abs_diff, write_chat_data, TinyModel};
+use common::{
+    max_abs_diff, tiny_config as config, train_events as run, write_chat_data, TinyModel,
+};
 use finetune::eval::token_nll;
 use finetune::lora::{self, LoraConfig};
 use finetune::mlx_rs::{self, ops::indexing::IndexOp, Array};
 use finetune::model::{self, LoadOptions, Model};
-use finetune::train::{train, TrainConfig, TrainControl, TrainEvent};
+use finetune::train::{TrainConfig, TrainEvent};
 
 fn tokens(ids: &[i32]) -> Array {
     Array::from_slice(ids, &[1, ids.len() as i32])
-}
-
-fn config(tmp: &Path, iters: usize) -> TrainConfig {
-    TrainConfig {
-        model: TinyModel::default().write(tmp),
-        data: write_chat_data(tmp, 8),
-        output: tmp.join("adapters"),
-        iters: Some(iters),
-        batch_size: 4,
-        learning_rate: 1e-2,
-        max_length: 64,
-        steps_per_report: 1,
-        seed: 3,
-        ..Default::default()
-    }
-}
-
-fn run(config: &TrainConfig) -> Vec<TrainEvent> {
-    let mut events = Vec::new();
-    let mut observer = |e: &TrainEvent| events.push(e.clone());
-    train(config, &mut observer, &TrainControl::default()).unwrap();
-    events
 }
 
 fn steps(events: &[TrainEvent]) -> Vec<(f32, f32)> {

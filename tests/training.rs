@@ -3,48 +3,12 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{write_chat_data, TinyModel};
+use common::{step_losses, tiny_config as config, train_events as run, write_chat_data, TinyModel};
 use finetune::data::{read_records, tokenize_record, MaskPolicy};
 use finetune::eval::token_nll;
 use finetune::model::{self, LoadOptions};
 use finetune::train::batches::make_batch;
-use finetune::train::{train, TrainConfig, TrainControl, TrainEvent};
-
-fn config(tmp: &Path, iters: usize) -> TrainConfig {
-    let model = TinyModel::default().write(tmp);
-    let data = write_chat_data(tmp, 8);
-    TrainConfig {
-        model,
-        data,
-        output: tmp.join("adapters"),
-        iters: Some(iters),
-        batch_size: 4,
-        learning_rate: 1e-2,
-        max_length: 64,
-        steps_per_report: 1,
-        seed: 3,
-        ..Default::default()
-    }
-}
-
-fn run(config: &TrainConfig) -> Vec<TrainEvent> {
-    let mut events = Vec::new();
-    let mut observer = |e: &TrainEvent| events.push(e.clone());
-    train(config, &mut observer, &TrainControl::default()).unwrap();
-    events
-}
-
-fn step_losses(events: &[TrainEvent]) -> Vec<f32> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            TrainEvent::Step { loss, .. } => Some(*loss),
-            _ => None,
-        })
-        .collect()
-}
+use finetune::train::{train, TrainControl, TrainEvent};
 
 #[test]
 fn loss_falls_when_overfitting_a_tiny_dataset() {

@@ -6,7 +6,9 @@
 # length 512, every token trained, the same number of steps. mlx_lm runs
 # with Debian's OpenBLAS preloaded (the wheel's bundled reference BLAS is
 # ~30x slower), as FineTune links it.
-# Prints trained tokens/s (warm-up excluded) and peak memory per tool.
+# FineTune runs twice: as the others do (padded batches), and with packing.
+# Prints trained tokens/s (warm-up excluded), peak memory per tool, and
+# FineTune's achieved FLOP/s against the matmul peak `ft device` measures.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${FINETUNE_CACHE:-$ROOT/.cache}"
@@ -32,10 +34,15 @@ if ! "$PT_VENV/bin/python" -c "import torch, transformers, peft" 2>/dev/null; th
 fi
 TIME=(/usr/bin/time -v)
 
+$FT device --json >"$work/device.json"
+FT_ARGS=(--batch-size 4 --max-length 512 --lora-rank 8 --lora-alpha 16 --lora-layers 16 --mask all
+  --learning-rate 1e-5 --val-every 0 --report-every "$EVERY" --runs-dir "$work/runs" --json)
 echo "== FineTune ($ITERS steps)"
-"${TIME[@]}" -o "$work/ft.time" $FT train start "$MODEL" "$DATA" --iters "$ITERS" --batch-size 4 \
-  --max-length 512 --lora-rank 8 --lora-alpha 16 --lora-layers 16 --mask all \
-  --learning-rate 1e-5 --val-every 0 --report-every "$EVERY" --runs-dir "$work/runs" --json >"$work/ft.log"
+"${TIME[@]}" -o "$work/ft.time" $FT train start "$MODEL" "$DATA" --iters "$ITERS" "${FT_ARGS[@]}" >"$work/ft.log"
+# The same with sequence packing (rows filled with whole examples, attention
+# kept inside each): no padding computed.
+echo "== FineTune --packing ($ITERS steps)"
+"${TIME[@]}" -o "$work/ft_packed.time" $FT train start "$MODEL" "$DATA" --iters "$ITERS" --packing "${FT_ARGS[@]}" >"$work/ft_packed.log"
 
 echo "== mlx_lm.lora ($ITERS steps)"
 cat >"$work/mlx_lm.yaml" <<YAML
@@ -57,4 +64,4 @@ echo "== PyTorch + PEFT ($ITERS steps)"
 
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%F)"
-"$PT_VENV/bin/python" scripts/bench/summarize.py "$work"
+"$PT_VENV/bin/python" scripts/bench/summarize.py "$work" "$MODEL/config.json"

@@ -1,11 +1,14 @@
-"""Reads the three tools' logs from `make bench` and prints one table:
-trained tokens per second after the warm-up reports, and peak memory."""
+"""Reads the tools' logs from `make bench` and prints one table: trained
+tokens per second after the warm-up reports, and peak memory; then
+FineTune's achieved FLOP/s against the measured matmul peak."""
 
 import json
 import re
 import sys
 
 work = sys.argv[1]
+config = json.load(open(sys.argv[2]))
+LORA_LAYERS = 16
 
 
 def rss(name):
@@ -21,10 +24,11 @@ def speed(points):
 
 rows = []
 # FineTune: step events with cumulative trained tokens and elapsed seconds.
-ft = [json.loads(l) for l in open(f"{work}/ft.log") if l.startswith("{")]
-steps = [(e["trained_tokens"], e["elapsed_seconds"]) for e in ft if e["event"] == "step"]
-peak = [e for e in ft if e["event"] == "finished"][0]["summary"]["peak_memory_bytes"] / 2**30
-rows.append(("FineTune (ft train start)", speed(steps), peak, rss("ft")))
+for name, log in [("FineTune (ft train start)", "ft"), ("FineTune --packing", "ft_packed")]:
+    ft = [json.loads(l) for l in open(f"{work}/{log}.log") if l.startswith("{")]
+    steps = [(e["trained_tokens"], e["elapsed_seconds"]) for e in ft if e["event"] == "step"]
+    peak = [e for e in ft if e["event"] == "finished"][0]["summary"]["peak_memory_bytes"] / 2**30
+    rows.append((name, speed(steps), peak, rss(log)))
 # mlx_lm 0.32 prints a table: "iter  train_loss  tok/s  tokens" per report.
 text = re.sub(r"\x1b\[[0-9;]*m", "", open(f"{work}/mlx_lm.log").read())
 reports = re.findall(r"^\s*(\d+)\s+([\d.]+)\s*[▼▲=]?\s+([\d.]+)\s+([\d.]+k?)\s*$", text, re.M)
@@ -39,5 +43,23 @@ print(f"| tool | trained tokens/s | framework peak (GiB) | peak RSS (GiB) |")
 print("|---|---|---|---|")
 for name, tps, peak, r in rows:
     print(f"| {name} | {tps:.1f} | {'' if peak is None else f'{peak:.2f}'} | {r:.2f} |")
-ft_tps, mlx_tps, pt_tps = rows[0][1], rows[1][1], rows[2][1]
-print(f"\nFineTune / mlx_lm = {ft_tps / mlx_tps:.2f}x, FineTune / PyTorch+PEFT = {ft_tps / pt_tps:.2f}x")
+mlx_tps, pt_tps = rows[2][1], rows[3][1]
+print()
+for name, tps, _, _ in rows[:2]:
+    print(f"{name}: {tps / mlx_tps:.2f}x mlx_lm, {tps / pt_tps:.2f}x PyTorch+PEFT")
+
+# Useful matrix-product FLOPs per trained token: the projections of every
+# layer forward, their input gradients in the trained (last 16) layers, and
+# the head forward and backward. Attention scores, padding and the
+# cross-entropy's recomputed logits are not counted: a lower bound.
+h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+heads, kv = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
+kv_dim = h // heads * kv
+per_layer = h * h * 2 + h * kv_dim * 2 + 3 * h * i
+layers = config["num_hidden_layers"]
+flops_per_token = 2 * per_layer * layers + 2 * per_layer * min(LORA_LAYERS, layers) + 4 * h * v
+peak = json.load(open(f"{work}/device.json"))["matmul"]["gflops"]
+print(f"\nmatmul peak (ft device, f32 1024²): {peak:.1f} GFLOP/s; {flops_per_token / 1e6:.1f} MFLOP per trained token")
+for name, tps, _, _ in rows:
+    achieved = tps * flops_per_token / 1e9
+    print(f"{name}: {achieved:.1f} GFLOP/s = {100 * achieved / peak:.0f} % of the matmul peak")

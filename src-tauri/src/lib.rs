@@ -5,6 +5,7 @@ pub mod chat;
 mod commands;
 mod error;
 pub mod history;
+pub mod priority;
 pub mod training;
 pub mod workbench;
 
@@ -27,6 +28,7 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
             training::resume_run,
             training::plan_training,
             workbench::model_info,
+            workbench::download_model,
             workbench::list_templates,
             workbench::inspect_dataset,
             workbench::classify_path,
@@ -40,6 +42,8 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
 /// Starts the app.
 pub fn run() {
     with_commands(tauri::Builder::default())
+        // Native open-file dialogs for the model and the dataset.
+        .plugin(tauri_plugin_dialog::init())
         .run(tauri::generate_context!())
         .expect("error while running the FineTune window");
 }

@@ -192,6 +192,7 @@ fn spawn(
     std::thread::Builder::new()
         .name("training".into())
         .spawn(move || {
+            crate::priority::lower_training_threads(crate::priority::TRAINING_NICE);
             let mut observer = ChannelObserver {
                 channel: on_event,
                 recorder,

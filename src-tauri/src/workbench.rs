@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use finetune::data::{
     preview, templates, DatasetStats, MaskPolicy, OnBadRecord, ReadOptions, Skipped, Tokenization,
 };
+use finetune::hub::DownloadEvent;
 use finetune::model::{self, LoadOptions};
 use serde::{Deserialize, Serialize};
+use tauri::ipc::Channel;
 
 use crate::error::CommandError;
 
@@ -68,6 +70,32 @@ pub async fn model_info(path: Option<PathBuf>) -> Result<ModelInfo, CommandError
             bytes_on_disk: size_on_disk(&path),
             chat_template: loaded.chat_template.is_some(),
         })
+    })
+    .await
+}
+
+/// The local folder of hub model `id`, downloading what the Hugging Face
+/// cache lacks; `on_progress` receives each file's start, bytes and end.
+/// A cached model answers at once, without the network.
+#[tauri::command]
+pub async fn download_model(
+    id: String,
+    on_progress: Channel<DownloadEvent>,
+) -> Result<String, CommandError> {
+    // A local folder of that name wins, as everywhere else.
+    if std::path::Path::new(&id).exists() {
+        return Ok(id);
+    }
+    if !finetune::hub::is_hub_id(&id) {
+        return Err(CommandError::from(finetune::Error::Invalid(format!(
+            "`{id}` is not a hub id (owner/name)"
+        ))));
+    }
+    background(move || {
+        let dir = finetune::hub::resolve(&id, |event| {
+            let _ = on_progress.send(event);
+        })?;
+        Ok(dir.display().to_string())
     })
     .await
 }

@@ -267,6 +267,25 @@ impl Model {
     }
 
     /// Casts every floating-point parameter (packed quantized weights stay).
+    /// Mixed precision: casts the frozen floating-point weights to `dtype`,
+    /// leaving what is trained (adapters, or fully trained weights) and
+    /// quantization scales as they are.
+    pub fn cast_frozen_floats(&mut self, dtype: Dtype) -> Result<(), Exception> {
+        let trainable: std::collections::HashSet<String> = self
+            .trainable_parameters()
+            .flatten()
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        for (key, p) in self.parameters_mut().flatten() {
+            let scales = key.ends_with(".scales") || key.ends_with(".biases");
+            if !trainable.contains(&*key) && !scales && p.dtype().is_float() && p.dtype() != dtype {
+                *p = p.as_dtype(dtype)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn cast_floats(&mut self, dtype: Dtype) -> Result<(), Exception> {
         for (_, p) in self.parameters_mut().flatten() {
             if p.dtype().is_float() && p.dtype() != dtype {

@@ -248,9 +248,17 @@ impl Module<&Array> for Projection {
             }
             _ => y,
         };
-        match &*self.bias {
-            Some(b) => y.add(b),
-            None => Ok(y),
+        let y = match &*self.bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        };
+        // Mixed precision: float32 adapters (or trained weights) over a
+        // bfloat16 base promote the result; the next layer gets the input's
+        // dtype back, as in mlx-lm.
+        if y.dtype() != x.dtype() && x.dtype().is_float() {
+            y.as_dtype(x.dtype())
+        } else {
+            Ok(y)
         }
     }
 

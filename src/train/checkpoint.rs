@@ -8,12 +8,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-use mlx_rs::optimizers::AdamW;
 use mlx_rs::Array;
 use serde::{Deserialize, Serialize};
 
+use super::optimizer::TrainOptimizer;
 use crate::error::{Error, Result};
 use crate::files::{load_arrays, write_atomic};
 use crate::lora;
@@ -42,7 +41,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// Writes a checkpoint under `root`; returns its folder.
-pub fn save(root: &Path, model: &Model, optimizer: &AdamW, state: &LoopState) -> Result<PathBuf> {
+pub fn save(
+    root: &Path,
+    model: &Model,
+    optimizer: &mut TrainOptimizer,
+    state: &LoopState,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(io(root))?;
     let name = format!("step-{:08}", state.step);
     let tmp = root.join(format!("{name}.tmp"));
@@ -56,12 +60,7 @@ pub fn save(root: &Path, model: &Model, optimizer: &AdamW, state: &LoopState) ->
         &lora::adapter_weights(model),
         &tmp.join("adapters.safetensors"),
     )?;
-    let mut moments: HashMap<String, Array> = HashMap::new();
-    for (key, (m, v)) in optimizer.state.iter() {
-        moments.insert(format!("{key}.m"), m.clone());
-        moments.insert(format!("{key}.v"), v.clone());
-    }
-    save_arrays(&moments, &tmp.join("optimizer.safetensors"))?;
+    optimizer.save(&tmp.join("optimizer.safetensors"))?;
     let json = serde_json::to_string_pretty(state).expect("serializable");
     std::fs::write(tmp.join("state.json"), json).map_err(io(&tmp))?;
 
@@ -121,24 +120,10 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Loads a checkpoint into `model` (its adapters) and `optimizer`.
-pub fn restore(dir: &Path, model: &mut Model, optimizer: &mut AdamW) -> Result<LoopState> {
+pub fn restore(dir: &Path, model: &mut Model, optimizer: &mut TrainOptimizer) -> Result<LoopState> {
     let adapters = dir.join("adapters.safetensors");
     lora::set_adapter_weights(model, load_arrays(&adapters)?, &adapters)?;
-    let moments = load_arrays(&dir.join("optimizer.safetensors"))?;
-    optimizer.state.clear();
-    for (key, m) in &moments {
-        if let Some(name) = key.strip_suffix(".m") {
-            let v = moments.get(&format!("{name}.v")).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: optimizer state for `{name}` is incomplete",
-                    dir.display()
-                ))
-            })?;
-            optimizer
-                .state
-                .insert(Rc::from(name), (m.clone(), v.clone()));
-        }
-    }
+    optimizer.load(&dir.join("optimizer.safetensors"), model)?;
     let path = dir.join("state.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::optimizer::OptimizerKind;
 use super::schedule::ScheduleKind;
 use crate::data::{MaskPolicy, OnBadRecord, ReadOptions};
 use crate::error::{Error, Result};
@@ -56,6 +57,14 @@ pub struct TrainConfig {
     pub learning_rate: f32,
     pub warmup_steps: usize,
     pub schedule: ScheduleKind,
+    /// `adamw` (default), `adam`, `sgd` or `adafactor`.
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum (0: plain SGD).
+    pub momentum: f32,
+    /// The frozen base weights' type: `auto` (float32 on the CPU, bfloat16
+    /// on a GPU), `float32`, `bfloat16` or `float16`. Adapters, fully
+    /// trained weights and the optimizer state stay float32.
+    pub precision: Precision,
     /// Clip the global gradient norm to this (none when absent).
     pub max_grad_norm: Option<f32>,
     pub weight_decay: f32,
@@ -85,6 +94,47 @@ pub struct TrainConfig {
     pub early_stopping_patience: Option<usize>,
 }
 
+/// Mixed precision: what the frozen weights are kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Auto,
+    Float32,
+    Bfloat16,
+    Float16,
+}
+
+impl Precision {
+    pub const NAMES: [&'static str; 4] = ["auto", "float32", "bfloat16", "float16"];
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "auto" => Ok(Self::Auto),
+            "float32" | "fp32" => Ok(Self::Float32),
+            "bfloat16" | "bf16" => Ok(Self::Bfloat16),
+            "float16" | "fp16" => Ok(Self::Float16),
+            other => Err(Error::Invalid(format!(
+                "precision `{other}` is not known (auto, float32, bfloat16, float16)"
+            ))),
+        }
+    }
+
+    /// The dtype for the base weights. `auto` picks float32 on the CPU,
+    /// where MLX's matrix products (BLAS) and FineTune's kernels are
+    /// float32 and half types run on slow generic loops, and bfloat16 on a
+    /// GPU, where it halves memory and traffic.
+    pub fn dtype(self, on_cpu: bool) -> mlx_rs::Dtype {
+        match self {
+            Self::Auto if on_cpu => mlx_rs::Dtype::Float32,
+            Self::Auto => mlx_rs::Dtype::Bfloat16,
+            Self::Float32 => mlx_rs::Dtype::Float32,
+            Self::Bfloat16 => mlx_rs::Dtype::Bfloat16,
+            Self::Float16 => mlx_rs::Dtype::Float16,
+        }
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -108,6 +158,9 @@ impl Default for TrainConfig {
             learning_rate: 1e-4,
             warmup_steps: 0,
             schedule: ScheduleKind::Cosine,
+            optimizer: OptimizerKind::Adamw,
+            momentum: 0.9,
+            precision: Precision::Auto,
             max_grad_norm: Some(1.0),
             weight_decay: 0.0,
             lora: LoraConfig::default(),

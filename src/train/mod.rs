@@ -6,10 +6,12 @@ pub mod checkpoint;
 pub mod config;
 pub mod events;
 pub mod memory;
+pub mod optimizer;
 pub mod schedule;
 pub mod trainer;
 
 pub use config::{resolve_config, TrainConfig, PROFILES};
 pub use events::{Observer, TrainEvent};
 pub use memory::MemoryEstimate;
+pub use optimizer::OptimizerKind;
 pub use trainer::{plan, resume, train, Plan, TrainControl, TrainSummary};

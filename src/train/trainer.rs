@@ -1,5 +1,6 @@
 //! The training loop: LoRA on a frozen base, masked cross-entropy
-//! normalised by the number of trained tokens, AdamW, a schedule, clipping,
+//! normalised by the number of trained tokens, an optimizer (AdamW by
+//! default), a schedule, clipping,
 //! periodic validation, events, and pause / cancel from another thread.
 
 use std::collections::HashMap;
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use mlx_rs::error::Exception;
 use mlx_rs::module::ModuleParameters;
-use mlx_rs::optimizers::{AdamW, Optimizer};
 use mlx_rs::{nn, Array};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,7 @@ use super::checkpoint::{self, LoopState};
 use super::config::TrainConfig;
 use super::events::{Observer, TrainEvent};
 use super::memory::{self, MemoryEstimate, StepShape};
+use super::optimizer::TrainOptimizer;
 use super::schedule::Schedule;
 use crate::data::{split_examples, templates, valid_file, Example, Tokenization};
 use crate::error::{Error, Result};
@@ -152,8 +153,7 @@ fn run(
         }
     }
     let model = &mut loaded.model;
-    let mut optimizer = AdamW::new(config.learning_rate);
-    optimizer.weight_decay = Array::from_f32(config.weight_decay);
+    let mut optimizer = TrainOptimizer::new(config)?;
 
     let mut state = LoopState {
         step: 0,
@@ -220,7 +220,7 @@ fn run(
         }
         if control.state() == CANCELLED {
             let reason = "cancelled".to_string();
-            stop_early(config, model, &optimizer, &state, observer, reason)?;
+            stop_early(config, model, &mut optimizer, &state, observer, reason)?;
             return Ok(summary(
                 &state,
                 last_loss,
@@ -234,7 +234,7 @@ fn run(
             order = epoch_order(groups.len(), config.seed, epoch);
         }
         let lr = schedule.at(step);
-        optimizer.lr = Array::from_f32(lr);
+        optimizer.set_learning_rate(lr);
         // Dropout masks come from a seed per step, so a resumed run draws
         // the same ones.
         mlx_rs::random::seed(config.seed.wrapping_add(step as u64))?;
@@ -294,10 +294,11 @@ fn run(
         let loss = loss_sum.divide(&total)?;
         let (grads, grad_norm) = clip_by_global_norm(grads, config.max_grad_norm)?;
         optimizer.update(model, &grads)?;
+        let optimizer_state = optimizer.state_arrays()?;
         let mut to_eval: Vec<&Array> = vec![&loss];
         let params = model.trainable_parameters().flatten();
         to_eval.extend(params.values().copied());
-        to_eval.extend(optimizer.state.values().flat_map(|(m, v)| [m, v]));
+        to_eval.extend(optimizer_state.iter());
         mlx_rs::transforms::eval(to_eval)?;
 
         let loss_value: f32 = loss.item_exact();
@@ -361,7 +362,7 @@ fn run(
                         "early stopping: validation loss has not improved for {patience} evaluations; the best adapters are in {}",
                         config.output.join("best").display()
                     );
-                    stop_early(config, model, &optimizer, &state, observer, reason)?;
+                    stop_early(config, model, &mut optimizer, &state, observer, reason)?;
                     return Ok(summary(
                         &state,
                         last_loss,
@@ -376,12 +377,12 @@ fn run(
             && done % config.steps_per_checkpoint == 0
             && done < total_steps
         {
-            write_checkpoint(config, model, &optimizer, &state, observer)?;
+            write_checkpoint(config, model, &mut optimizer, &state, observer)?;
         }
     }
 
     lora::save_mlx_adapters(model, &config.lora, &config.output)?;
-    write_checkpoint(config, model, &optimizer, &state, observer)?;
+    write_checkpoint(config, model, &mut optimizer, &state, observer)?;
     observer.on_event(&TrainEvent::Checkpoint {
         step: total_steps,
         path: config.output.display().to_string(),
@@ -488,6 +489,10 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         mlx_rs::Device::default().get_type(),
         Ok(mlx_rs::DeviceType::Cpu)
     );
+    loaded
+        .model
+        .cast_frozen_floats(config.precision.dtype(on_cpu))?;
+    loaded.model.eval_parameters()?;
     let sizes: Vec<usize> = if config.batch_size == 0 && on_cpu {
         AUTO_BATCH_SIZES_CPU.to_vec()
     } else if config.batch_size == 0 {
@@ -708,7 +713,7 @@ fn system_available() -> u64 {
 fn stop_early(
     config: &TrainConfig,
     model: &Model,
-    optimizer: &AdamW,
+    optimizer: &mut TrainOptimizer,
     state: &LoopState,
     observer: &mut dyn Observer,
     reason: String,
@@ -726,7 +731,7 @@ fn stop_early(
 fn write_checkpoint(
     config: &TrainConfig,
     model: &Model,
-    optimizer: &AdamW,
+    optimizer: &mut TrainOptimizer,
     state: &LoopState,
     observer: &mut dyn Observer,
 ) -> Result<()> {

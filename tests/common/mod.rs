@@ -28,3 +28,39 @@ pub fn max_abs_diff(a: &Array, b: &Array) -> f32 {
         .unwrap()
         .item_exact()
 }
+
+/// A few seconds of training: the tiny random model and 8 chat records
+/// written under `tmp`, batches of 4, a high learning rate.
+pub fn tiny_config(tmp: &std::path::Path, iters: usize) -> finetune::train::TrainConfig {
+    finetune::train::TrainConfig {
+        model: TinyModel::default().write(tmp),
+        data: write_chat_data(tmp, 8),
+        output: tmp.join("adapters"),
+        iters: Some(iters),
+        batch_size: 4,
+        learning_rate: 1e-2,
+        max_length: 64,
+        steps_per_report: 1,
+        seed: 3,
+        ..Default::default()
+    }
+}
+
+/// Trains on this thread; every event in order.
+pub fn train_events(config: &finetune::train::TrainConfig) -> Vec<finetune::train::TrainEvent> {
+    let mut events = Vec::new();
+    let mut observer = |e: &finetune::train::TrainEvent| events.push(e.clone());
+    finetune::train::train(config, &mut observer, &Default::default()).unwrap();
+    events
+}
+
+/// The loss of each step report.
+pub fn step_losses(events: &[finetune::train::TrainEvent]) -> Vec<f32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            finetune::train::TrainEvent::Step { loss, .. } => Some(*loss),
+            _ => None,
+        })
+        .collect()
+}

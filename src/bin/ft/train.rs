@@ -66,6 +66,22 @@ pub struct TrainArgs {
     pub batch_size: Option<usize>,
     #[arg(long)]
     pub learning_rate: Option<f32>,
+    /// adamw (default), adam, sgd (with --momentum) or adafactor.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(finetune::train::OptimizerKind::NAMES)
+        .map(|s| finetune::train::OptimizerKind::parse(&s).expect("listed")))]
+    pub optimizer: Option<finetune::train::OptimizerKind>,
+    /// SGD's momentum (default 0.9; 0 for plain SGD).
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// Base weights in auto (float32 on the CPU, bfloat16 on a GPU),
+    /// float32, bfloat16 or float16; adapters stay float32.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(finetune::train::config::Precision::NAMES)
+        .map(|s| finetune::train::config::Precision::parse(&s).expect("listed")))]
+    pub precision: Option<finetune::train::config::Precision>,
+    /// Full fine-tuning of the last --lora-layers layers' projections
+    /// instead of adapters.
+    #[arg(long, conflicts_with = "dora")]
+    pub full: bool,
     /// Longest example in tokens; longer ones are cut.
     #[arg(long)]
     pub max_length: Option<usize>,
@@ -180,7 +196,8 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
          batch_size => batch_size, learning_rate => learning_rate, max_length => max_length,
          lora_rank => lora.rank, lora_alpha => lora.alpha, warmup_steps => warmup_steps,
          val_every => steps_per_eval, seed => seed, report_every => steps_per_report,
-         checkpoint_every => steps_per_checkpoint);
+         checkpoint_every => steps_per_checkpoint, optimizer => optimizer, momentum => momentum,
+         precision => precision);
     if let Some(v) = args.early_stopping {
         config.early_stopping_patience = Some(v);
     }
@@ -189,6 +206,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     }
     config.train_on_prompt |= args.train_on_prompt;
     config.lora.dora |= args.dora;
+    config.lora.full |= args.full;
     config.packing |= args.packing;
     if let Some(bits) = args.qlora_bits {
         config.qlora_bits = Some(bits);

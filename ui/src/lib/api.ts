@@ -204,6 +204,25 @@ export type ExportFormat = "mlx" | "peft" | "fused";
 export type DropKind = "model" | "dataset" | "unknown";
 
 export const modelInfo = (path: string | null) => invoke<ModelInfo>("model_info", { path });
+
+/** What a hub download reports as it goes (the engine's DownloadEvent). */
+export type DownloadEvent =
+  | { event: "started"; file: string; bytes: number }
+  | { event: "progress"; bytes: number }
+  | { event: "finished"; file: string };
+
+/** Whether `spec` reads as a hub id (owner/name) rather than a path. */
+export function isHubId(spec: string): boolean {
+  return /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(spec);
+}
+
+/** Downloads hub model `id` into the Hugging Face cache (at once when it is
+ * there); resolves to its local folder. */
+export function downloadModel(id: string, onProgress: (e: DownloadEvent) => void): Promise<string> {
+  const channel = new Channel<DownloadEvent>();
+  channel.onmessage = onProgress;
+  return invoke<string>("download_model", { id, onProgress: channel });
+}
 export const listTemplates = () => invoke<{ name: string }[]>("list_templates");
 export const inspectDataset = (request: InspectRequest) => invoke<DatasetReport>("inspect_dataset", { request });
 export const listRuns = () => invoke<RunInfo[]>("list_runs");

@@ -3,13 +3,14 @@ import { mount, tick, unmount } from "svelte";
 import { clearMocks, mockIPC } from "@tauri-apps/api/mocks";
 import type { Channel } from "@tauri-apps/api/core";
 import DatasetPanel from "../../src/lib/DatasetPanel.svelte";
+import ModelPanel from "../../src/lib/ModelPanel.svelte";
 import TemplatePanel from "../../src/lib/TemplatePanel.svelte";
 import RunsPanel from "../../src/lib/RunsPanel.svelte";
 import ChatPanel from "../../src/lib/ChatPanel.svelte";
 import TrainPanel from "../../src/lib/TrainPanel.svelte";
 import { overlay } from "../../src/lib/runs";
 import { selection } from "../../src/lib/selection.svelte";
-import type { DatasetReport, RunInfo, TrainEvent } from "../../src/lib/api";
+import type { DatasetReport, DownloadEvent, ModelInfo, RunInfo, TrainEvent } from "../../src/lib/api";
 
 async function settle() {
   for (let i = 0; i < 8; i++) {
@@ -98,6 +99,73 @@ describe("panels", () => {
     await settle();
     expect(requests.at(-1)).toMatchObject({ skip_bad_records: true, preview: 3 });
     selection.skipBadRecords = false;
+  });
+
+  it("a hub model downloads with its progress shown, then loads from the cache", async () => {
+    const info: ModelInfo = {
+      path: "/hf/snapshots/abc",
+      architecture: "llama",
+      layers: 30,
+      hidden_size: 576,
+      vocab_size: 49152,
+      parameters: 134_515_008,
+      quantized_bits: null,
+      bytes_on_disk: 538_000_000,
+      chat_template: true,
+    };
+    const infoFor: unknown[] = [];
+    let finish: (dir: string) => void = () => {};
+    let progress: Channel<DownloadEvent> | undefined;
+    mockIPC((cmd, args) => {
+      if (cmd === "model_info") {
+        infoFor.push((args as { path: string | null }).path);
+        return info;
+      }
+      if (cmd === "download_model") {
+        progress = (args as { onProgress: Channel<DownloadEvent> }).onProgress;
+        return new Promise<string>((resolve) => (finish = resolve));
+      }
+      throw new Error(`unexpected ${cmd}`);
+    });
+    app = mount(ModelPanel, { target: document.body });
+    await settle();
+    const input = document.querySelector('[data-testid="model-input"]') as HTMLInputElement;
+    input.value = "HuggingFaceTB/SmolLM2-135M-Instruct";
+    input.dispatchEvent(new Event("input"));
+    (input.form as HTMLFormElement).requestSubmit();
+    await settle();
+    feed(progress!, [
+      { event: "started", file: "model.safetensors", bytes: 2_000_000 },
+      { event: "progress", bytes: 500_000 },
+    ] as DownloadEvent[]);
+    await settle();
+    const shown = document.querySelector('[data-testid="model-download"]');
+    expect(shown?.textContent).toContain("model.safetensors");
+    expect((shown?.querySelector("progress") as HTMLProgressElement).value).toBe(500_000);
+    finish("/hf/snapshots/abc");
+    await settle();
+    expect(infoFor.at(-1)).toBe("/hf/snapshots/abc");
+    expect(document.querySelector('[data-testid="model-download"]')).toBeNull();
+    expect(selection.model).toBe("HuggingFaceTB/SmolLM2-135M-Instruct");
+    selection.model = null;
+  });
+
+  it("a dataset picked in the native dialog is inspected", async () => {
+    const inspected: string[] = [];
+    mockIPC((cmd, args) => {
+      if (cmd === "plugin:dialog|open") return "/picked/train.jsonl";
+      if (cmd === "inspect_dataset") {
+        inspected.push((args as { request: { data: string | null } }).request.data ?? "sample");
+        return report;
+      }
+      throw new Error(`unexpected ${cmd}`);
+    });
+    app = mount(DatasetPanel, { target: document.body, props: { onReport: () => {} } });
+    await settle();
+    (document.querySelector('[data-testid="data-pick-file"]') as HTMLButtonElement).click();
+    await settle();
+    expect(inspected.at(-1)).toBe("/picked/train.jsonl");
+    selection.data = null;
   });
 
   it("a dataset error is shown with its line", async () => {

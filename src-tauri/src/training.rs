@@ -69,12 +69,28 @@ impl TrainingState {
 struct ChannelObserver {
     channel: Channel<TrainEvent>,
     recorder: Option<finetune::runs::EventRecorder>,
+    /// The job's slots, emptied as soon as the run ends, before the window
+    /// hears of it: the runs list it then asks for no longer says
+    /// `running`, and a new run may start at once.
+    job: Arc<Mutex<Option<TrainControl>>>,
+    job_id: Arc<Mutex<Option<String>>>,
 }
 
 impl Observer for ChannelObserver {
     fn on_event(&mut self, event: &TrainEvent) {
         if let Some(r) = &mut self.recorder {
             r.on_event(event);
+        }
+        if matches!(
+            event,
+            TrainEvent::Finished { .. } | TrainEvent::Stopped { .. } | TrainEvent::Failed { .. }
+        ) {
+            if let Ok(mut job) = self.job.lock() {
+                *job = None;
+            }
+            if let Ok(mut id) = self.job_id.lock() {
+                *id = None;
+            }
         }
         // A closed window must not stop training; the run folder keeps the record.
         let _ = self.channel.send(event.clone());
@@ -196,6 +212,8 @@ fn spawn(
             let mut observer = ChannelObserver {
                 channel: on_event,
                 recorder,
+                job: Arc::clone(&slot),
+                job_id: Arc::clone(&id_slot),
             };
             // Errors reach the window as a `failed` event.
             let _ = if resuming {

@@ -92,6 +92,11 @@ describe("TrainPanel", () => {
     const request = calls[0].args.request as Record<string, unknown>;
     expect(calls[0].cmd).toBe("start_training");
     expect(request).toMatchObject({ iters: 100, lora_rank: 8, model: null, data: null });
+    // Steps are drawn at most four times a second: `started` at once, the
+    // two steps together a moment later.
+    expect(document.querySelector('[data-testid="train-status"]')?.textContent).toContain("step 0/3");
+    await new Promise((r) => setTimeout(r, 300));
+    await settle();
     const status = document.querySelector('[data-testid="train-status"]')?.textContent ?? "";
     expect(status).toContain("step 2/3");
     expect(status).toContain("loss 3.0000");

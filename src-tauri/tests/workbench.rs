@@ -122,3 +122,61 @@ fn the_plan_sizes_a_run_before_it_starts() {
     assert!(plan["memory_estimate"]["total"].as_u64().unwrap() > 0);
     assert!(plan["available_memory"].as_u64().unwrap() > 0);
 }
+
+/// Calls `download_model` and collects what it reports.
+fn download(id: &str) -> (Result<String, String>, Vec<serde_json::Value>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    let channel = tauri::ipc::Channel::new(move |body: tauri::ipc::InvokeResponseBody| {
+        if let tauri::ipc::InvokeResponseBody::Json(text) = body {
+            sink.lock()
+                .unwrap()
+                .push(serde_json::from_str(&text).unwrap());
+        }
+        Ok(())
+    });
+    let result = tauri::async_runtime::block_on(finetune_app::workbench::download_model(
+        id.to_string(),
+        channel,
+    ))
+    .map_err(|e| e.to_string());
+    let events = seen.lock().unwrap().clone();
+    (result, events)
+}
+
+#[test]
+fn a_cached_hub_model_resolves_without_the_network_and_paths_pass_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A Hugging Face cache holding `tiny/model` at revision abc.
+    let repo = tmp.path().join("models--tiny--model");
+    let snapshot = repo.join("snapshots/abc");
+    let written = TinyModel::default().write(&tmp.path().join("fixture"));
+    std::fs::create_dir_all(&snapshot).unwrap();
+    for file in std::fs::read_dir(&written).unwrap().flatten() {
+        std::fs::copy(file.path(), snapshot.join(file.file_name())).unwrap();
+    }
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "abc").unwrap();
+    std::env::set_var("HF_HUB_CACHE", tmp.path());
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+
+    let (result, events) = download("tiny/model");
+    assert_eq!(result.unwrap(), snapshot.display().to_string());
+    assert!(
+        events.is_empty(),
+        "a cached model downloads nothing: {events:?}"
+    );
+
+    // Offline and not cached: the error says why and what to do.
+    let (result, _) = download("tiny/absent");
+    let message = result.unwrap_err();
+    assert!(message.contains("HF_HUB_OFFLINE"), "{message}");
+
+    // A local folder is used as it is; nonsense is refused.
+    let folder = snapshot.display().to_string();
+    assert_eq!(download(&folder).0.unwrap(), folder);
+    assert!(download("not a hub id")
+        .0
+        .unwrap_err()
+        .contains("not a hub id"));
+}

@@ -1,12 +1,14 @@
 //! Where the time of one LoRA training step goes on this machine: times the
 //! forward pass, forward + backward, and the main operations at the shapes
-//! of SmolLM2-135M with batch × length tokens.
+//! of SmolLM2-135M with batch × length tokens — with FineTune's CPU kernels,
+//! or MLX's own ops when run with FINETUNE_CPU_KERNELS=off.
 //!
 //! cargo run --release --example profile_step -- [MODEL] [BATCH] [LENGTH]
 
 use std::time::Instant;
 
-use finetune::eval::token_nll;
+use finetune::eval::sequence_nll;
+use finetune::kernels;
 use finetune::lora::{self, LoraConfig};
 use finetune::mlx_rs::{self, fast, nn, Array};
 use finetune::model::{self, LoadOptions, Model};
@@ -47,7 +49,10 @@ fn main() {
     let cfg = llama.config.clone();
     let (h, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let n = batch * length;
-    println!("batch {batch} x length {length} = {n} tokens; hidden {h}, ffn {f}, vocab {v}");
+    println!(
+        "batch {batch} x length {length} = {n} tokens; hidden {h}, ffn {f}, vocab {v}; {}",
+        if kernels::enabled() { "FineTune's CPU kernels" } else { "MLX's own ops" }
+    );
 
     let tokens = mlx_rs::random::randint::<_, i32>(0, v, &[batch, length], None).unwrap();
     let targets = mlx_rs::random::randint::<_, i32>(0, v, &[batch, length], None).unwrap();
@@ -59,8 +64,7 @@ fn main() {
     let loss_fn = |m: &mut Model,
                    (x, y, k): (&Array, &Array, &Array)|
      -> Result<Array, mlx_rs::error::Exception> {
-        let logits = m.forward(x, None)?;
-        token_nll(&logits, y)?
+        sequence_nll(m, x, y, None)?
             .multiply(k)?
             .sum(None)?
             .divide(k.sum(None)?)
@@ -88,12 +92,13 @@ fn main() {
     time("matmul lm_head (n×576 · 576×49152)", 2, || {
         eval(&x.matmul(head.t()).unwrap())
     });
-    time("logsumexp over vocab", 2, || {
-        eval(&logits.logsumexp_axis(-1, false).unwrap())
+    let flat_targets = targets.reshape(&[n]).unwrap();
+    time("lm_head + cross-entropy (kernels::)", 2, || {
+        eval(&kernels::linear_cross_entropy(&x, &head, &flat_targets).unwrap())
     });
     let g = mlx_rs::random::normal::<f32>(&[n, f], None, None, None).unwrap();
-    time("silu(gate) * up (n×1536)", 3, || {
-        eval(&nn::silu(&g).unwrap().multiply(&g).unwrap())
+    time("silu(gate) * up (n×1536, kernels::)", 3, || {
+        eval(&kernels::swiglu(&g, &g).unwrap())
     });
     let wn = Array::ones::<f32>(&[h]).unwrap();
     time("rms_norm (n×576)", 3, || {
@@ -107,18 +112,8 @@ fn main() {
     time("rope (q)", 3, || {
         eval(&fast::rope(&q, d, false, 10000.0, 1.0, 0, None).unwrap())
     });
-    time("causal attention (sdpa)", 3, || {
-        eval(
-            &fast::scaled_dot_product_attention(
-                &q,
-                &kv,
-                &kv,
-                0.125,
-                fast::ScaledDotProductAttentionMask::Causal,
-                None,
-            )
-            .unwrap(),
-        )
+    time("causal attention (kernels::)", 3, || {
+        eval(&kernels::causal_attention(&q, &kv, &kv, None, 0.125).unwrap())
     });
     println!("forward share of step: {:.0}%", 100.0 * fwd / step);
 }

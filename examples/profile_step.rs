@@ -51,7 +51,11 @@ fn main() {
     let n = batch * length;
     println!(
         "batch {batch} x length {length} = {n} tokens; hidden {h}, ffn {f}, vocab {v}; {}",
-        if kernels::enabled() { "FineTune's CPU kernels" } else { "MLX's own ops" }
+        if kernels::enabled() {
+            "FineTune's CPU kernels"
+        } else {
+            "MLX's own ops"
+        }
     );
 
     let tokens = mlx_rs::random::randint::<_, i32>(0, v, &[batch, length], None).unwrap();

@@ -345,11 +345,21 @@ std::vector<array> pick(const std::vector<array>& all, const std::vector<int>& a
   return out;
 }
 
+// A primitive with a CPU implementation only: the engine calls these on
+// the CPU device alone (MLX's own kernels serve Metal and CUDA).
+class CpuOnly : public mlx::core::Primitive {
+ public:
+  using Primitive::Primitive;
+  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
+    throw std::runtime_error(std::string(name()) + ": FineTune's kernels run on the CPU only");
+  }
+};
+
 // ------------------------------------------------------------- SwiGLU ---
 
-class SwiGLUGrad : public mlx::core::Primitive {
+class SwiGLUGrad : public CpuOnly {
  public:
-  explicit SwiGLUGrad(Stream s) : Primitive(s) {}
+  explicit SwiGLUGrad(Stream s) : CpuOnly(s) {}
   void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
     allocate(out[0]);
     allocate(out[1]);
@@ -364,9 +374,6 @@ class SwiGLUGrad : public mlx::core::Primitive {
       });
     });
   }
-  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
-    throw std::runtime_error("FineTune's SwiGLU kernel runs on the CPU only");
-  }
   const char* name() const override {
     return "FtSwiGLUGrad";
   }
@@ -375,22 +382,19 @@ class SwiGLUGrad : public mlx::core::Primitive {
   }
 };
 
-class SwiGLU : public mlx::core::UnaryPrimitive {
+class SwiGLU : public CpuOnly {
  public:
-  explicit SwiGLU(Stream s) : UnaryPrimitive(s) {}
-  void eval_cpu(const std::vector<array>& in, array& out) override {
-    allocate(out);
+  explicit SwiGLU(Stream s) : CpuOnly(s) {}
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    allocate(out[0]);
     encoder(stream()).dispatch([a = in[0].data<float>(),
                                 b = in[1].data<float>(),
-                                o = out.data<float>(),
-                                n = static_cast<int64_t>(out.size())] {
+                                o = out[0].data<float>(),
+                                n = static_cast<int64_t>(out[0].size())] {
       parallel_ranges(n, [&](int64_t s, int64_t e) {
         swiglu_forward(a + s, b + s, o + s, e - s);
       });
     });
-  }
-  void eval_gpu(const std::vector<array>&, array&) override {
-    throw std::runtime_error("FineTune's SwiGLU kernel runs on the CPU only");
   }
   std::vector<array> vjp(
       const std::vector<array>& primals,
@@ -451,10 +455,24 @@ std::vector<int> segment_starts(const int32_t* seg, int length) {
   return start;
 }
 
-class CausalAttentionGrad : public mlx::core::Primitive {
+// One batch row's segment ids (all zeros without packing) and, for each
+// position, the first key it may attend to.
+struct RowSegments {
+  RowSegments(const int32_t* seg, int length) : start(segment_starts(seg, length)) {
+    if (seg == nullptr) {
+      zeros.assign(length, 0);
+    }
+    ids = seg ? seg : zeros.data();
+  }
+  std::vector<int32_t> zeros;
+  const int32_t* ids;
+  std::vector<int> start;
+};
+
+class CausalAttentionGrad : public CpuOnly {
  public:
   CausalAttentionGrad(Stream s, float scale, bool segmented)
-      : Primitive(s), scale_(scale), segmented_(segmented) {}
+      : CpuOnly(s), scale_(scale), segmented_(segmented) {}
 
   // in: q, k, v, o, lse, dO [, segments]; out: dq, dk, dv.
   void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
@@ -478,13 +496,9 @@ class CausalAttentionGrad : public mlx::core::Primitive {
       SingleThreadedBlas one_blas_thread;
       parallel_items(int64_t{d.batch} * d.kv_heads, [&](int64_t item) {
         const int b = item / d.kv_heads, kvh = item % d.kv_heads;
-        const int32_t* sg = seg ? seg + int64_t{b} * L : nullptr;
-        const auto start = segment_starts(sg, L);
-        std::vector<int32_t> no_segments;
-        if (!sg) {
-          no_segments.assign(L, 0);
-          sg = no_segments.data();
-        }
+        const RowSegments row(seg ? seg + int64_t{b} * L : nullptr, L);
+        const int32_t* sg = row.ids;
+        const std::vector<int>& start = row.start;
         const int64_t kv_off = (int64_t{b} * d.kv_heads + kvh) * L * D;
         const float* K = k + kv_off;
         const float* V = v + kv_off;
@@ -527,9 +541,6 @@ class CausalAttentionGrad : public mlx::core::Primitive {
       });
     });
   }
-  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
-    throw std::runtime_error("FineTune's attention kernel runs on the CPU only");
-  }
   const char* name() const override {
     return "FtCausalAttentionGrad";
   }
@@ -543,10 +554,10 @@ class CausalAttentionGrad : public mlx::core::Primitive {
   bool segmented_;
 };
 
-class CausalAttention : public mlx::core::Primitive {
+class CausalAttention : public CpuOnly {
  public:
   CausalAttention(Stream s, float scale, bool segmented)
-      : Primitive(s), scale_(scale), segmented_(segmented) {}
+      : CpuOnly(s), scale_(scale), segmented_(segmented) {}
 
   // in: q, k, v [, segments]; out: o, logsumexp of each query's scores.
   void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
@@ -565,13 +576,9 @@ class CausalAttention : public mlx::core::Primitive {
       SingleThreadedBlas one_blas_thread;
       parallel_items(int64_t{d.batch} * d.heads, [&](int64_t item) {
         const int b = item / d.heads, h = item % d.heads, kvh = h / group;
-        const int32_t* sg = seg ? seg + int64_t{b} * L : nullptr;
-        const auto start = segment_starts(sg, L);
-        std::vector<int32_t> no_segments;
-        if (!sg) {
-          no_segments.assign(L, 0);
-          sg = no_segments.data();
-        }
+        const RowSegments row(seg ? seg + int64_t{b} * L : nullptr, L);
+        const int32_t* sg = row.ids;
+        const std::vector<int>& start = row.start;
         const int64_t q_off = (int64_t{b} * d.heads + h) * L * D;
         const int64_t kv_off = (int64_t{b} * d.kv_heads + kvh) * L * D;
         float* LSE = lse + (int64_t{b} * d.heads + h) * L;
@@ -592,9 +599,6 @@ class CausalAttention : public mlx::core::Primitive {
         }
       });
     });
-  }
-  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
-    throw std::runtime_error("FineTune's attention kernel runs on the CPU only");
   }
   // The logsumexp output only feeds the backward pass; its cotangent is
   // not propagated.
@@ -663,10 +667,10 @@ FT_SIMD void logsumexp_update(const float* row, int64_t n, float& max, float& su
   sum += s;
 }
 
-class LinearCrossEntropyGrad : public mlx::core::Primitive {
+class LinearCrossEntropyGrad : public CpuOnly {
  public:
   LinearCrossEntropyGrad(Stream s, bool weight_grad)
-      : Primitive(s), weight_grad_(weight_grad) {}
+      : CpuOnly(s), weight_grad_(weight_grad) {}
 
   // in: hidden, weight, targets, lse, g; out: d hidden [, d weight].
   void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
@@ -727,9 +731,6 @@ class LinearCrossEntropyGrad : public mlx::core::Primitive {
       }
     });
   }
-  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
-    throw std::runtime_error("FineTune's cross-entropy kernel runs on the CPU only");
-  }
   const char* name() const override {
     return "FtLinearCrossEntropyGrad";
   }
@@ -741,9 +742,9 @@ class LinearCrossEntropyGrad : public mlx::core::Primitive {
   bool weight_grad_;
 };
 
-class LinearCrossEntropy : public mlx::core::Primitive {
+class LinearCrossEntropy : public CpuOnly {
  public:
-  explicit LinearCrossEntropy(Stream s) : Primitive(s) {}
+  explicit LinearCrossEntropy(Stream s) : CpuOnly(s) {}
 
   // in: hidden (N, E), weight (V, E), targets (N); out: nll (N), lse (N).
   void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
@@ -779,9 +780,6 @@ class LinearCrossEntropy : public mlx::core::Primitive {
         nll[i] = lse[i] - picked[i];
       }
     });
-  }
-  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
-    throw std::runtime_error("FineTune's cross-entropy kernel runs on the CPU only");
   }
   std::vector<array> vjp(
       const std::vector<array>& primals,

@@ -47,6 +47,15 @@ pub struct StartRequest {
     pub valid_fraction: Option<f64>,
     #[serde(default)]
     pub skip_bad_records: bool,
+    /// adamw (default), adam, sgd or adafactor.
+    #[serde(default)]
+    pub optimizer: Option<finetune::train::OptimizerKind>,
+    /// auto (default), float32, bfloat16 or float16 base weights.
+    #[serde(default)]
+    pub precision: Option<finetune::train::config::Precision>,
+    /// Full fine-tuning of the projections instead of adapters.
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// The job the window controls (one at a time).
@@ -135,6 +144,13 @@ impl StartRequest {
         config.lora.rank = self.lora_rank;
         config.lora.alpha = self.lora_alpha;
         config.lora.dora = self.dora;
+        config.lora.full = self.full;
+        if let Some(optimizer) = self.optimizer {
+            config.optimizer = optimizer;
+        }
+        if let Some(precision) = self.precision {
+            config.precision = precision;
+        }
         Ok(config)
     }
 }

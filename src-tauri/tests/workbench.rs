@@ -115,12 +115,25 @@ fn the_plan_sizes_a_run_before_it_starts() {
         "model": model, "data": data, "iters": 3, "batch_size": 2, "learning_rate": 0.001,
         "lora_rank": 4, "lora_alpha": 8.0, "max_length": 64, "steps_per_eval": 0,
     }});
-    let plan = invoke("plan_training", request).unwrap();
+    let plan = invoke("plan_training", request.clone()).unwrap();
     assert_eq!(plan["train_examples"], 8);
     assert_eq!(plan["total_steps"], 3);
     assert_eq!(plan["batch_size"], 2);
     assert!(plan["memory_estimate"]["total"].as_u64().unwrap() > 0);
     assert!(plan["available_memory"].as_u64().unwrap() > 0);
+
+    // The advanced settings reach the engine: full fine-tuning trains the
+    // projections' weights (more parameters than rank-4 adapters).
+    let mut full = request.clone();
+    full["request"]["full"] = json!(true);
+    full["request"]["optimizer"] = json!("adafactor");
+    full["request"]["precision"] = json!("float32");
+    let full_plan = invoke("plan_training", full).unwrap();
+    let trainable = |p: &Value| p["trainable_parameters"].as_u64().unwrap();
+    assert!(trainable(&full_plan) > 2 * trainable(&plan));
+    let mut bad = request;
+    bad["request"]["optimizer"] = json!("rmsprop");
+    assert!(invoke("plan_training", bad).is_err());
 }
 
 /// Calls `download_model` and collects what it reports.

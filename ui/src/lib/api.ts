@@ -66,6 +66,9 @@ export interface StartRequest {
   early_stopping?: number | null;
   valid_fraction?: number | null;
   skip_bad_records?: boolean;
+  optimizer?: "adamw" | "adam" | "sgd" | "adafactor" | null;
+  precision?: "auto" | "float32" | "bfloat16" | "float16" | null;
+  full?: boolean;
 }
 
 export interface TrainSummary {

@@ -91,7 +91,7 @@ describe("TrainPanel", () => {
 
     const request = calls[0].args.request as Record<string, unknown>;
     expect(calls[0].cmd).toBe("start_training");
-    expect(request).toMatchObject({ iters: 100, lora_rank: 8, model: null, data: null });
+    expect(request).toMatchObject({ iters: 100, lora_rank: 8, model: null, data: null, optimizer: null, full: false });
     // Steps are drawn at most four times a second: `started` at once, the
     // two steps together a moment later.
     expect(document.querySelector('[data-testid="train-status"]')?.textContent).toContain("step 0/3");

@@ -154,9 +154,11 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     const points2 = Number(await attribute(s, '[data-testid="loss-chart"]', "data-points"));
     assert.ok(points2 > points1, `chart grew: ${points1} -> ${points2}`);
     assert.match(gauge1.text, /system free/);
-    await screenshot(s, "training", '[data-testid="train-status"]');
-    // The window's own measurements while training (src/lib/perf.ts).
+    // The window's own measurements while training (src/lib/perf.ts), read
+    // before the screenshot: taking one holds the page's main thread, which
+    // would be the harness's stall, not the app's.
     const perf = await call("POST", `/session/${s}/execute/sync`, { script: "return window.__finetunePerf;", args: [] });
+    await screenshot(s, "training", '[data-testid="train-status"]');
     const seconds = (perf.lastEventAt - perf.firstEventAt) / 1000;
     const figures = {
       launch_to_interactive_ms: interactiveMs,

@@ -168,6 +168,27 @@ describe("panels", () => {
     selection.data = null;
   });
 
+  it("an older inspection answering last does not replace the newer one", async () => {
+    const pending: ((r: DatasetReport) => void)[] = [];
+    mockIPC((cmd) => {
+      if (cmd === "inspect_dataset") return new Promise<DatasetReport>((resolve) => pending.push(resolve));
+      throw new Error(`unexpected ${cmd}`);
+    });
+    let seen: DatasetReport | null = null;
+    app = mount(DatasetPanel, { target: document.body, props: { onReport: (r: DatasetReport | null) => (seen = r) } });
+    await settle();
+    selection.template = "alpaca";
+    await settle();
+    expect(pending.length).toBe(2);
+    const newer = { ...report, template: "alpaca" };
+    pending[1](newer);
+    await settle();
+    pending[0]({ ...report, template: "chatml" });
+    await settle();
+    expect(seen).toEqual(newer);
+    selection.template = "model";
+  });
+
   it("a dataset error is shown with its line", async () => {
     mockIPC(() => {
       throw { kind: "engine", message: "/data/bad.jsonl:3:9: malformed JSON (expected value)" };

@@ -216,17 +216,17 @@ fn train_tiny(tmp: &Path, extra: &[&str]) -> PathBuf {
     runs
 }
 
+/// The id (folder name) of the one run in `runs`.
+fn only_run_id(runs: &std::path::Path) -> String {
+    let entry = std::fs::read_dir(runs).unwrap().next().unwrap().unwrap();
+    entry.file_name().to_str().unwrap().to_string()
+}
+
 #[test]
 fn report_draws_png_and_svg_charts() {
     let tmp = tempfile::tempdir().unwrap();
     let runs = train_tiny(tmp.path(), &[]);
-    let id = std::fs::read_dir(&runs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
-    let id = id.to_str().unwrap();
+    let id = &only_run_id(&runs);
     let o = run(&["report", id, "--runs-dir", s(&runs)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let png = runs.join(id).join("chart.png");
@@ -383,13 +383,7 @@ fn ctrl_c_stops_cleanly_with_adapters_and_a_checkpoint() {
 fn runs_show_export_data_preview_and_completions() {
     let tmp = tempfile::tempdir().unwrap();
     let runs = train_tiny(tmp.path(), &[]);
-    let id = std::fs::read_dir(&runs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
-    let id = id.to_str().unwrap().to_string();
+    let id = only_run_id(&runs);
     let o = run(&["runs", "show", &id, "--runs-dir", s(&runs)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains(&id), "{}", stdout(&o));

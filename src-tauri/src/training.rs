@@ -61,16 +61,32 @@ pub struct StartRequest {
 /// The job the window controls (one at a time).
 #[derive(Default)]
 pub struct TrainingState {
-    /// Shared with the training thread, which clears it when the run ends.
-    current: Arc<Mutex<Option<TrainControl>>>,
-    /// The id of the run in progress, for the history.
-    current_id: Arc<Mutex<Option<String>>>,
+    job: JobSlots,
+}
+
+/// The run in progress: its control and its id (for the history). Shared
+/// with the training thread, which empties it when the run ends.
+#[derive(Default, Clone)]
+struct JobSlots {
+    control: Arc<Mutex<Option<TrainControl>>>,
+    id: Arc<Mutex<Option<String>>>,
+}
+
+impl JobSlots {
+    fn clear(&self) {
+        if let Ok(mut control) = self.control.lock() {
+            *control = None;
+        }
+        if let Ok(mut id) = self.id.lock() {
+            *id = None;
+        }
+    }
 }
 
 impl TrainingState {
     /// The run in progress, if any.
     pub fn running(&self) -> Option<String> {
-        self.current_id.lock().ok().and_then(|id| id.clone())
+        self.job.id.lock().ok().and_then(|id| id.clone())
     }
 }
 
@@ -81,8 +97,7 @@ struct ChannelObserver {
     /// The job's slots, emptied as soon as the run ends, before the window
     /// hears of it: the runs list it then asks for no longer says
     /// `running`, and a new run may start at once.
-    job: Arc<Mutex<Option<TrainControl>>>,
-    job_id: Arc<Mutex<Option<String>>>,
+    job: JobSlots,
 }
 
 impl Observer for ChannelObserver {
@@ -94,14 +109,8 @@ impl Observer for ChannelObserver {
             event,
             TrainEvent::Finished { .. } | TrainEvent::Stopped { .. } | TrainEvent::Failed { .. }
         ) {
-            if let Ok(mut job) = self.job.lock() {
-                *job = None;
-            }
-            if let Ok(mut id) = self.job_id.lock() {
-                *id = None;
-            }
+            self.job.clear();
         }
-        // A closed window must not stop training; the run folder keeps the record.
         let _ = self.channel.send(event.clone());
     }
 }
@@ -162,12 +171,7 @@ pub fn start_training(
     on_event: Channel<TrainEvent>,
     state: State<'_, TrainingState>,
 ) -> Result<String, CommandError> {
-    let mut current = state.current.lock().expect("training state lock");
-    if current.is_some() {
-        return Err(CommandError::Busy(
-            "a training run is already in progress".into(),
-        ));
-    }
+    let mut current = idle_job(&state)?;
     let mut config = request.to_config()?;
     let run = Run::start(&runs_dir(), &mut config)?;
     spawn(&mut current, &state, run, config, on_event, false)
@@ -192,15 +196,23 @@ pub fn resume_run(
     on_event: Channel<TrainEvent>,
     state: State<'_, TrainingState>,
 ) -> Result<String, CommandError> {
-    let mut current = state.current.lock().expect("training state lock");
+    let mut current = idle_job(&state)?;
+    let run = Run::open(&runs_dir(), &id)?;
+    let config = run.read_config()?;
+    spawn(&mut current, &state, run, config, on_event, true)
+}
+
+/// The job's control slot, locked, when no run is in progress.
+fn idle_job<'a>(
+    state: &'a State<'_, TrainingState>,
+) -> Result<std::sync::MutexGuard<'a, Option<TrainControl>>, CommandError> {
+    let current = state.job.control.lock().expect("training state lock");
     if current.is_some() {
         return Err(CommandError::Busy(
             "a training run is already in progress".into(),
         ));
     }
-    let run = Run::open(&runs_dir(), &id)?;
-    let config = run.read_config()?;
-    spawn(&mut current, &state, run, config, on_event, true)
+    Ok(current)
 }
 
 /// Runs the job on its own thread; `current` holds its control meanwhile.
@@ -216,9 +228,8 @@ fn spawn(
     *current = Some(control.clone());
     let recorder = run.recorder().ok();
     let id = run.id.clone();
-    let slot = Arc::clone(&state.current);
-    let id_slot = Arc::clone(&state.current_id);
-    if let Ok(mut current_id) = id_slot.lock() {
+    let job = state.job.clone();
+    if let Ok(mut current_id) = job.id.lock() {
         *current_id = Some(id.clone());
     }
     std::thread::Builder::new()
@@ -228,8 +239,7 @@ fn spawn(
             let mut observer = ChannelObserver {
                 channel: on_event,
                 recorder,
-                job: Arc::clone(&slot),
-                job_id: Arc::clone(&id_slot),
+                job: job.clone(),
             };
             // Errors reach the window as a `failed` event.
             let _ = if resuming {
@@ -237,12 +247,9 @@ fn spawn(
             } else {
                 train(&config, &mut observer, &control)
             };
-            if let Ok(mut job) = slot.lock() {
-                *job = None;
-            }
-            if let Ok(mut current_id) = id_slot.lock() {
-                *current_id = None;
-            }
+            // Every end sends a last event that empties the slots; this
+            // covers an end that somehow did not.
+            job.clear();
         })
         .map_err(|e| CommandError::Background(e.to_string()))?;
     Ok(id)
@@ -252,7 +259,13 @@ fn with_job(
     state: &State<'_, TrainingState>,
     act: impl FnOnce(&TrainControl),
 ) -> Result<(), CommandError> {
-    match state.current.lock().expect("training state lock").as_ref() {
+    match state
+        .job
+        .control
+        .lock()
+        .expect("training state lock")
+        .as_ref()
+    {
         Some(control) => {
             act(control);
             Ok(())

@@ -7,7 +7,7 @@
 
 use mlx_rs::{
     error::Exception,
-    fast::{self, ScaledDotProductAttentionMask},
+    fast,
     macros::ModuleParameters,
     module::{Module, Param},
     nn, ops, Array,
@@ -18,7 +18,6 @@ use super::cache::{self, KvCache};
 use super::projection::Projection;
 use super::weights::Weights;
 use crate::error::{Error, Result};
-use crate::kernels;
 
 /// GPT-2's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,15 +152,7 @@ impl Gpt2Attention {
         let [q, k, v] = <[Array; 3]>::try_from(parts).expect("three sections");
         let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
         let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let out = match cache {
-            // Training and evaluation: causal over the whole input.
-            None => kernels::causal_attention(&q, &k, &v, None, scale)?,
-            Some(cache) => {
-                let (k, v) = cache::extend(Some(cache), k, v)?;
-                let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
-                fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
-            }
-        };
+        let out = cache::attend(&q, k, v, cache, None, scale)?;
         let out = out
             .transpose_axes(&[0, 2, 1, 3])?
             .reshape(&[b, l, hidden])?;

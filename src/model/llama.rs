@@ -4,7 +4,7 @@
 
 use mlx_rs::{
     error::Exception,
-    fast::{self, ScaledDotProductAttentionMask},
+    fast,
     macros::ModuleParameters,
     module::{Module, Param},
     ops, Array,
@@ -157,14 +157,7 @@ impl Attention {
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
         let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let out = match cache {
-            None => kernels::causal_attention(&q, &k, &v, segments, scale)?,
-            Some(cache) => {
-                let (k, v) = cache::extend(Some(cache), k, v)?;
-                let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
-                fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
-            }
-        };
+        let out = cache::attend(&q, k, v, cache, segments, scale)?;
         let out =
             out.transpose_axes(&[0, 2, 1, 3])?
                 .reshape(&[b, l, self.num_heads * self.head_dim])?;

@@ -142,15 +142,26 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     await setInput(s, "Max length", 64);
     await setInput(s, "Validate every", 5);
     await click(s, '[data-testid="start"]');
-    const first = await waitFor(s, '[data-testid="train-status"]', 120_000, (t) => /step [2-9]\d*\/500/.test(t));
+    await waitFor(s, '[data-testid="train-status"]', 120_000, (t) => /step [2-9]\d*\/500/.test(t));
     const gauge1 = await waitFor(s, '[data-testid="memory-gauge"]', 5_000, (t) => /MLX peak \d/.test(t));
-    const points1 = Number(await attribute(s, '[data-testid="loss-chart"]', "data-points"));
+    // The status and the chart are read in one go: the panel redraws them
+    // together a few times a second, so reading them apart can straddle a
+    // redraw.
+    const snapshot = () =>
+      call("POST", `/session/${s}/execute/sync`, {
+        script: `return [document.querySelector('[data-testid="train-status"]').textContent,
+                         document.querySelector('[data-testid="loss-chart"]').getAttribute("data-points")];`,
+        args: [],
+      });
+    const [firstText, firstPoints] = await snapshot();
+    const points1 = Number(firstPoints);
     assert.ok(points1 >= 2, `chart points: ${points1}`);
+    const firstStep = Number(/step (\d+)\//.exec(firstText)[1]);
     const later = await waitFor(s, '[data-testid="train-status"]', 120_000, (t) => {
       const m = /step (\d+)\/500/.exec(t);
-      return m && Number(m[1]) >= Number(/step (\d+)\//.exec(first.text)[1]) + 3;
+      return m && Number(m[1]) >= firstStep + 3;
     });
-    assert.notEqual(later.text, first.text);
+    assert.notEqual(later.text, firstText);
     const points2 = Number(await attribute(s, '[data-testid="loss-chart"]', "data-points"));
     assert.ok(points2 > points1, `chart grew: ${points1} -> ${points2}`);
     assert.match(gauge1.text, /system free/);

@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-lora test-lora-quick bench bench-kernels check-interop check-peft fixtures lint fmt clean-cache
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft fixtures lint fmt clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,9 @@ check-interop: setup ## Adapters trained by ft load in mlx-lm 0.32.2 with the sa
 
 bench: setup ## FineTune vs mlx_lm.lora vs PyTorch + PEFT, side by side on this machine (makes venvs; ~10 min)
 	bash scripts/bench/run.sh
+
+cuda-bundle: ## Build the CUDA bundle (ft + libmlx, in pieces) for a GPU machine; see scripts/cuda/
+	bash scripts/cuda/bundle.sh
 
 bench-kernels: setup ## FineTune's CPU kernels vs MLX's ops vs PyTorch's, per kernel, forward and backward
 	bash scripts/bench/kernels.sh

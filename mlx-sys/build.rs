@@ -161,8 +161,13 @@ fn binary_link_args(target_os: &str, backend: &str, mlx_dir: &Path) -> Vec<Strin
             "-Wl,--push-state,--no-as-needed,-l:libopenblas.so.0,--pop-state".into(),
         ),
         // The CUDA wheel needs the CUDA 13 libraries from the pip `nvidia-*`
-        // packages that setup unpacks beside it.
+        // packages: setup unpacks them beside it, or (for a bundle built
+        // here and run on a GPU machine, see scripts/cuda/) they are found
+        // at run time, so the link must not insist on them. The `$ORIGIN`
+        // rpath finds libmlx in a relocated bundle (`bin/ft`, `mlx/lib/`).
         "cuda" => {
+            args.push("-Wl,--allow-shlib-undefined".into());
+            args.push("-Wl,-rpath,$ORIGIN/../mlx/lib".into());
             let nvidia = mlx_dir.join("../nvidia");
             if let Ok(entries) = std::fs::read_dir(&nvidia) {
                 let mut dirs: Vec<PathBuf> = entries

@@ -5,6 +5,7 @@
 #
 #   MLX_BACKEND=cpu|cuda   Linux only: which MLX wheel to build against (cpu).
 #   FINETUNE_SKIP_APT=1    do not install system packages (you manage them).
+#   FINETUNE_CUDA_LIBS=0   with cuda: do not download the CUDA 13 libraries.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -83,7 +84,9 @@ case "$BACKEND" in
     unpack_wheel "$WHEEL" "$MLX_DEST"
     # The CUDA 13 runtime libraries libmlx.so needs, as the pip packages lay
     # them out (nvidia/<component>/lib); found through the binaries' rpath.
-    if [ ! -f "$MLX_DEST/nvidia/.complete" ]; then
+    # FINETUNE_CUDA_LIBS=0 skips them: building a bundle here for a GPU
+    # machine that has them (scripts/cuda/bundle.sh).
+    if [ "${FINETUNE_CUDA_LIBS:-1}" != 0 ] && [ ! -f "$MLX_DEST/nvidia/.complete" ]; then
       say "downloading the CUDA 13 libraries (large)"
       "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$CACHE/wheels/nvidia" \
         --platform manylinux_2_35_x86_64 --python-version 3.11 \

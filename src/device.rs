@@ -8,7 +8,7 @@ use std::ffi::CStr;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use mlx_rs::{Array, Device, DeviceType};
+use mlx_rs::{Array, Device, DeviceType, Dtype};
 use serde::Serialize;
 use sysinfo::System;
 
@@ -33,6 +33,9 @@ pub struct DeviceReport {
     /// What serves f32 matrix products on the default device.
     pub matmul_library: String,
     pub matmul: MatmulBenchmark,
+    /// On a GPU, the bf16 product too: the peak that training in bf16 is
+    /// measured against.
+    pub matmul_bf16: Option<MatmulBenchmark>,
 }
 
 /// Which MLX backends this build can use here.
@@ -48,11 +51,15 @@ pub struct GpuInfo {
     pub name: String,
     pub architecture: Option<String>,
     pub memory_bytes: Option<u64>,
+    /// Free device memory now (CUDA reports it; Metal's memory is the
+    /// system's).
+    pub free_bytes: Option<u64>,
 }
 
-/// A measured square f32 matrix product on the default device.
+/// A measured square matrix product on the default device.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct MatmulBenchmark {
+    pub dtype: &'static str,
     pub size: i32,
     pub iterations: u32,
     pub seconds: f64,
@@ -95,7 +102,16 @@ impl DeviceReport {
             None
         };
         let matmul_library = matmul_library(default_device, &backends);
-        let matmul = measure_matmul(1024, Duration::from_millis(400))?;
+        // A GPU needs large products to reach its peak; 1024 is the CPU's.
+        let on_gpu = default_device == "gpu";
+        let size = if on_gpu { 8192 } else { 1024 };
+        let budget = Duration::from_millis(400);
+        let matmul = measure_matmul(size, Dtype::Float32, budget)?;
+        let matmul_bf16 = if on_gpu {
+            Some(measure_matmul(size, Dtype::Bfloat16, budget)?)
+        } else {
+            None
+        };
 
         Ok(Self {
             os,
@@ -111,6 +127,7 @@ impl DeviceReport {
             gpu,
             matmul_library,
             matmul,
+            matmul_bf16,
         })
     }
 }
@@ -127,6 +144,29 @@ pub fn mlx_version() -> Result<String> {
         mlx_sys::mlx_string_free(s);
         text.ok_or_else(|| Error::Mlx("mlx_version failed".into()))
     }
+}
+
+/// Bytes training can still take on the device that runs it: the GPU's
+/// free memory on CUDA (a discrete card), else the system's available
+/// memory (the CPU, and Apple's unified memory). 0 when unknown.
+pub fn memory_available_for_training() -> u64 {
+    let on_gpu = matches!(Device::default().get_type(), Ok(DeviceType::Gpu));
+    if on_gpu && mlx_flag(mlx_sys::mlx_cuda_is_available).unwrap_or(false) {
+        if let Some(free) = gpu_info().and_then(|g| g.free_bytes) {
+            return free;
+        }
+    }
+    system_available_memory()
+}
+
+/// The system's available memory in bytes (0 when unknown).
+pub fn system_available_memory() -> u64 {
+    System::new()
+        .map(|mut s| {
+            s.refresh_memory();
+            s.available_memory()
+        })
+        .unwrap_or(0)
 }
 
 fn mlx_flag(query: unsafe extern "C" fn(*mut bool) -> i32) -> Result<bool> {
@@ -160,6 +200,7 @@ fn gpu_info() -> Option<GpuInfo> {
             name: string(c"device_name").unwrap_or_else(|| "GPU".into()),
             architecture: string(c"architecture"),
             memory_bytes: size(c"memory_size").or_else(|| size(c"total_memory")),
+            free_bytes: size(c"free_memory"),
         });
         mlx_sys::mlx_device_info_free(info);
         mlx_sys::mlx_device_free(dev);
@@ -206,9 +247,14 @@ fn openblas_config() -> Option<String> {
 }
 
 /// Times `size`² f32 matrix products on the default device for about `budget`.
-pub fn measure_matmul(size: i32, budget: Duration) -> Result<MatmulBenchmark> {
-    let a = mlx_rs::random::uniform::<f32, f32>(-1.0, 1.0, &[size, size], None)?;
-    let b = mlx_rs::random::uniform::<f32, f32>(-1.0, 1.0, &[size, size], None)?;
+pub fn measure_matmul(size: i32, dtype: Dtype, budget: Duration) -> Result<MatmulBenchmark> {
+    let random = || -> Result<Array> {
+        let x = mlx_rs::random::uniform::<f32, f32>(-1.0, 1.0, &[size, size], None)?;
+        let x = x.as_dtype(dtype)?;
+        x.eval()?;
+        Ok(x)
+    };
+    let (a, b) = (random()?, random()?);
     let run = |a: &Array, b: &Array| -> Result<()> {
         a.matmul(b)?.eval()?;
         Ok(())
@@ -223,11 +269,21 @@ pub fn measure_matmul(size: i32, budget: Duration) -> Result<MatmulBenchmark> {
     let seconds = start.elapsed().as_secs_f64();
     let flops = 2.0 * (size as f64).powi(3) * iterations as f64;
     Ok(MatmulBenchmark {
+        dtype: dtype_name(dtype),
         size,
         iterations,
         seconds,
         gflops: flops / seconds / 1e9,
     })
+}
+
+fn dtype_name(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::Float32 => "f32",
+        Dtype::Bfloat16 => "bf16",
+        Dtype::Float16 => "f16",
+        _ => "other",
+    }
 }
 
 fn gib(bytes: u64) -> f64 {
@@ -272,14 +328,20 @@ impl fmt::Display for DeviceReport {
             writeln!(f)?;
         }
         writeln!(f, "Matmul by   {}", self.matmul_library)?;
+        write!(f, "Matmul      {}", self.matmul)?;
+        if let Some(bf16) = &self.matmul_bf16 {
+            write!(f, "\n            {bf16}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for MatmulBenchmark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Matmul      {:.1} GFLOP/s f32 ({}x{}, {} runs in {:.2} s)",
-            self.matmul.gflops,
-            self.matmul.size,
-            self.matmul.size,
-            self.matmul.iterations,
-            self.matmul.seconds
+            "{:.1} GFLOP/s {} ({}x{}, {} runs in {:.2} s)",
+            self.gflops, self.dtype, self.size, self.size, self.iterations, self.seconds
         )
     }
 }

@@ -40,7 +40,12 @@ fn linux_cpu_matmul_is_served_by_openblas() {
 
 #[test]
 fn matmul_measurement_counts_its_runs() {
-    let bench = measure_matmul(64, std::time::Duration::from_millis(10)).unwrap();
+    let bench = measure_matmul(
+        64,
+        mlx_rs::Dtype::Float32,
+        std::time::Duration::from_millis(10),
+    )
+    .unwrap();
     assert_eq!(bench.size, 64);
     let expected = 2.0 * 64f64.powi(3) * bench.iterations as f64 / bench.seconds / 1e9;
     assert!((bench.gflops - expected).abs() < 1e-9 * expected.max(1.0));

@@ -332,7 +332,7 @@ fn run(
                 eta_seconds: seconds_per_step * (total_steps - done) as f64,
                 mlx_active_bytes: mlx_rs::memory::active_memory()?,
                 mlx_peak_bytes: mlx_rs::memory::peak_memory()?,
-                system_available_bytes: system_available(),
+                system_available_bytes: crate::device::system_available_memory(),
             });
             window = (0.0, 0);
         }
@@ -483,7 +483,7 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
     let (train_set, valid_set, warnings) = (data.train, data.valid, data.warnings);
     let trainable = lora::apply(&mut loaded.model, &config.lora)?;
     let total_parameters = loaded.model.parameter_count();
-    let available_memory = system_available();
+    let available_memory = crate::device::memory_available_for_training();
 
     let on_cpu = matches!(
         mlx_rs::Device::default().get_type(),
@@ -697,15 +697,6 @@ fn load_data(config: &TrainConfig, loaded: &model::LoadedModel) -> Result<Data> 
         valid: valid_examples,
         warnings,
     })
-}
-
-fn system_available() -> u64 {
-    sysinfo::System::new()
-        .map(|mut s| {
-            s.refresh_memory();
-            s.available_memory()
-        })
-        .unwrap_or(0)
 }
 
 /// Ends a run before its last step: adapters and a checkpoint are saved

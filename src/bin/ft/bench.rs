@@ -41,7 +41,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.json {
         eprintln!("measuring matmul, loading, generation, then {steps} training steps…");
     }
-    let matmul = finetune::device::measure_matmul(1024, Duration::from_millis(400))?;
+    let matmul =
+        finetune::device::measure_matmul(1024, mlx_rs::Dtype::Float32, Duration::from_millis(400))?;
 
     let start = Instant::now();
     let mut loaded = model::load(

@@ -279,7 +279,11 @@ fn validate(path: &std::path::Path, profile: Option<&str>, json: bool) -> anyhow
     // Time: the step's arithmetic (~6 FLOPs per parameter per token) at the
     // matmul speed measured now, times the share of it training reached in
     // the measurements of BENCHMARKS.md (~40 %).
-    let matmul = finetune::device::measure_matmul(512, std::time::Duration::from_millis(300))?;
+    let matmul = finetune::device::measure_matmul(
+        512,
+        mlx_rs::Dtype::Float32,
+        std::time::Duration::from_millis(300),
+    )?;
     let tokens_per_step = plan.trained_tokens_per_epoch as f64 / plan.steps_per_epoch.max(1) as f64;
     let seconds = plan.total_steps as f64 * tokens_per_step * 6.0 * plan.total_parameters as f64
         / (0.4 * matmul.gflops * 1e9);

@@ -4,7 +4,7 @@
 # device run (64 MiB each, the working tree included):
 #
 #   .cache/cuda-bundle/a/   libmlx.tar.xz.part0
-#   .cache/cuda-bundle/b/   libmlx.tar.xz.part1, ft-cuda.xz, the launcher,
+#   .cache/cuda-bundle/b/   libmlx.tar.xz.part1, ft-cuda.xz,
 #                           the mlx / mlx-lm Python wheels, SHA256SUMS
 #
 # libmlx.tar.xz holds the mlx-cuda-13 0.32.2 wheel's libmlx.so (its symbol
@@ -30,7 +30,7 @@ mv "$OUT/libmlx.tar.xz.part0" "$OUT/a/"
 mv "$OUT"/libmlx.tar.xz.part[1-9] "$OUT/b/"
 strip -o "$OUT/tmp/ft-cuda" target/cuda/release/ft
 xz -T0 -6 -c "$OUT/tmp/ft-cuda" >"$OUT/b/ft-cuda.xz"
-cp scripts/cuda/ft "$OUT/b/ft"
+
 
 # The Python side of mlx_lm on CUDA: MLX's bindings (which load the same
 # libmlx.so) and mlx-lm, pinned by hash.

@@ -30,7 +30,7 @@ elif [ -f SHA256SUMS ] && [ -f libmlx.tar.xz.part0 ] && [ -f libmlx.tar.xz.part1
   tar -xJf libmlx.tar.xz -C "$SITE"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" wheels/*.whl
   install -m 755 ft-cuda "$SITE/bin/ft-cuda"
-  install -m 755 ft "$SITE/bin/ft"
+  install -m 755 "$ROOT/scripts/cuda/ft" "$SITE/bin/ft"
   # libmlx.so's own rpath looks for $SITE/nvidia/<component>/lib (the pip
   # layout): point it at the CUDA libraries torch's pip packages installed.
   nvidia="$(python3 -c 'import importlib.util as u; s = u.find_spec("nvidia"); print(list(s.submodule_search_locations)[0] if s else "")' 2>/dev/null || true)"

@@ -4,11 +4,12 @@
 # device run (64 MiB each, the working tree included):
 #
 #   .cache/cuda-bundle/a/   libmlx.tar.xz.part0
-#   .cache/cuda-bundle/b/   libmlx.tar.xz.part1, ft-cuda.xz,
+#   .cache/cuda-bundle/b/   libmlx.tar.xz.part1…, ft-cuda.xz,
 #                           the mlx / mlx-lm Python wheels, SHA256SUMS
 #
 # libmlx.tar.xz holds the mlx-cuda-13 0.32.2 wheel's libmlx.so (its symbol
-# table stripped: 25 MB of names) and the libraries the wheel bundles. On
+# table stripped: 25 MB of names), the headers its run-time kernel compiler
+# needs and the libraries the wheel bundles. On
 # the GPU machine scripts/cuda/install.sh puts the pieces together; the CUDA
 # libraries themselves are the ones pip installed there (see scripts/cuda/ft).
 set -euo pipefail
@@ -24,6 +25,9 @@ rm -rf "$OUT" && mkdir -p "$OUT"/{a,b/wheels} "$OUT/tmp/mlx/lib"
 wheel_dir="$CACHE/mlx/0.32.2-cuda"
 strip --strip-unneeded -o "$OUT/tmp/mlx/lib/libmlx.so" "$wheel_dir/mlx/lib/libmlx.so"
 cp -r "$wheel_dir/mlx_cuda_13.libs" "$OUT/tmp/"
+# MLX compiles kernels at run time (NVRTC) against its own headers and the
+# CCCL / CUTLASS ones the wheel ships beside libmlx (mlx/include).
+cp -r "$wheel_dir/mlx/include" "$OUT/tmp/mlx/"
 tar -C "$OUT/tmp" -cf - mlx mlx_cuda_13.libs | xz -T0 -6 >"$OUT/libmlx.tar.xz"
 split -b 35M -d -a 1 "$OUT/libmlx.tar.xz" "$OUT/libmlx.tar.xz.part"
 mv "$OUT/libmlx.tar.xz.part0" "$OUT/a/"

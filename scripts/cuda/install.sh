@@ -22,13 +22,14 @@ echo "pieces here: $(ls | tr '\n' ' ')"
 
 if [ -x "$SITE/bin/ft-cuda" ]; then
   echo "bundle: already installed in $SITE"
-elif [ -f SHA256SUMS ] && [ -f libmlx.tar.xz.part0 ] && [ -f libmlx.tar.xz.part1 ]; then
+elif [ -f SHA256SUMS ] && [ -f libmlx.tar.xz.part0 ] && [ -f ft-cuda.xz ]; then
   cat libmlx.tar.xz.part* >libmlx.tar.xz
   xz -dc ft-cuda.xz >ft-cuda
-  sha256sum -c SHA256SUMS
+  sha256sum -c SHA256SUMS  # also tells a missing piece
   rm -rf "$SITE" && mkdir -p "$SITE/bin"
-  tar -xJf libmlx.tar.xz -C "$SITE"
+  # The wheels first: pip --target will not write into an existing mlx/.
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" wheels/*.whl
+  tar -xJf libmlx.tar.xz -C "$SITE"
   install -m 755 ft-cuda "$SITE/bin/ft-cuda"
   install -m 755 "$ROOT/scripts/cuda/ft" "$SITE/bin/ft"
   # libmlx.so's own rpath looks for $SITE/nvidia/<component>/lib (the pip

@@ -27,8 +27,10 @@ def mlx_lm(path):
     mlx_lm 0.32 prints a table, "iter  train_loss  tok/s  tokens", per report;
     the first report (compilation, warm-up) is left out."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", open(path).read())
-    reports = re.findall(r"^\s*(\d+)\s+([\d.]+)\s*[▼▲=]?\s+([\d.]+)\s+([\d.]+k?)\s*$", text, re.M)
-    tps = [float(r[2]) for r in reports[1:]] or [float(r[2]) for r in reports]
+    # tok/s is printed with thousands separators ("27,727") once it is large.
+    reports = re.findall(r"^\s*(\d+)\s+([\d.]+)\s*[▼▲=]?\s+([\d,.]+)\s+([\d.]+k?)\s*$", text, re.M)
+    tps = [float(r[2].replace(",", "")) for r in reports]
+    tps = tps[1:] or tps
     if not tps:
         raise SystemExit(f"{path}: no mlx_lm training reports found (did it fail? see the log)")
     peak = re.findall(r"[Pp]eak mem(?:ory)?[: ]+([\d.]+) ?GB", text)

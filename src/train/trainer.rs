@@ -295,13 +295,14 @@ fn run(
         let (grads, grad_norm) = clip_by_global_norm(grads, config.max_grad_norm)?;
         optimizer.update(model, &grads)?;
         let optimizer_state = optimizer.state_arrays()?;
-        let mut to_eval: Vec<&Array> = vec![&loss];
+        let mut to_eval: Vec<&Array> = vec![&loss, &grad_norm];
         let params = model.trainable_parameters().flatten();
         to_eval.extend(params.values().copied());
         to_eval.extend(optimizer_state.iter());
         mlx_rs::transforms::eval(to_eval)?;
 
         let loss_value: f32 = loss.item_exact();
+        let grad_norm: f32 = grad_norm.item_exact();
         if !loss_value.is_finite() {
             return Err(Error::Invalid(format!(
                 "the loss became {loss_value} at step {}: lower the learning rate",
@@ -603,31 +604,34 @@ fn evaluate(
     Ok((total / tokens.max(1) as f64) as f32)
 }
 
-/// The gradients' global L2 norm, summed in a fixed (sorted) order so that
-/// runs are bit-for-bit reproducible (hash-map order changes per process),
-/// and the gradients scaled down to `max_norm` when they exceed it.
+/// The gradients' global L2 norm (left on the device: reading it here
+/// would make the GPU wait between the backward pass and the update),
+/// summed in a fixed (sorted) order so that runs are bit-for-bit
+/// reproducible (hash-map order changes per process), and the gradients
+/// scaled by `max_norm / (norm + 1e-6)` when the norm exceeds `max_norm`
+/// (by exactly 1 otherwise).
 fn clip_by_global_norm(
     grads: HashMap<Rc<str>, Array>,
     max_norm: Option<f32>,
-) -> Result<(HashMap<Rc<str>, Array>, f32)> {
+) -> Result<(HashMap<Rc<str>, Array>, Array)> {
     let mut keys: Vec<&Rc<str>> = grads.keys().collect();
     keys.sort();
     let mut sum = Array::from_f32(0.0);
     for key in keys {
         sum = sum.add(grads[key].square()?.sum(None)?)?;
     }
-    let norm: f32 = sum.sqrt()?.item_exact();
-    match max_norm {
-        Some(max) if norm > max => {
-            let factor = Array::from_f32(max / (norm + 1e-6));
-            let clipped = grads
-                .into_iter()
-                .map(|(k, g)| Ok((k, g.multiply(&factor)?)))
-                .collect::<Result<_>>()?;
-            Ok((clipped, norm))
-        }
-        _ => Ok((grads, norm)),
-    }
+    let norm = sum.sqrt()?;
+    let Some(max) = max_norm else {
+        return Ok((grads, norm));
+    };
+    let max = Array::from_f32(max);
+    let shrink = max.divide(norm.add(Array::from_f32(1e-6))?)?;
+    let factor = mlx_rs::ops::select(&norm.gt(&max)?, &shrink, Array::from_f32(1.0))?;
+    let clipped = grads
+        .into_iter()
+        .map(|(k, g)| Ok((k, g.multiply(&factor)?)))
+        .collect::<Result<_>>()?;
+    Ok((clipped, norm))
 }
 
 /// Training and validation examples, and what the user should know.

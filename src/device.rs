@@ -338,10 +338,16 @@ impl fmt::Display for DeviceReport {
 
 impl fmt::Display for MatmulBenchmark {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A GPU's hundreds of thousands of GFLOP/s read better as TFLOP/s.
+        let (rate, unit) = if self.gflops >= 10_000.0 {
+            (self.gflops / 1e3, "TFLOP/s")
+        } else {
+            (self.gflops, "GFLOP/s")
+        };
         write!(
             f,
-            "{:.1} GFLOP/s {} ({}x{}, {} runs in {:.2} s)",
-            self.gflops, self.dtype, self.size, self.size, self.iterations, self.seconds
+            "{rate:.1} {unit} {} ({}x{}, {} runs in {:.2} s)",
+            self.dtype, self.size, self.size, self.iterations, self.seconds
         )
     }
 }

@@ -204,3 +204,56 @@ fn our_kernels_follow_mlx_over_fifty_steps() {
     assert!(worst < 1e-3, "loss curves differ by {worst}");
     assert!(ours[49] < ours[0] * 0.5);
 }
+
+#[test]
+fn clipping_scales_the_step_to_the_max_norm() {
+    // One plain-SGD step from B = 0: the update is -lr · gradient, so the
+    // clipped run's adapters are the unclipped ones times max / norm.
+    let run = |max_grad_norm: Option<f32>| {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = tiny_config(tmp.path(), 1);
+        config.optimizer = OptimizerKind::Sgd;
+        config.momentum = 0.0;
+        config.learning_rate = 0.5;
+        config.max_grad_norm = max_grad_norm;
+        let events = train_events(&config);
+        let norm = events
+            .iter()
+            .find_map(|e| match e {
+                TrainEvent::Step { grad_norm, .. } => Some(*grad_norm),
+                _ => None,
+            })
+            .expect("a step event");
+        let saved =
+            finetune::files::load_arrays(&config.output.join("adapters.safetensors")).unwrap();
+        (norm, saved)
+    };
+    let (norm, free) = run(None);
+    assert!(norm > 0.0);
+    let max = norm / 4.0;
+    let (clipped_norm, clipped) = run(Some(max));
+    assert_eq!(
+        norm, clipped_norm,
+        "the event reports the norm before clipping"
+    );
+    let factor = max / (norm + 1e-6);
+    let mut compared = 0;
+    for (key, value) in &free {
+        if !key.ends_with("lora_b") {
+            continue;
+        }
+        let expected = value.multiply(Array::from_f32(factor)).unwrap();
+        let scale: f32 = value.abs().unwrap().max(None).unwrap().item_exact();
+        assert!(
+            max_abs_diff(&expected, &clipped[key]) <= 1e-5 * scale.max(1e-12),
+            "{key}"
+        );
+        compared += 1;
+    }
+    assert!(compared > 0);
+    // A max above the norm leaves the step alone, bit for bit.
+    let (_, unclipped) = run(Some(norm * 2.0));
+    for (key, value) in &free {
+        assert_eq!(max_abs_diff(value, &unclipped[key]), 0.0, "{key}");
+    }
+}

@@ -30,6 +30,12 @@ pub fn sequence_nll(
     segments: Option<&Array>,
 ) -> Result<Array, Exception> {
     let h = model.hidden_states(inputs, segments)?;
+    nll_from_hidden(model, &h, targets)
+}
+
+/// Negative log-likelihood of `targets` (B, L) from the final normed hidden
+/// states `h` (B, L, hidden): the head and the cross-entropy.
+pub fn nll_from_hidden(model: &mut Model, h: &Array, targets: &Array) -> Result<Array, Exception> {
     let head = model.head();
     if head.is_plain() {
         let (b, l, e) = (h.shape()[0], h.shape()[1], h.shape()[2]);
@@ -40,7 +46,7 @@ pub fn sequence_nll(
         )?;
         nll.reshape(&[b, l])
     } else {
-        let logits = model.head_mut().forward(&h)?;
+        let logits = model.head_mut().forward(h)?;
         token_nll(&logits, targets)
     }
 }

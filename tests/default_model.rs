@@ -195,7 +195,9 @@ fn the_memory_estimate_is_within_a_quarter_of_the_measured_peak() {
     // Configurations other than those the estimate was fitted on; a corpus
     // cut into full-length windows makes every batch the widest.
     let lear = finetune::paths::cache_dir().join("data/real/lear.txt");
-    for (batch, length) in [(2usize, 64usize), (1, 256)] {
+    for (batch, length, grad_checkpoint) in
+        [(2usize, 64usize, false), (1, 256, false), (2, 256, true)]
+    {
         let tmp = tempfile::tempdir().unwrap();
         let config = finetune::train::TrainConfig {
             model: common::default_model(),
@@ -205,6 +207,7 @@ fn the_memory_estimate_is_within_a_quarter_of_the_measured_peak() {
             batch_size: batch,
             max_length: length,
             steps_per_eval: 0,
+            grad_checkpoint,
             ..Default::default()
         };
         let mut events = Vec::new();
@@ -224,9 +227,52 @@ fn the_memory_estimate_is_within_a_quarter_of_the_measured_peak() {
         };
         let ratio = estimate.total as f64 / summary.peak_memory_bytes as f64;
         eprintln!(
-            "batch {batch} x {length}: estimate {} vs measured peak {} (ratio {ratio:.2})",
+            "batch {batch} x {length}, checkpointing {grad_checkpoint}: estimate {} vs measured peak {} (ratio {ratio:.2})",
             estimate.total, summary.peak_memory_bytes
         );
         assert!((0.75..=1.25).contains(&ratio), "ratio {ratio:.2}");
     }
+}
+
+#[test]
+fn gradient_checkpointing_lowers_the_peak_with_the_same_losses() {
+    let lear = finetune::paths::cache_dir().join("data/real/lear.txt");
+    let run = |grad_checkpoint: bool| {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = finetune::train::TrainConfig {
+            model: common::default_model(),
+            data: lear.clone(),
+            output: tmp.path().join("adapters"),
+            iters: Some(2),
+            batch_size: 2,
+            max_length: 256,
+            steps_per_eval: 0,
+            steps_per_report: 1,
+            grad_checkpoint,
+            ..Default::default()
+        };
+        let mut losses = Vec::new();
+        let mut observer = |e: &finetune::train::TrainEvent| {
+            if let finetune::train::TrainEvent::Step { loss, .. } = e {
+                losses.push(*loss);
+            }
+        };
+        let summary = finetune::train::train(
+            &config,
+            &mut observer,
+            &finetune::train::TrainControl::default(),
+        )
+        .unwrap();
+        (losses, summary.peak_memory_bytes)
+    };
+    let (losses, peak) = run(false);
+    let (losses_gc, peak_gc) = run(true);
+    eprintln!("peak {peak} -> {peak_gc} with checkpointing; losses {losses:?} {losses_gc:?}");
+    for (x, y) in losses.iter().zip(&losses_gc) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "{x} vs {y}");
+    }
+    assert!(
+        (peak_gc as f64) < 0.8 * peak as f64,
+        "checkpointing did not lower the peak: {peak} -> {peak_gc}"
+    );
 }

@@ -97,6 +97,48 @@ impl Model {
         }
     }
 
+    /// The first decoder layer's input for token ids (B, L): the token
+    /// embeddings (plus, for GPT-2, the position embeddings).
+    pub fn layer_input(&mut self, tokens: &Array) -> Result<Array, Exception> {
+        match self {
+            Model::Llama(m) => m.embed(tokens),
+            Model::Gpt2(m) => m.embeddings(tokens, 0),
+        }
+    }
+
+    /// Decoder layer `i` on its input `h` (B, L, hidden), without a cache;
+    /// `segments` as in [`Model::hidden_states`].
+    pub fn layer_forward(
+        &mut self,
+        i: usize,
+        h: &Array,
+        segments: Option<&Array>,
+    ) -> Result<Array, Exception> {
+        match self {
+            Model::Llama(m) => m.layer(i, h, None, 0, segments),
+            Model::Gpt2(_) if segments.is_some() => Err(Exception::custom(
+                "packing needs a rotary-position model (Llama, Mistral, Qwen2); GPT-2's positions are absolute",
+            )),
+            Model::Gpt2(m) => m.block(i, h, None),
+        }
+    }
+
+    /// The norm after the last layer.
+    pub fn final_norm(&mut self, h: &Array) -> Result<Array, Exception> {
+        match self {
+            Model::Llama(m) => m.model.norm.forward(h),
+            Model::Gpt2(m) => m.transformer.ln_f.forward(h),
+        }
+    }
+
+    /// How layer `i`'s parameter names begin (`model.layers.3.`).
+    pub fn layer_prefix(&self, i: usize) -> String {
+        match self {
+            Model::Llama(_) => format!("model.layers.{i}."),
+            Model::Gpt2(_) => format!("transformer.h.{i}."),
+        }
+    }
+
     /// The output projection (the embeddings when tied).
     pub fn head(&self) -> &Projection {
         each!(self, m => m.head())

@@ -118,7 +118,7 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn forward(&self, x: &Array) -> Result<Array, Exception> {
+    pub fn forward(&self, x: &Array) -> Result<Array, Exception> {
         fast::layer_norm(x, Some(&*self.weight), Some(&*self.bias), self.eps)
     }
 }
@@ -229,6 +229,17 @@ impl Gpt2 {
         mut cache: Option<&mut KvCache>,
     ) -> Result<Array, Exception> {
         let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let mut h = self.embeddings(tokens, offset)?;
+        for i in 0..self.transformer.h.len() {
+            let slot = cache.as_mut().map(|c| c.slot(i));
+            h = self.block(i, &h, slot)?;
+        }
+        self.transformer.ln_f.forward(&h)
+    }
+
+    /// Token plus position embeddings of token ids (B, L) starting at
+    /// position `offset`.
+    pub fn embeddings(&self, tokens: &Array, offset: i32) -> Result<Array, Exception> {
         let l = tokens.shape()[1];
         if offset + l > self.config.n_positions {
             return Err(Exception::custom(format!(
@@ -239,23 +250,28 @@ impl Gpt2 {
         }
         let t = &self.transformer;
         let positions = ops::arange::<_, i32>(offset, offset + l, None)?;
-        let mut h = t
-            .wte
+        t.wte
             .dense_weight()?
             .take_axis(tokens, 0)?
-            .add(t.wpe.dense_weight()?.take_axis(&positions, 0)?)?;
-        for (i, block) in self.transformer.h.iter_mut().enumerate() {
-            let slot = cache.as_mut().map(|c| c.slot(i));
-            let attn = block.attn.forward(&block.ln_1.forward(&h)?, slot)?;
-            h = h.add(&attn)?;
-            let normed = block.ln_2.forward(&h)?;
-            let up = block
-                .mlp
-                .activation
-                .apply(&block.mlp.c_fc.forward(&normed)?)?;
-            h = h.add(&block.mlp.c_proj.forward(&up)?)?;
-        }
-        self.transformer.ln_f.forward(&h)
+            .add(t.wpe.dense_weight()?.take_axis(&positions, 0)?)
+    }
+
+    /// Block `i` on its input `h` (B, L, hidden).
+    pub fn block(
+        &mut self,
+        i: usize,
+        h: &Array,
+        slot: Option<&mut Option<(Array, Array)>>,
+    ) -> Result<Array, Exception> {
+        let block = &mut self.transformer.h[i];
+        let attn = block.attn.forward(&block.ln_1.forward(h)?, slot)?;
+        let h = h.add(&attn)?;
+        let normed = block.ln_2.forward(&h)?;
+        let up = block
+            .mlp
+            .activation
+            .apply(&block.mlp.c_fc.forward(&normed)?)?;
+        h.add(&block.mlp.c_proj.forward(&up)?)
     }
 
     /// The output projection (tied to the token embeddings).

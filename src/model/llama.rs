@@ -279,17 +279,30 @@ impl Llama {
     ) -> Result<Array, Exception> {
         let offset = cache.as_ref().map_or(0, |c| c.offset());
         let mut h = self.embed(tokens)?;
-        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+        for i in 0..self.model.layers.len() {
             let slot = cache.as_mut().map(|c| c.slot(i));
-            let normed = layer.input_layernorm.forward(&h)?;
-            let attn = layer
-                .self_attn
-                .forward(&normed, &self.rope, slot, offset, segments)?;
-            h = h.add(&attn)?;
-            let normed = layer.post_attention_layernorm.forward(&h)?;
-            h = h.add(&layer.mlp.forward(&normed)?)?;
+            h = self.layer(i, &h, slot, offset, segments)?;
         }
         self.model.norm.forward(&h)
+    }
+
+    /// Decoder layer `i` on its input `h` (B, L, hidden).
+    pub fn layer(
+        &mut self,
+        i: usize,
+        h: &Array,
+        slot: Option<&mut Option<(Array, Array)>>,
+        offset: i32,
+        segments: Option<&Array>,
+    ) -> Result<Array, Exception> {
+        let layer = &mut self.model.layers[i];
+        let normed = layer.input_layernorm.forward(h)?;
+        let attn = layer
+            .self_attn
+            .forward(&normed, &self.rope, slot, offset, segments)?;
+        let h = h.add(&attn)?;
+        let normed = layer.post_attention_layernorm.forward(&h)?;
+        h.add(&layer.mlp.forward(&normed)?)
     }
 
     /// The output projection: the head, or the embeddings when tied.

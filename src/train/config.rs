@@ -51,6 +51,10 @@ pub struct TrainConfig {
     /// Pack several examples into each row of `max_length` tokens, attention
     /// kept inside each example (rotary-position models).
     pub packing: bool,
+    /// Gradient checkpointing: keep only each layer's input from the forward
+    /// pass and recompute the trained layers' activations in the backward
+    /// pass (memory for about one more forward pass of time).
+    pub grad_checkpoint: bool,
     /// Optimizer steps; when absent, `epochs` decides.
     pub iters: Option<usize>,
     pub epochs: f64,
@@ -153,6 +157,7 @@ impl Default for TrainConfig {
             batch_size: 4,
             grad_accumulation: 1,
             packing: false,
+            grad_checkpoint: false,
             iters: None,
             epochs: 1.0,
             learning_rate: 1e-4,

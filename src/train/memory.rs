@@ -4,6 +4,8 @@
 //! activations the projections, norms and attention save, and for the
 //! whole batch the logits over the vocabulary and their gradient (with our
 //! CPU kernels: no attention scores, and one block of logits at a time).
+//! With gradient checkpointing, each layer's input and one layer's
+//! activations.
 //!
 //! The per-token factors were fitted to MLX's measured peak on the CPU
 //! (float32) and are checked against it by tests on other configurations
@@ -20,7 +22,8 @@ pub struct MemoryEstimate {
     pub weights: u64,
     /// Adapter parameters, their gradients and two AdamW moments.
     pub adapters: u64,
-    /// Saved activations of every layer for the widest batch.
+    /// Saved activations of every layer for the widest batch (with
+    /// checkpointing: the layers' inputs and one layer's activations).
     pub activations: u64,
     /// Logits over the vocabulary, their softmax and gradient.
     pub logits: u64,
@@ -34,6 +37,9 @@ pub struct StepShape {
     pub batch: usize,
     /// Padded length of the widest batch.
     pub width: usize,
+    /// Gradient checkpointing: only each layer's input is kept, and one
+    /// layer's activations at a time are rebuilt.
+    pub recompute: bool,
 }
 
 /// Float32 values kept per token (and per layer, but the vocabulary term).
@@ -87,7 +93,11 @@ impl MemoryEstimate {
         let per_layer = f.hidden * dims.hidden as f64
             + f.intermediate * dims.intermediate as f64
             + f.attention * (dims.heads * shape.width) as f64;
-        let activations = (tokens * per_layer * dims.layers as f64 * 4.0) as u64;
+        let activations = if shape.recompute {
+            (tokens * (dims.hidden as f64 * dims.layers as f64 + per_layer) * 4.0) as u64
+        } else {
+            (tokens * per_layer * dims.layers as f64 * 4.0) as u64
+        };
         let logits = if ours {
             LOGITS_BLOCK_BYTES
         } else {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod events;
 pub mod memory;
 pub mod optimizer;
+pub mod recompute;
 pub mod schedule;
 pub mod trainer;
 

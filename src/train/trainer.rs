@@ -24,6 +24,7 @@ use super::config::TrainConfig;
 use super::events::{Observer, TrainEvent};
 use super::memory::{self, MemoryEstimate, StepShape};
 use super::optimizer::TrainOptimizer;
+use super::recompute;
 use super::schedule::Schedule;
 use crate::data::{split_examples, templates, valid_file, Example, Tokenization};
 use crate::error::{Error, Result};
@@ -249,15 +250,22 @@ fn run(
             let position = (step % steps_per_epoch) * config.grad_accumulation + micro;
             let batch = make_batch(&train_set, &groups[order[position]], pad);
             let weight = Array::from_f32(batch.trained_tokens as f32);
-            let (loss, grads) = step_fn(
-                model,
-                (
-                    &batch.inputs,
-                    &batch.targets,
-                    &batch.mask,
-                    batch.segments.as_ref(),
-                ),
-            )?;
+            let arrays = (
+                &batch.inputs,
+                &batch.targets,
+                &batch.mask,
+                batch.segments.as_ref(),
+            );
+            let (loss, grads) = if config.grad_checkpoint {
+                let seed = config
+                    .seed
+                    .wrapping_add(step as u64)
+                    .wrapping_mul(31)
+                    .wrapping_add(micro as u64);
+                recompute::checkpointed_value_and_grad(model, arrays, seed)?
+            } else {
+                step_fn(model, arrays)?
+            };
             loss_sum = loss_sum.add(loss.multiply(&weight)?)?;
             step_tokens += batch.trained_tokens;
             accumulated = Some(match accumulated {
@@ -522,6 +530,7 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
             StepShape {
                 batch: batch_size,
                 width,
+                recompute: config.grad_checkpoint,
             },
         );
         let fits = available_memory == 0

@@ -108,6 +108,10 @@ pub struct TrainArgs {
     /// Pack several examples into each row of --max-length tokens.
     #[arg(long)]
     pub packing: bool,
+    /// Gradient checkpointing: recompute the trained layers' activations in
+    /// the backward pass (less memory, about a third more time).
+    #[arg(long)]
+    pub grad_checkpoint: bool,
     #[arg(long)]
     pub warmup_steps: Option<usize>,
     /// Validate every N steps.
@@ -208,6 +212,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     config.lora.dora |= args.dora;
     config.lora.full |= args.full;
     config.packing |= args.packing;
+    config.grad_checkpoint |= args.grad_checkpoint;
     if let Some(bits) = args.qlora_bits {
         config.qlora_bits = Some(bits);
     }

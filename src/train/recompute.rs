@@ -122,6 +122,6 @@ pub fn checkpointed_value_and_grad(
         mlx_rs::transforms::eval(pending)?;
     }
     // The layers hold the traced copies now; give them their parameters back.
-    update_parameters(model, trainable.into_iter());
+    update_parameters(model, trainable);
     Ok((loss, grads))
 }

@@ -56,6 +56,9 @@ pub struct StartRequest {
     /// Full fine-tuning of the projections instead of adapters.
     #[serde(default)]
     pub full: bool,
+    /// Recompute activations in the backward pass (less memory).
+    #[serde(default)]
+    pub grad_checkpoint: bool,
 }
 
 /// The job the window controls (one at a time).
@@ -139,6 +142,7 @@ impl StartRequest {
             mask: self.mask.unwrap_or(base.mask),
             grad_accumulation: self.grad_accumulation.unwrap_or(1).max(1),
             packing: self.packing,
+            grad_checkpoint: self.grad_checkpoint,
             qlora_bits: self.qlora_bits,
             early_stopping_patience: self.early_stopping,
             valid_fraction: self.valid_fraction.unwrap_or(0.0),

@@ -131,6 +131,12 @@ fn the_plan_sizes_a_run_before_it_starts() {
     let full_plan = invoke("plan_training", full).unwrap();
     let trainable = |p: &Value| p["trainable_parameters"].as_u64().unwrap();
     assert!(trainable(&full_plan) > 2 * trainable(&plan));
+    // Checkpointing keeps less of the forward pass, and the estimate says so.
+    let mut checkpointed = request.clone();
+    checkpointed["request"]["grad_checkpoint"] = json!(true);
+    let checkpointed_plan = invoke("plan_training", checkpointed).unwrap();
+    let activations = |p: &Value| p["memory_estimate"]["activations"].as_u64().unwrap();
+    assert!(activations(&checkpointed_plan) < activations(&plan));
     let mut bad = request;
     bad["request"]["optimizer"] = json!("rmsprop");
     assert!(invoke("plan_training", bad).is_err());

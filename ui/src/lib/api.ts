@@ -69,6 +69,7 @@ export interface StartRequest {
   optimizer?: "adamw" | "adam" | "sgd" | "adafactor" | null;
   precision?: "auto" | "float32" | "bfloat16" | "float16" | null;
   full?: boolean;
+  grad_checkpoint?: boolean;
 }
 
 export interface TrainSummary {

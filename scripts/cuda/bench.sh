@@ -84,13 +84,22 @@ idle >"$work/idle.gpumem"
 # A tool that fails is reported and left out of the table; the others run.
 failed() { echo "!! $1 failed; the end of its log:"; tail -n 25 "$2"; rm -f "$work/$1.log"; }
 
-echo "== FineTune ($ITERS steps)"
-watch_start ft
-"$FT" train start "$MODEL" "$DATA" --iters "$ITERS" --batch-size 4 --max-length "$LENGTH" \
-  --lora-rank "$RANK" --lora-alpha $((2 * RANK)) --lora-layers "$LAYERS" --mask all --learning-rate 1e-5 \
-  --val-every 0 --report-every "$EVERY" --runs-dir "$work/runs" --json >"$work/ft.log" 2>"$work/ft.err" ||
-  failed ft "$work/ft.err"
-watch_stop
+# FineTune as it runs by default, then with a compiled step, then with
+# gradient checkpointing.
+for variant in ft ft_compiled ft_checkpointed; do
+  case "$variant" in
+    ft) extra=() ;;
+    ft_compiled) extra=(--compile) ;;
+    ft_checkpointed) extra=(--grad-checkpoint) ;;
+  esac
+  echo "== FineTune ${extra[*]} ($ITERS steps)"
+  watch_start "$variant"
+  "$FT" train start "$MODEL" "$DATA" --iters "$ITERS" --batch-size 4 --max-length "$LENGTH" \
+    --lora-rank "$RANK" --lora-alpha $((2 * RANK)) --lora-layers "$LAYERS" --mask all --learning-rate 1e-5 \
+    --val-every 0 --report-every "$EVERY" --runs-dir "$work/runs" --json "${extra[@]}" \
+    >"$work/$variant.log" 2>"$work/$variant.err" || failed "$variant" "$work/$variant.err"
+  watch_stop
+done
 
 echo "== mlx_lm.lora ($ITERS steps)"
 cat >"$work/mlx_lm.yaml" <<YAML

@@ -33,6 +33,8 @@ def driver_peak(name):
 rows = []
 for name, log, read in [
     ("FineTune (MLX CUDA)", "ft", logs.finetune),
+    ("FineTune --compile", "ft_compiled", logs.finetune),
+    ("FineTune --grad-checkpoint", "ft_checkpointed", logs.finetune),
     ("mlx_lm.lora 0.32.2 (mlx-cuda-13)", "mlx_lm", logs.mlx_lm),
     ("PyTorch + PEFT", "peft", logs.peft),
 ]:
@@ -54,7 +56,7 @@ for name, tps, peak, driver in rows:
     achieved = tps * per_token / 1e12
     d = "" if driver is None else f"{driver:.2f}"
     print(f"| {name} | {card} | {tps:,.0f} | {d} | {gib(peak)} | {achieved:.1f} | {100 * achieved / peak_tflops:.1f} % |")
-if rows and rows[0][0].startswith("FineTune"):
-    print()
-    for name, tps, _, _ in rows[1:]:
-        print(f"FineTune on {card}: {rows[0][1] / tps:.2f}x {name} (trained tokens/s)")
+print()
+for ours, tps, _, _ in [r for r in rows if r[0].startswith("FineTune")]:
+    for name, other, _, _ in [r for r in rows if not r[0].startswith("FineTune")]:
+        print(f"{ours} on {card}: {tps / other:.2f}x {name} (trained tokens/s)")

@@ -55,6 +55,9 @@ pub struct TrainConfig {
     /// pass and recompute the trained layers' activations in the backward
     /// pass (memory for about one more forward pass of time).
     pub grad_checkpoint: bool,
+    /// Compile the forward and backward pass (MLX fuses element-wise ops;
+    /// runs without LoRA dropout or checkpointing).
+    pub compile: bool,
     /// Optimizer steps; when absent, `epochs` decides.
     pub iters: Option<usize>,
     pub epochs: f64,
@@ -158,6 +161,7 @@ impl Default for TrainConfig {
             grad_accumulation: 1,
             packing: false,
             grad_checkpoint: false,
+            compile: false,
             iters: None,
             epochs: 1.0,
             learning_rate: 1e-4,

@@ -195,6 +195,10 @@ fn run(
         final_fraction: 0.0,
     };
     let mut step_fn = nn::value_and_grad(loss_fn);
+    // A compiled forward + backward (MLX fuses its element-wise work), for
+    // runs without dropout (a compiled graph would replay one mask).
+    let mut compiled = (config.compile && config.lora.dropout == 0.0 && !config.grad_checkpoint)
+        .then(|| compiled_value_and_grad(model));
     let pad = loaded
         .tokenizer
         .eos_token
@@ -263,6 +267,8 @@ fn run(
                     .wrapping_mul(31)
                     .wrapping_add(micro as u64);
                 recompute::checkpointed_value_and_grad(model, arrays, seed)?
+            } else if let Some(compiled) = compiled.as_mut() {
+                compiled(model, arrays)?
             } else {
                 step_fn(model, arrays)?
             };
@@ -581,6 +587,44 @@ fn loss_fn(
     let nll = sequence_nll(model, inputs, targets, segments)?;
     let count = mlx_rs::ops::maximum(mask.sum(None)?, Array::from_f32(1.0))?;
     nll.multiply(mask)?.sum(None)?.divide(count)
+}
+
+/// `nn::value_and_grad(loss_fn)` compiled: the same loss and gradients,
+/// traced once per batch shape and replayed with MLX's element-wise
+/// fusion. The model is the compiled function's state (its parameters are
+/// inputs, the trained ones change between calls).
+fn compiled_value_and_grad(
+    model: &mut Model,
+) -> impl FnMut(
+    &mut Model,
+    (&Array, &Array, &Array, Option<&Array>),
+) -> Result<(Array, HashMap<Rc<str>, Array>)> {
+    let mut keys: Vec<Rc<str>> = model.trainable_parameters().flatten().into_keys().collect();
+    keys.sort();
+    let output_keys = keys.clone();
+    let step = move |model: &mut Model,
+                     args: &[Array]|
+          -> std::result::Result<Vec<Array>, Exception> {
+        let mut value_and_grad = nn::value_and_grad(loss_fn);
+        let (loss, mut grads) = value_and_grad(model, (&args[0], &args[1], &args[2], args.get(3)))?;
+        let mut out = vec![loss];
+        for key in &keys {
+            out.push(
+                grads
+                    .remove(key)
+                    .ok_or_else(|| Exception::custom(format!("no gradient for {key}")))?,
+            );
+        }
+        Ok(out)
+    };
+    let mut compiled = mlx_rs::transforms::compile::compile_with_state(step, false);
+    move |model, (inputs, targets, mask, segments)| {
+        let mut args = vec![inputs.clone(), targets.clone(), mask.clone()];
+        args.extend(segments.cloned());
+        let mut out = compiled(model, &args)?.into_iter();
+        let loss = out.next().expect("the loss");
+        Ok((loss, output_keys.iter().cloned().zip(out).collect()))
+    }
 }
 
 /// Token-weighted mean validation loss.

@@ -112,6 +112,10 @@ pub struct TrainArgs {
     /// the backward pass (less memory, about a third more time).
     #[arg(long)]
     pub grad_checkpoint: bool,
+    /// Compile the forward and backward pass (fuses element-wise work;
+    /// ignored with LoRA dropout or --grad-checkpoint).
+    #[arg(long)]
+    pub compile: bool,
     #[arg(long)]
     pub warmup_steps: Option<usize>,
     /// Validate every N steps.
@@ -213,6 +217,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     config.lora.full |= args.full;
     config.packing |= args.packing;
     config.grad_checkpoint |= args.grad_checkpoint;
+    config.compile |= args.compile;
     if let Some(bits) = args.qlora_bits {
         config.qlora_bits = Some(bits);
     }

@@ -84,12 +84,12 @@ idle >"$work/idle.gpumem"
 # A tool that fails is reported and left out of the table; the others run.
 failed() { echo "!! $1 failed; the end of its log:"; tail -n 25 "$2"; rm -f "$work/$1.log"; }
 
-# FineTune as it runs by default, then with a compiled step, then with
-# gradient checkpointing.
-for variant in ft ft_compiled ft_checkpointed; do
+# FineTune as it runs by default (a compiled step on a GPU), then without
+# compiling, then with gradient checkpointing.
+for variant in ft ft_uncompiled ft_checkpointed; do
   case "$variant" in
     ft) extra=() ;;
-    ft_compiled) extra=(--compile) ;;
+    ft_uncompiled) extra=(--no-compile) ;;
     ft_checkpointed) extra=(--grad-checkpoint) ;;
   esac
   echo "== FineTune ${extra[*]} ($ITERS steps)"

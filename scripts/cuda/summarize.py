@@ -33,7 +33,7 @@ def driver_peak(name):
 rows = []
 for name, log, read in [
     ("FineTune (MLX CUDA)", "ft", logs.finetune),
-    ("FineTune --compile", "ft_compiled", logs.finetune),
+    ("FineTune --no-compile", "ft_uncompiled", logs.finetune),
     ("FineTune --grad-checkpoint", "ft_checkpointed", logs.finetune),
     ("mlx_lm.lora 0.32.2 (mlx-cuda-13)", "mlx_lm", logs.mlx_lm),
     ("PyTorch + PEFT", "peft", logs.peft),

@@ -56,8 +56,10 @@ pub struct TrainConfig {
     /// pass (memory for about one more forward pass of time).
     pub grad_checkpoint: bool,
     /// Compile the forward and backward pass (MLX fuses element-wise ops;
-    /// runs without LoRA dropout or checkpointing).
-    pub compile: bool,
+    /// runs without LoRA dropout or checkpointing). Absent: on a GPU, where
+    /// it paid (1.39x on an H100), off on the CPU, where it did not (~2 %,
+    /// the step is matmul-bound there); see BENCHMARKS.md.
+    pub compile: Option<bool>,
     /// Optimizer steps; when absent, `epochs` decides.
     pub iters: Option<usize>,
     pub epochs: f64,
@@ -161,7 +163,7 @@ impl Default for TrainConfig {
             grad_accumulation: 1,
             packing: false,
             grad_checkpoint: false,
-            compile: false,
+            compile: None,
             iters: None,
             epochs: 1.0,
             learning_rate: 1e-4,

@@ -197,7 +197,12 @@ fn run(
     let mut step_fn = nn::value_and_grad(loss_fn);
     // A compiled forward + backward (MLX fuses its element-wise work), for
     // runs without dropout (a compiled graph would replay one mask).
-    let mut compiled = (config.compile && config.lora.dropout == 0.0 && !config.grad_checkpoint)
+    let on_gpu = matches!(
+        mlx_rs::Device::default().get_type(),
+        Ok(mlx_rs::DeviceType::Gpu)
+    );
+    let compile = config.compile.unwrap_or(on_gpu);
+    let mut compiled = (compile && config.lora.dropout == 0.0 && !config.grad_checkpoint)
         .then(|| compiled_value_and_grad(model));
     let pad = loaded
         .tokenizer
@@ -589,16 +594,16 @@ fn loss_fn(
     nll.multiply(mask)?.sum(None)?.divide(count)
 }
 
+/// Each trainable parameter's gradient, by its flattened name.
+type Gradients = HashMap<Rc<str>, Array>;
+
 /// `nn::value_and_grad(loss_fn)` compiled: the same loss and gradients,
 /// traced once per batch shape and replayed with MLX's element-wise
 /// fusion. The model is the compiled function's state (its parameters are
 /// inputs, the trained ones change between calls).
 fn compiled_value_and_grad(
     model: &mut Model,
-) -> impl FnMut(
-    &mut Model,
-    (&Array, &Array, &Array, Option<&Array>),
-) -> Result<(Array, HashMap<Rc<str>, Array>)> {
+) -> impl FnMut(&mut Model, recompute::BatchArrays<'_>) -> Result<(Array, Gradients)> {
     let mut keys: Vec<Rc<str>> = model.trainable_parameters().flatten().into_keys().collect();
     keys.sort();
     let output_keys = keys.clone();

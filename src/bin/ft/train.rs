@@ -113,9 +113,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub grad_checkpoint: bool,
     /// Compile the forward and backward pass (fuses element-wise work;
-    /// ignored with LoRA dropout or --grad-checkpoint).
-    #[arg(long)]
+    /// ignored with LoRA dropout or --grad-checkpoint). Default: on a GPU.
+    #[arg(long, conflicts_with = "no_compile")]
     pub compile: bool,
+    /// Do not compile the step (the default on the CPU).
+    #[arg(long)]
+    pub no_compile: bool,
     #[arg(long)]
     pub warmup_steps: Option<usize>,
     /// Validate every N steps.
@@ -217,7 +220,9 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     config.lora.full |= args.full;
     config.packing |= args.packing;
     config.grad_checkpoint |= args.grad_checkpoint;
-    config.compile |= args.compile;
+    if args.compile || args.no_compile {
+        config.compile = Some(args.compile);
+    }
     if let Some(bits) = args.qlora_bits {
         config.qlora_bits = Some(bits);
     }

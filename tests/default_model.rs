@@ -190,26 +190,36 @@ fn ft_convert_turns_the_gguf_into_a_hugging_face_folder_with_the_same_logits() {
     assert_eq!(common::max_abs_diff(&a, &b), 0.0);
 }
 
+/// Two steps of the default model on King Lear, cut into full-length
+/// windows (every batch is the widest).
+fn two_steps_on_lear(
+    tmp: &std::path::Path,
+    batch_size: usize,
+    max_length: usize,
+    grad_checkpoint: bool,
+) -> finetune::train::TrainConfig {
+    finetune::train::TrainConfig {
+        model: common::default_model(),
+        data: finetune::paths::cache_dir().join("data/real/lear.txt"),
+        output: tmp.join("adapters"),
+        iters: Some(2),
+        batch_size,
+        max_length,
+        steps_per_eval: 0,
+        steps_per_report: 1,
+        grad_checkpoint,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn the_memory_estimate_is_within_a_quarter_of_the_measured_peak() {
-    // Configurations other than those the estimate was fitted on; a corpus
-    // cut into full-length windows makes every batch the widest.
-    let lear = finetune::paths::cache_dir().join("data/real/lear.txt");
+    // Configurations other than those the estimate was fitted on.
     for (batch, length, grad_checkpoint) in
         [(2usize, 64usize, false), (1, 256, false), (2, 256, true)]
     {
         let tmp = tempfile::tempdir().unwrap();
-        let config = finetune::train::TrainConfig {
-            model: common::default_model(),
-            data: lear.clone(),
-            output: tmp.path().join("adapters"),
-            iters: Some(2),
-            batch_size: batch,
-            max_length: length,
-            steps_per_eval: 0,
-            grad_checkpoint,
-            ..Default::default()
-        };
+        let config = two_steps_on_lear(tmp.path(), batch, length, grad_checkpoint);
         let mut events = Vec::new();
         let mut observer = |e: &finetune::train::TrainEvent| events.push(e.clone());
         let summary = finetune::train::train(
@@ -236,21 +246,9 @@ fn the_memory_estimate_is_within_a_quarter_of_the_measured_peak() {
 
 #[test]
 fn gradient_checkpointing_lowers_the_peak_with_the_same_losses() {
-    let lear = finetune::paths::cache_dir().join("data/real/lear.txt");
     let run = |grad_checkpoint: bool| {
         let tmp = tempfile::tempdir().unwrap();
-        let config = finetune::train::TrainConfig {
-            model: common::default_model(),
-            data: lear.clone(),
-            output: tmp.path().join("adapters"),
-            iters: Some(2),
-            batch_size: 2,
-            max_length: 256,
-            steps_per_eval: 0,
-            steps_per_report: 1,
-            grad_checkpoint,
-            ..Default::default()
-        };
+        let config = two_steps_on_lear(tmp.path(), 2, 256, grad_checkpoint);
         let mut losses = Vec::new();
         let mut observer = |e: &finetune::train::TrainEvent| {
             if let finetune::train::TrainEvent::Step { loss, .. } = e {

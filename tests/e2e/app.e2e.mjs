@@ -174,6 +174,7 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     const figures = {
       launch_to_interactive_ms: interactiveMs,
       longest_main_thread_stall_ms: Math.round(perf.longestStallMs * 10) / 10,
+      longest_train_panel_redraw_ms: Math.round(perf.longestRenderMs * 10) / 10,
       training_events: perf.events,
       events_per_second: Math.round((perf.events / Math.max(seconds, 1e-3)) * 10) / 10,
     };

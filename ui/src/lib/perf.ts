@@ -5,12 +5,15 @@
 export interface Perf {
   /** Longest delay past a 10 ms timer's due time since training started, in ms. */
   longestStallMs: number;
+  /** Longest redraw of the Train panel (state change to the next task: the
+   * framework's DOM update and the charts' drawing), in ms. */
+  longestRenderMs: number;
   events: number;
   firstEventAt: number | null;
   lastEventAt: number | null;
 }
 
-export const perf: Perf = { longestStallMs: 0, events: 0, firstEventAt: null, lastEventAt: null };
+export const perf: Perf = { longestStallMs: 0, longestRenderMs: 0, events: 0, firstEventAt: null, lastEventAt: null };
 
 let watching = false;
 
@@ -31,8 +34,20 @@ export function watchMainThread() {
  * afresh, so it covers training only (not loading the page). */
 export function countEvent() {
   const now = performance.now();
-  if (perf.events === 0) perf.longestStallMs = 0;
+  if (perf.events === 0) {
+    perf.longestStallMs = 0;
+    perf.longestRenderMs = 0;
+  }
   perf.events += 1;
   perf.firstEventAt ??= now;
   perf.lastEventAt = now;
+}
+
+/** Times a redraw: call before changing the state it draws; the time runs
+ * until the next task, after the DOM update and drawing that follow. */
+export function timeRender() {
+  const start = performance.now();
+  setTimeout(() => {
+    perf.longestRenderMs = Math.max(perf.longestRenderMs, performance.now() - start);
+  }, 0);
 }

@@ -164,17 +164,38 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     assert.notEqual(later.text, firstText);
     const points2 = Number(await attribute(s, '[data-testid="loss-chart"]', "data-points"));
     assert.ok(points2 > points1, `chart grew: ${points1} -> ${points2}`);
+    // The learning-rate / tokens-per-second chart follows the same steps,
+    // drawn (uPlot's canvas) a task after the loss chart.
+    const [ratePoints, rateCanvas] = await call("POST", `/session/${s}/execute/sync`, {
+      script: `const c = document.querySelector('[data-testid="rate-chart"]');
+               return [c.getAttribute("data-points"), c.querySelectorAll("canvas").length];`,
+      args: [],
+    });
+    assert.ok(Number(ratePoints) >= points1, `rate chart points: ${ratePoints}`);
+    assert.ok(rateCanvas >= 1, "the rate chart is drawn");
     assert.match(gauge1.text, /system free/);
     // The window's own measurements while training (src/lib/perf.ts), read
     // before the screenshot: taking one holds the page's main thread, which
     // would be the harness's stall, not the app's.
-    const perf = await call("POST", `/session/${s}/execute/sync`, { script: "return window.__finetunePerf;", args: [] });
+    const perf = await call("POST", `/session/${s}/execute/sync`, { script: "return { ...window.__finetunePerf };", args: [] });
+    // The same for two seconds in which this test sends the page nothing:
+    // each WebDriver command (finding an element, reading its text) runs in
+    // the page and lays it out, which a person using the window never does.
+    await call("POST", `/session/${s}/execute/sync`, {
+      script: "const p = window.__finetunePerf; p.longestStallMs = 0; p.longestRenderMs = 0; return 0;",
+      args: [],
+    });
+    await new Promise((r) => setTimeout(r, 2000));
+    const quiet = await call("POST", `/session/${s}/execute/sync`, { script: "return { ...window.__finetunePerf };", args: [] });
+    assert.ok(quiet.events > perf.events + 5, `training went on while measuring: ${perf.events} -> ${quiet.events}`);
     await screenshot(s, "training", '[data-testid="train-status"]');
     const seconds = (perf.lastEventAt - perf.firstEventAt) / 1000;
     const figures = {
       launch_to_interactive_ms: interactiveMs,
       longest_main_thread_stall_ms: Math.round(perf.longestStallMs * 10) / 10,
       longest_train_panel_redraw_ms: Math.round(perf.longestRenderMs * 10) / 10,
+      quiet_longest_stall_ms: Math.round(quiet.longestStallMs * 10) / 10,
+      quiet_longest_redraw_ms: Math.round(quiet.longestRenderMs * 10) / 10,
       training_events: perf.events,
       events_per_second: Math.round((perf.events / Math.max(seconds, 1e-3)) * 10) / 10,
     };

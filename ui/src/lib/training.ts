@@ -23,6 +23,9 @@ export interface TrainingView {
   smoothed: number[];
   valSteps: number[];
   valLosses: number[];
+  /** Per step, like `steps`: the learning rate and the tokens/s reported. */
+  learningRates: number[];
+  tokenRates: number[];
   bestVal: number | null;
   summary: TrainSummary | null;
   message: string | null;
@@ -53,6 +56,8 @@ export function initialView(): TrainingView {
     smoothed: [],
     valSteps: [],
     valLosses: [],
+    learningRates: [],
+    tokenRates: [],
     bestVal: null,
     summary: null,
     message: null,
@@ -80,6 +85,8 @@ export function apply(view: TrainingView, e: TrainEvent): TrainingView {
       v.steps = [...v.steps, e.step];
       v.losses = [...v.losses, e.loss];
       v.smoothed = [...v.smoothed, prev + EMA_ALPHA * (e.loss - prev)];
+      v.learningRates = [...v.learningRates, e.learning_rate];
+      v.tokenRates = [...v.tokenRates, e.tokens_per_second];
       v.step = e.step;
       v.epoch = e.epoch;
       v.loss = e.loss;

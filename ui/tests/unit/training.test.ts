@@ -46,6 +46,8 @@ describe("training view", () => {
     expect(v.smoothed[0]).toBe(4);
     expect(v.smoothed[1]).toBeCloseTo(4 + EMA_ALPHA * (2 - 4));
     expect(alignedValidation(v)).toEqual([null, 3]);
+    expect(v.learningRates).toEqual([1e-4, 1e-4]);
+    expect(v.tokenRates).toEqual([50, 50]);
     expect(v.bestVal).toBe(3);
     expect(apply(v, { event: "failed", error: "boom" })).toMatchObject({ phase: "failed", message: "boom" });
   });
@@ -102,6 +104,7 @@ describe("TrainPanel", () => {
     expect(status).toContain("loss 3.0000");
     expect(status).toContain("20261127-run");
     expect(document.querySelector('[data-testid="loss-chart"]')?.getAttribute("data-points")).toBe("2");
+    expect(document.querySelector('[data-testid="rate-chart"]')?.getAttribute("data-points")).toBe("2");
     expect(document.querySelector('[data-testid="memory-gauge"]')?.textContent).toContain("2.0 GiB");
     expect((document.querySelector('[data-testid="start"]') as HTMLButtonElement).disabled).toBe(true);
 

@@ -125,6 +125,7 @@ fn run(
         trainable,
         total_parameters,
         memory_estimate,
+        checkpointed_estimate,
         batch_size,
         available_memory,
     } = prepare(config)?;
@@ -140,9 +141,17 @@ fn run(
         // The weights are already loaded; the rest must fit in what is free.
         let needed = memory_estimate.total - memory_estimate.weights;
         if available_memory > 0 && needed > available_memory {
+            let checkpointing = if config.grad_checkpoint {
+                String::new()
+            } else {
+                format!(
+                    ", turn on gradient checkpointing (grad_checkpoint: about {} in all)",
+                    memory::gib(checkpointed_estimate.total)
+                )
+            };
             return Err(Error::Invalid(format!(
                 "this run needs about {} more memory at its peak ({} in all: {} activations, {} logits), \
-                 and {} is available; lower batch_size ({batch_size}) or max_length ({}), use grad_accumulation, \
+                 and {} is available; lower batch_size ({batch_size}) or max_length ({}), use grad_accumulation{checkpointing}, \
                  or set memory_guard: false to try anyway",
                 memory::gib(needed),
                 memory::gib(memory_estimate.total),
@@ -426,6 +435,8 @@ struct Prepared {
     trainable: usize,
     total_parameters: usize,
     memory_estimate: MemoryEstimate,
+    /// The same run with gradient checkpointing.
+    checkpointed_estimate: MemoryEstimate,
     /// `config.batch_size`, or the one picked for `0` (auto).
     batch_size: usize,
     available_memory: u64,
@@ -444,6 +455,9 @@ pub struct Plan {
     pub trainable_parameters: usize,
     pub total_parameters: usize,
     pub memory_estimate: MemoryEstimate,
+    /// The same run with gradient checkpointing (as `memory_estimate` when
+    /// it is on).
+    pub memory_estimate_checkpointed: MemoryEstimate,
     pub available_memory: u64,
     pub warnings: Vec<String>,
 }
@@ -461,6 +475,7 @@ pub fn plan(config: &TrainConfig) -> Result<Plan> {
         trainable_parameters: p.trainable,
         total_parameters: p.total_parameters,
         memory_estimate: p.memory_estimate,
+        memory_estimate_checkpointed: p.checkpointed_estimate,
         available_memory: p.available_memory,
         warnings: p.warnings,
     })
@@ -535,24 +550,24 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
             .map(|g| padded_width(&train_set, g))
             .max()
             .unwrap_or(PAD_MULTIPLE);
-        let estimate = MemoryEstimate::of(
-            &loaded.model,
-            trainable,
-            StepShape {
+        let estimate_with = |recompute| {
+            let shape = StepShape {
                 batch: batch_size,
                 width,
-                recompute: config.grad_checkpoint,
-            },
-        );
+                recompute,
+            };
+            MemoryEstimate::of(&loaded.model, trainable, shape)
+        };
+        let estimate = estimate_with(config.grad_checkpoint);
         let fits = available_memory == 0
             || (estimate.total - estimate.weights) as f64 <= 0.6 * available_memory as f64;
         let last = batch_size == *sizes.last().expect("non-empty");
         if config.batch_size != 0 || fits || last {
-            chosen = Some((batch_size, groups, estimate));
+            chosen = Some((batch_size, groups, estimate, estimate_with(true)));
             break;
         }
     }
-    let Some((batch_size, groups, memory_estimate)) = chosen else {
+    let Some((batch_size, groups, memory_estimate, checkpointed_estimate)) = chosen else {
         return Err(Error::Invalid(format!(
             "{}: {} usable examples make fewer batches of {} than grad_accumulation {} needs",
             config.data.display(),
@@ -578,6 +593,7 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         trainable,
         total_parameters,
         memory_estimate,
+        checkpointed_estimate,
         batch_size,
         available_memory,
     })

@@ -343,6 +343,14 @@ fn validate(path: &std::path::Path, profile: Option<&str>, json: bool) -> anyhow
         gib(m.logits),
         gib(plan.available_memory)
     );
+    if !config.grad_checkpoint {
+        let c = &plan.memory_estimate_checkpointed;
+        println!(
+            "                 ~{} with --grad-checkpoint (activations {})",
+            gib(c.total),
+            gib(c.activations)
+        );
+    }
     println!(
         "time             ~{:.0} min (rough: from the step's arithmetic at this machine's measured {:.0} GFLOP/s)",
         seconds / 60.0,

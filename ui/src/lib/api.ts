@@ -261,6 +261,14 @@ export function formatCount(n: number): string {
 }
 
 /** What the settings amount to before starting (the engine's Plan). */
+export interface MemoryEstimate {
+  weights: number;
+  adapters: number;
+  activations: number;
+  logits: number;
+  total: number;
+}
+
 export interface Plan {
   train_examples: number;
   valid_examples: number;
@@ -270,7 +278,9 @@ export interface Plan {
   trained_tokens_per_epoch: number;
   trainable_parameters: number;
   total_parameters: number;
-  memory_estimate: { weights: number; adapters: number; activations: number; logits: number; total: number };
+  memory_estimate: MemoryEstimate;
+  /** The same run with gradient checkpointing. */
+  memory_estimate_checkpointed?: MemoryEstimate;
   available_memory: number;
   warnings: string[];
 }

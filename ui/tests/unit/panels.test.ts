@@ -279,6 +279,7 @@ describe("train panel estimate", () => {
           trainable_parameters: 2442240,
           total_parameters: 134515008,
           memory_estimate: { weights: GiB / 2, adapters: 0, activations: 9 * GiB, logits: GiB, total: 10.5 * GiB },
+          memory_estimate_checkpointed: { weights: GiB / 2, adapters: 0, activations: 2 * GiB, logits: GiB, total: 3.5 * GiB },
           available_memory: 4 * GiB,
           warnings: [],
         };
@@ -292,6 +293,7 @@ describe("train panel estimate", () => {
     expect(text).toContain("1,997 examples");
     expect(text).toContain("10.5 GiB");
     expect(text).toContain("more than this machine has free");
+    expect(text).toContain("gradient checkpointing (Advanced: about 3.5 GiB)");
     expect(requests[0]).toMatchObject({ iters: 100, max_length: selection.maxLength });
     unmount(panel);
   });

@@ -88,11 +88,17 @@ case "$BACKEND" in
     # machine that has them (scripts/cuda/bundle.sh).
     if [ "${FINETUNE_CUDA_LIBS:-1}" != 0 ] && [ ! -f "$MLX_DEST/nvidia/.complete" ]; then
       say "downloading the CUDA 13 libraries (large)"
+      # pip matches platform tags exactly: name every manylinux level these
+      # wheels are published for.
       "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$CACHE/wheels/nvidia" \
-        --platform manylinux_2_35_x86_64 --python-version 3.11 \
+        --platform manylinux_2_35_x86_64 --platform manylinux_2_28_x86_64 \
+        --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 --python-version 3.11 \
         'nvidia-cudnn-cu13==9.*' nvidia-nccl-cu13 'nvidia-cublas==13.*' 'nvidia-cufft==12.*' \
         'nvidia-cuda-nvrtc==13.*' 'nvidia-cuda-runtime==13.*'
-      for w in "$CACHE"/wheels/nvidia/*.whl; do unzip -qo "$w" 'nvidia/*' -d "$MLX_DEST/.."; done
+      # Beside mlx/, as pip lays them out: libmlx.so's own rpath
+      # ($ORIGIN/../../nvidia/...) finds them there.
+      for w in "$CACHE"/wheels/nvidia/*.whl; do unzip -qo "$w" 'nvidia/*' -d "$MLX_DEST"; done
       touch "$MLX_DEST/nvidia/.complete"
     fi ;;
   metal)

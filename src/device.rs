@@ -146,12 +146,16 @@ pub fn mlx_version() -> Result<String> {
     }
 }
 
+/// Whether MLX runs on a GPU unless told otherwise.
+pub fn default_is_gpu() -> bool {
+    matches!(Device::default().get_type(), Ok(DeviceType::Gpu))
+}
+
 /// Bytes training can still take on the device that runs it: the GPU's
 /// free memory on CUDA (a discrete card), else the system's available
 /// memory (the CPU, and Apple's unified memory). 0 when unknown.
 pub fn memory_available_for_training() -> u64 {
-    let on_gpu = matches!(Device::default().get_type(), Ok(DeviceType::Gpu));
-    if on_gpu && mlx_flag(mlx_sys::mlx_cuda_is_available).unwrap_or(false) {
+    if default_is_gpu() && mlx_flag(mlx_sys::mlx_cuda_is_available).unwrap_or(false) {
         if let Some(free) = gpu_info().and_then(|g| g.free_bytes) {
             return free;
         }

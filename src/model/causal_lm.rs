@@ -67,6 +67,14 @@ impl ModuleParameters for Model {
     }
 }
 
+/// GPT-2's learned absolute positions make a packed example compute
+/// something else than it would alone.
+fn gpt2_cannot_pack() -> Exception {
+    Exception::custom(
+        "packing needs a rotary-position model (Llama, Mistral, Qwen2); GPT-2's positions are absolute",
+    )
+}
+
 impl Model {
     /// Logits (B, L, vocab) for token ids (B, L), continuing from `cache`.
     pub fn forward(
@@ -90,9 +98,7 @@ impl Model {
     ) -> Result<Array, Exception> {
         match self {
             Model::Llama(m) => m.hidden_states(tokens, None, segments),
-            Model::Gpt2(_) if segments.is_some() => Err(Exception::custom(
-                "packing needs a rotary-position model (Llama, Mistral, Qwen2); GPT-2's positions are absolute",
-            )),
+            Model::Gpt2(_) if segments.is_some() => Err(gpt2_cannot_pack()),
             Model::Gpt2(m) => m.hidden_states(tokens, None),
         }
     }
@@ -116,9 +122,7 @@ impl Model {
     ) -> Result<Array, Exception> {
         match self {
             Model::Llama(m) => m.layer(i, h, None, 0, segments),
-            Model::Gpt2(_) if segments.is_some() => Err(Exception::custom(
-                "packing needs a rotary-position model (Llama, Mistral, Qwen2); GPT-2's positions are absolute",
-            )),
+            Model::Gpt2(_) if segments.is_some() => Err(gpt2_cannot_pack()),
             Model::Gpt2(m) => m.block(i, h, None),
         }
     }

@@ -25,6 +25,7 @@ use mlx_rs::error::Exception;
 use mlx_rs::module::{update_parameters, ModuleParameters};
 use mlx_rs::Array;
 
+use super::trainer::masked_mean;
 use crate::error::{Error, Result};
 use crate::eval::nll_from_hidden;
 use crate::model::Model;
@@ -48,9 +49,10 @@ pub fn checkpointed_value_and_grad(
         .map(|(k, v)| (k, v.clone()))
         .collect();
     let layers = model.num_layers();
+    let prefixes: Vec<String> = (0..layers).map(|i| model.layer_prefix(i)).collect();
     let mut by_layer: Vec<Vec<Rc<str>>> = vec![Vec::new(); layers];
     for key in trainable.keys() {
-        let layer = (0..layers).find(|&i| key.starts_with(&model.layer_prefix(i)));
+        let layer = prefixes.iter().position(|p| key.starts_with(p.as_str()));
         match layer {
             Some(i) => by_layer[i].push(key.clone()),
             None => {
@@ -82,12 +84,11 @@ pub fn checkpointed_value_and_grad(
     }
 
     // 2. The loss and its gradient with respect to the last hidden states.
-    let count = mlx_rs::ops::maximum(mask.sum(None)?, Array::from_f32(1.0))?;
     let (loss, mut grad_h) = {
         let head = |args: &[Array]| -> std::result::Result<Vec<Array>, Exception> {
             let normed = model.final_norm(&args[0])?;
             let nll = nll_from_hidden(model, &normed, targets)?;
-            Ok(vec![nll.multiply(mask)?.sum(None)?.divide(&count)?])
+            Ok(vec![masked_mean(&nll, mask)?])
         };
         let (values, grads) = mlx_rs::transforms::fallible_vjp(
             head,

@@ -206,11 +206,7 @@ fn run(
     let mut step_fn = nn::value_and_grad(loss_fn);
     // A compiled forward + backward (MLX fuses its element-wise work), for
     // runs without dropout (a compiled graph would replay one mask).
-    let on_gpu = matches!(
-        mlx_rs::Device::default().get_type(),
-        Ok(mlx_rs::DeviceType::Gpu)
-    );
-    let compile = config.compile.unwrap_or(on_gpu);
+    let compile = config.compile.unwrap_or_else(crate::device::default_is_gpu);
     let mut compiled = (compile && config.lora.dropout == 0.0 && !config.grad_checkpoint)
         .then(|| compiled_value_and_grad(model));
     let pad = loaded
@@ -603,9 +599,14 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
 /// within each example only.
 fn loss_fn(
     model: &mut Model,
-    (inputs, targets, mask, segments): (&Array, &Array, &Array, Option<&Array>),
+    (inputs, targets, mask, segments): recompute::BatchArrays<'_>,
 ) -> Result<Array, Exception> {
     let nll = sequence_nll(model, inputs, targets, segments)?;
+    masked_mean(&nll, mask)
+}
+
+/// The mean of `nll` over the trained (mask 1) tokens.
+pub(super) fn masked_mean(nll: &Array, mask: &Array) -> Result<Array, Exception> {
     let count = mlx_rs::ops::maximum(mask.sum(None)?, Array::from_f32(1.0))?;
     nll.multiply(mask)?.sum(None)?.divide(count)
 }

@@ -161,25 +161,15 @@ fn binary_link_args(target_os: &str, backend: &str, mlx_dir: &Path) -> Vec<Strin
             "-Wl,--push-state,--no-as-needed,-l:libopenblas.so.0,--pop-state".into(),
         ),
         // The CUDA wheel needs the CUDA 13 libraries from the pip `nvidia-*`
-        // packages: setup unpacks them beside it, or (for a bundle built
-        // here and run on a GPU machine, see scripts/cuda/) they are found
-        // at run time, so the link must not insist on them. The `$ORIGIN`
-        // rpath finds libmlx in a relocated bundle (`bin/ft`, `mlx/lib/`).
+        // packages. libmlx.so finds them itself (its rpath points at
+        // `../../nvidia/<component>/lib`, where setup unpacks them), and a
+        // bundle built here for a GPU machine finds them at run time
+        // (scripts/cuda/ft), so the link must not insist on them. The
+        // `$ORIGIN` rpath finds libmlx in a relocated bundle (`bin/ft`,
+        // `mlx/lib/`).
         "cuda" => {
             args.push("-Wl,--allow-shlib-undefined".into());
             args.push("-Wl,-rpath,$ORIGIN/../mlx/lib".into());
-            let nvidia = mlx_dir.join("../nvidia");
-            if let Ok(entries) = std::fs::read_dir(&nvidia) {
-                let mut dirs: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path().join("lib")))
-                    .filter(|p| p.is_dir())
-                    .collect();
-                dirs.sort();
-                for dir in dirs {
-                    args.push(format!("-Wl,-rpath,{}", dir.display()));
-                    args.push(format!("-Wl,-rpath-link,{}", dir.display()));
-                }
-            }
         }
         _ => {}
     }

@@ -83,7 +83,7 @@ case "$BACKEND" in
       --platform manylinux_2_35_x86_64 --python-version 3.11
     unpack_wheel "$WHEEL" "$MLX_DEST"
     # The CUDA 13 runtime libraries libmlx.so needs, as the pip packages lay
-    # them out (nvidia/<component>/lib); found through the binaries' rpath.
+    # them out (nvidia/<component>/lib); libmlx.so's own rpath finds them.
     # FINETUNE_CUDA_LIBS=0 skips them: building a bundle here for a GPU
     # machine that has them (scripts/cuda/bundle.sh).
     if [ "${FINETUNE_CUDA_LIBS:-1}" != 0 ] && [ ! -f "$MLX_DEST/nvidia/.complete" ]; then

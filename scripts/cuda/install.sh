@@ -2,8 +2,9 @@
 # On the GPU machine: puts FineTune's CUDA bundle together from the pieces
 # that device runs carried (.cache/cuda-bundle/a and /b, see bundle.sh) into
 # $FT_CUDA_HOME (default /tmp/ft-cuda), which outlives one run while the
-# machine stays up. Safe to run again: pieces already moved are kept, and it
-# assembles once all are there. Prints what the machine has.
+# machine stays up. Safe to run again: pieces already moved are kept, it
+# assembles once all are there, and a bundle with other checksums replaces
+# the installed one. Prints what the machine has.
 #
 #   $FT_CUDA_HOME/site/bin/ft          the launcher (finds the CUDA libraries)
 #   $FT_CUDA_HOME/site/mlx/lib/        libmlx.so (shared with Python's mlx)
@@ -20,7 +21,7 @@ done
 cd "$HOME_DIR/pieces"
 echo "pieces here: $(ls | tr '\n' ' ')"
 
-if [ -x "$SITE/bin/ft-cuda" ]; then
+if [ -f SHA256SUMS ] && cmp -s SHA256SUMS "$SITE/SHA256SUMS"; then
   echo "bundle: already installed in $SITE"
 elif [ -f SHA256SUMS ] && [ -f libmlx.tar.xz.part0 ] && [ -f ft-cuda.xz ]; then
   cat libmlx.tar.xz.part* >libmlx.tar.xz
@@ -36,6 +37,7 @@ elif [ -f SHA256SUMS ] && [ -f libmlx.tar.xz.part0 ] && [ -f ft-cuda.xz ]; then
   # layout): point it at the CUDA libraries torch's pip packages installed.
   nvidia="$(python3 -c 'import importlib.util as u; s = u.find_spec("nvidia"); print(list(s.submodule_search_locations)[0] if s else "")' 2>/dev/null || true)"
   [ -n "$nvidia" ] && ln -sfn "$nvidia" "$SITE/nvidia"
+  cp SHA256SUMS "$SITE/"  # which bundle is installed: a newer one replaces it
   rm -f libmlx.tar.xz ft-cuda
   echo "bundle: installed in $SITE (CUDA libraries: ${nvidia:-none found})"
 else

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use finetune::eval::sequence_nll;
+use finetune::eval::nll_from_hidden;
 use finetune::kernels;
 use finetune::lora::{self, LoraConfig};
 use finetune::mlx_rs::{self, fast, nn, Array};
@@ -42,7 +42,9 @@ fn main() {
     };
     let mut loaded = model::load(path.as_ref(), &options).unwrap();
     let m = &mut loaded.model;
-    lora::apply(m, &LoraConfig::default()).unwrap();
+    if std::env::var("PROFILE_NO_LORA").is_err() {
+        lora::apply(m, &LoraConfig::default()).unwrap();
+    }
     let Model::Llama(llama) = &*m else {
         panic!("profile_step profiles Llama-family models");
     };
@@ -68,7 +70,12 @@ fn main() {
     let loss_fn = |m: &mut Model,
                    (x, y, k): (&Array, &Array, &Array)|
      -> Result<Array, mlx_rs::error::Exception> {
-        sequence_nll(m, x, y, None)?
+        let h = m.hidden_states(x, None)?;
+        let rows = kernels::CrossEntropyRows {
+            mask: Some(k),
+            differentiated: true,
+        };
+        nll_from_hidden(m, &h, y, rows)?
             .multiply(k)?
             .sum(None)?
             .divide(k.sum(None)?)
@@ -98,7 +105,7 @@ fn main() {
     });
     let flat_targets = targets.reshape(&[n]).unwrap();
     time("lm_head + cross-entropy (kernels::)", 2, || {
-        eval(&kernels::linear_cross_entropy(&x, &head, &flat_targets).unwrap())
+        eval(&kernels::linear_cross_entropy(&x, &head, &flat_targets, Default::default()).unwrap())
     });
     let g = mlx_rs::random::normal::<f32>(&[n, f], None, None, None).unwrap();
     time("silu(gate) * up (n×1536, kernels::)", 3, || {

@@ -742,42 +742,148 @@ class LinearCrossEntropyGrad : public CpuOnly {
   bool weight_grad_;
 };
 
+// Online softmax of one row over a block of its logits, in place: the
+// running `max` and `sum` (Σ exp(x − max)) are updated and the block's
+// entries become exp(x − max). Returns the factor by which sums made with
+// the previous max must be scaled (1 when it did not grow).
+FT_SIMD float softmax_block_update(float* row, int64_t n, float& max, float& sum) {
+  float m = max;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) {
+    m = std::max(m, row[j]);
+  }
+  const float rescale = m > max ? exp_approx(max - m) : 1.0f;
+  max = m;
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) {
+    const float p = exp_approx(row[j] - m);
+    row[j] = p;
+    s += p;
+  }
+  sum = sum * rescale + s;
+  return rescale;
+}
+
+FT_SIMD void scale_row(float* row, int64_t n, float by) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    row[j] *= by;
+  }
+}
+
+// dh ← dh / sum − w_target: the finished gradient of one row's loss.
+FT_SIMD void finish_hidden_grad(float* dh, const float* w_target, int64_t n, float sum) {
+  const float inv = 1.0f / sum;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    dh[j] = dh[j] * inv - w_target[j];
+  }
+}
+
+// Rows of a (rows, width) matrix picked by index, copied out and back.
+void gather_rows(const float* from, const std::vector<int64_t>& rows, int64_t width, float* to) {
+  for (size_t r = 0; r < rows.size(); ++r) {
+    std::memcpy(to + r * width, from + rows[r] * width, width * sizeof(float));
+  }
+}
+void scatter_rows(const float* from, const std::vector<int64_t>& rows, int64_t width, float* to) {
+  for (size_t r = 0; r < rows.size(); ++r) {
+    std::memcpy(to + rows[r] * width, from + r * width, width * sizeof(float));
+  }
+}
+
 class LinearCrossEntropy : public CpuOnly {
  public:
-  explicit LinearCrossEntropy(Stream s) : CpuOnly(s) {}
+  LinearCrossEntropy(Stream s, bool masked, bool with_grad)
+      : CpuOnly(s), masked_(masked), with_grad_(with_grad) {}
 
-  // in: hidden (N, E), weight (V, E), targets (N); out: nll (N), lse (N).
+  // in: hidden (N, E), weight (V, E), targets (N) [, mask (N)];
+  // out: nll (N), lse (N) [, d nll / d hidden (N, E)].
+  // Rows whose mask is 0 are skipped (nll 0). With `with_grad` the pass
+  // also makes each row's gradient w.r.t. its hidden state — Σ softmax ·
+  // W − W[target], accumulated block by block with an online softmax — so
+  // the backward pass only scales it by the cotangent instead of making
+  // the logits again (one vocabulary-sized product fewer per step).
   void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
-    allocate(out[0]);
-    allocate(out[1]);
+    for (auto& o : out) {
+      allocate(o);
+    }
     const int64_t N = in[0].shape(0), E = in[0].shape(1), V = in[1].shape(0);
     encoder(stream()).dispatch([N, E, V,
                                 h = in[0].data<float>(),
                                 w = in[1].data<float>(),
                                 t = in[2].data<int32_t>(),
+                                mask = masked_ ? in[3].data<float>() : nullptr,
                                 nll = out[0].data<float>(),
-                                lse = out[1].data<float>()] {
-      std::vector<float> max(N, -std::numeric_limits<float>::infinity()), sum(N, 0.0f);
-      std::vector<float> picked(N, std::numeric_limits<float>::quiet_NaN());
-      const int64_t C = block_columns(N, V);
-      Scratch logits(N * C);
+                                lse = out[1].data<float>(),
+                                dh = with_grad_ ? out[2].data<float>() : nullptr] {
+      std::vector<int64_t> active;
+      for (int64_t i = 0; i < N; ++i) {
+        if (!mask || mask[i] != 0.0f) {
+          active.push_back(i);
+        }
+      }
+      std::fill(nll, nll + N, 0.0f);
+      std::fill(lse, lse + N, 0.0f);
+      if (dh) {
+        std::fill(dh, dh + N * E, 0.0f);
+      }
+      const int64_t A = active.size();
+      if (A == 0) {
+        return;
+      }
+      // The active rows, contiguous (no copy when every row is active).
+      const bool all = A == N;
+      Scratch gathered(all ? 0 : A * E), grad_rows(all || !dh ? 0 : A * E);
+      const float* hA = h;
+      if (!all) {
+        gather_rows(h, active, E, gathered.data());
+        hA = gathered.data();
+      }
+      float* dA = !dh ? nullptr : all ? dh : grad_rows.data();
+      if (dA && !all) {
+        std::fill(dA, dA + A * E, 0.0f);
+      }
+      std::vector<float> max(A, -std::numeric_limits<float>::infinity()), sum(A, 0.0f);
+      std::vector<float> picked(A, std::numeric_limits<float>::quiet_NaN());
+      const int64_t C = block_columns(A, V);
+      Scratch logits(A * C);
       for (int64_t c0 = 0; c0 < V; c0 += C) {
         const int64_t cols = std::min(C, V - c0);
-        gemm(false, true, N, cols, E, 1.0f, h, E, w + c0 * E, E, 0.0f, logits.data(), cols);
-        parallel_ranges(N, [&](int64_t s, int64_t e) {
-          for (int64_t i = s; i < e; ++i) {
-            const float* row = logits.data() + i * cols;
-            logsumexp_update(row, cols, max[i], sum[i]);
-            if (t[i] >= c0 && t[i] < c0 + cols) {
-              picked[i] = row[t[i] - c0];
+        gemm(false, true, A, cols, E, 1.0f, hA, E, w + c0 * E, E, 0.0f, logits.data(), cols);
+        parallel_ranges(A, [&](int64_t s, int64_t e) {
+          for (int64_t r = s; r < e; ++r) {
+            float* row = logits.data() + r * cols;
+            const int32_t target = t[active[r]];
+            if (target >= c0 && target < c0 + cols) {
+              picked[r] = row[target - c0];
+            }
+            if (dA) {
+              const float rescale = softmax_block_update(row, cols, max[r], sum[r]);
+              if (rescale != 1.0f) {
+                scale_row(dA + r * E, E, rescale);
+              }
+            } else {
+              logsumexp_update(row, cols, max[r], sum[r]);
             }
           }
         });
+        if (dA) {
+          gemm(false, false, A, E, cols, 1.0f, logits.data(), cols, w + c0 * E, E, 1.0f, dA, E);
+        }
       }
       // A target outside the vocabulary leaves `picked` NaN: the loss shows it.
-      for (int64_t i = 0; i < N; ++i) {
-        lse[i] = max[i] + std::log(sum[i]);
-        nll[i] = lse[i] - picked[i];
+      for (int64_t r = 0; r < A; ++r) {
+        const int64_t i = active[r];
+        lse[i] = max[r] + std::log(sum[r]);
+        nll[i] = lse[i] - picked[r];
+        if (dA && t[i] >= 0 && t[i] < V) {
+          finish_hidden_grad(dA + r * E, w + int64_t{t[i]} * E, E, sum[r]);
+        }
+      }
+      if (dA && !all) {
+        scatter_rows(dA, active, E, dh);
       }
     });
   }
@@ -787,24 +893,37 @@ class LinearCrossEntropy : public CpuOnly {
       const std::vector<int>& argnums,
       const std::vector<array>& outputs) override {
     bool weight_grad = std::find(argnums.begin(), argnums.end(), 1) != argnums.end();
-    std::vector<Shape> shapes = {primals[0].shape()};
-    std::vector<mlx::core::Dtype> dtypes = {mlx::core::float32};
-    if (weight_grad) {
-      shapes.push_back(primals[1].shape());
-      dtypes.push_back(mlx::core::float32);
+    array d_hidden = primals[0];
+    std::vector<array> grads;
+    if (with_grad_ && !weight_grad) {
+      // The forward pass made d nll / d hidden: scale it row by row.
+      d_hidden = mlx::core::multiply(
+          mlx::core::expand_dims(cotangents[0], -1, stream()), outputs[2], stream());
+    } else {
+      std::vector<Shape> shapes = {primals[0].shape()};
+      std::vector<mlx::core::Dtype> dtypes = {mlx::core::float32};
+      if (weight_grad) {
+        shapes.push_back(primals[1].shape());
+        dtypes.push_back(mlx::core::float32);
+      }
+      // Masked rows (whose lse the forward pass skipped) must get a zero
+      // cotangent: the backward primitive skips those.
+      array g = masked_ ? mlx::core::multiply(cotangents[0], primals[3], stream())
+                        : cotangents[0];
+      grads = array::make_arrays(
+          shapes, dtypes,
+          std::make_shared<LinearCrossEntropyGrad>(stream(), weight_grad),
+          {primals[0], primals[1], primals[2], outputs[1], dense(g, stream())});
+      d_hidden = grads[0];
     }
-    auto grads = array::make_arrays(
-        shapes, dtypes,
-        std::make_shared<LinearCrossEntropyGrad>(stream(), weight_grad),
-        {primals[0], primals[1], primals[2], outputs[1], dense(cotangents[0], stream())});
     std::vector<array> result;
     for (int a : argnums) {
       if (a == 0) {
-        result.push_back(grads[0]);
+        result.push_back(d_hidden);
       } else if (a == 1) {
         result.push_back(grads[1]);
       } else {
-        result.push_back(mlx::core::zeros_like(primals[2], stream()));
+        result.push_back(mlx::core::zeros_like(primals[a], stream()));
       }
     }
     return result;
@@ -812,12 +931,21 @@ class LinearCrossEntropy : public CpuOnly {
   const char* name() const override {
     return "FtLinearCrossEntropy";
   }
-  bool is_equivalent(const Primitive&) const override {
-    return true;
+  bool is_equivalent(const Primitive& other) const override {
+    auto& o = static_cast<const LinearCrossEntropy&>(other);
+    return masked_ == o.masked_ && with_grad_ == o.with_grad_;
   }
   std::vector<Shape> output_shapes(const std::vector<array>& in) override {
-    return {{in[0].shape(0)}, {in[0].shape(0)}};
+    std::vector<Shape> shapes = {{in[0].shape(0)}, {in[0].shape(0)}};
+    if (with_grad_) {
+      shapes.push_back(in[0].shape());
+    }
+    return shapes;
   }
+
+ private:
+  bool masked_;
+  bool with_grad_;
 };
 
 Stream cpu_stream() {
@@ -891,7 +1019,8 @@ extern "C" int ft_causal_attention(
 }
 
 extern "C" int ft_linear_cross_entropy(
-    mlx_array* out, mlx_array hidden_, mlx_array weight_, mlx_array targets_) {
+    mlx_array* out, mlx_array hidden_, mlx_array weight_, mlx_array targets_,
+    mlx_array mask_, int with_grad) {
   return guarded([&] {
     const array& h = mlx_array_get_(hidden_);
     const array& w = mlx_array_get_(weight_);
@@ -904,10 +1033,26 @@ extern "C" int ft_linear_cross_entropy(
           "cross-entropy: hidden must be (N, E), weight (V, E) and targets (N)");
     }
     auto s = cpu_stream();
+    std::vector<array> inputs = {dense(h, s), dense(w, s),
+                                 dense(mlx::core::astype(t, mlx::core::int32, s), s)};
+    const bool masked = mask_.ctx != nullptr;
+    if (masked) {
+      const array& m = mlx_array_get_(mask_);
+      if (m.size() != static_cast<size_t>(h.shape(0))) {
+        throw std::invalid_argument("cross-entropy: the mask must have one entry per row");
+      }
+      inputs.push_back(dense(
+          mlx::core::reshape(mlx::core::astype(m, mlx::core::float32, s), {h.shape(0)}, s), s));
+    }
+    std::vector<Shape> shapes = {{h.shape(0)}, {h.shape(0)}};
+    std::vector<mlx::core::Dtype> dtypes = {mlx::core::float32, mlx::core::float32};
+    if (with_grad) {
+      shapes.push_back(h.shape());
+      dtypes.push_back(mlx::core::float32);
+    }
     auto outs = array::make_arrays(
-        {{h.shape(0)}, {h.shape(0)}}, {mlx::core::float32, mlx::core::float32},
-        std::make_shared<LinearCrossEntropy>(s),
-        {dense(h, s), dense(w, s), dense(mlx::core::astype(t, mlx::core::int32, s), s)});
+        shapes, dtypes, std::make_shared<LinearCrossEntropy>(s, masked, with_grad != 0),
+        inputs);
     mlx_array_set_(*out, outs[0]);
   });
 }

@@ -32,12 +32,18 @@ int ft_causal_attention(
 
 /* Per-row cross-entropy of the logits `hidden @ weight.T` against `targets`:
  * hidden (N, E), weight (V, E), targets (N) int32 → (N). The logits are
- * made a block of rows at a time and never kept whole. */
+ * made a block of columns at a time and never kept whole. Rows whose
+ * `mask` (N, optional: pass an empty array) is 0 are skipped and give 0.
+ * With `with_grad` the forward pass also makes the gradient w.r.t. hidden,
+ * so that differentiating costs no second pass over the vocabulary (use it
+ * when the result will be differentiated). */
 int ft_linear_cross_entropy(
     mlx_array* out,
     mlx_array hidden,
     mlx_array weight,
-    mlx_array targets);
+    mlx_array targets,
+    mlx_array mask,
+    int with_grad);
 
 /* The message of the last failure on this thread. */
 const char* ft_last_error(void);

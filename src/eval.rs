@@ -4,7 +4,7 @@ use mlx_rs::module::Module;
 use mlx_rs::{error::Exception, Array};
 
 use crate::error::Result;
-use crate::kernels;
+use crate::kernels::{self, CrossEntropyRows};
 use crate::model::Model;
 
 /// Negative log-likelihood of each next token: `logits` (B, L, V) against
@@ -30,12 +30,19 @@ pub fn sequence_nll(
     segments: Option<&Array>,
 ) -> Result<Array, Exception> {
     let h = model.hidden_states(inputs, segments)?;
-    nll_from_hidden(model, &h, targets)
+    nll_from_hidden(model, &h, targets, CrossEntropyRows::default())
 }
 
 /// Negative log-likelihood of `targets` (B, L) from the final normed hidden
-/// states `h` (B, L, hidden): the head and the cross-entropy.
-pub fn nll_from_hidden(model: &mut Model, h: &Array, targets: &Array) -> Result<Array, Exception> {
+/// states `h` (B, L, hidden): the head and the cross-entropy. Tokens whose
+/// `rows.mask` is 0 may be skipped (their value is then 0): the caller
+/// masks them anyway.
+pub fn nll_from_hidden(
+    model: &mut Model,
+    h: &Array,
+    targets: &Array,
+    rows: CrossEntropyRows<'_>,
+) -> Result<Array, Exception> {
     let head = model.head();
     if head.is_plain() {
         let (b, l, e) = (h.shape()[0], h.shape()[1], h.shape()[2]);
@@ -43,6 +50,7 @@ pub fn nll_from_hidden(model: &mut Model, h: &Array, targets: &Array) -> Result<
             &h.reshape(&[b * l, e])?,
             &head.weight,
             &targets.reshape(&[b * l])?,
+            rows,
         )?;
         nll.reshape(&[b, l])
     } else {

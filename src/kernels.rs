@@ -29,6 +29,8 @@ extern "C" {
         hidden: mlx_array,
         weight: mlx_array,
         targets: mlx_array,
+        mask: mlx_array,
+        with_grad: c_int,
     ) -> c_int;
     fn ft_last_error() -> *const c_char;
     fn ft_set_threads(threads: c_int);
@@ -122,17 +124,29 @@ pub fn causal_attention(
     }
 }
 
+/// Which rows a cross-entropy covers and whether it will be differentiated.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CrossEntropyRows<'a> {
+    /// (N) or any shape of N entries: rows where it is 0 give 0 (and our
+    /// kernel skips them).
+    pub mask: Option<&'a Array>,
+    /// The loss will be differentiated w.r.t. the hidden states: our kernel
+    /// then makes that gradient in the same pass over the vocabulary.
+    pub differentiated: bool,
+}
+
 /// Cross-entropy of each row of `hidden @ weight.T` (hidden (N, E), weight
 /// (V, E)) against `targets` (N) → (N).
 pub fn linear_cross_entropy(
     hidden: &Array,
     weight: &Array,
     targets: &Array,
+    rows: CrossEntropyRows<'_>,
 ) -> Result<Array, Exception> {
     if applies(&[hidden, weight]) {
-        ours::linear_cross_entropy(hidden, weight, targets)
+        ours::linear_cross_entropy(hidden, weight, targets, rows)
     } else {
-        mlx_reference::linear_cross_entropy(hidden, weight, targets)
+        mlx_reference::linear_cross_entropy(hidden, weight, targets, rows)
     }
 }
 
@@ -162,9 +176,19 @@ pub mod ours {
         hidden: &Array,
         weight: &Array,
         targets: &Array,
+        rows: CrossEntropyRows<'_>,
     ) -> Result<Array, Exception> {
+        let none = unsafe { mlx_sys::mlx_array_new() };
+        let mask = rows.mask.map_or(none, Array::as_ptr);
         call(|out| unsafe {
-            ft_linear_cross_entropy(out, hidden.as_ptr(), weight.as_ptr(), targets.as_ptr())
+            ft_linear_cross_entropy(
+                out,
+                hidden.as_ptr(),
+                weight.as_ptr(),
+                targets.as_ptr(),
+                mask,
+                c_int::from(rows.differentiated),
+            )
         })
     }
 }
@@ -217,8 +241,13 @@ pub mod mlx_reference {
         hidden: &Array,
         weight: &Array,
         targets: &Array,
+        rows: CrossEntropyRows<'_>,
     ) -> Result<Array, Exception> {
         let logits = hidden.matmul(weight.t())?;
-        crate::eval::token_nll(&logits, targets)
+        let nll = crate::eval::token_nll(&logits, targets)?;
+        match rows.mask {
+            Some(mask) => nll.multiply(mask.reshape(nll.shape())?),
+            None => Ok(nll),
+        }
     }
 }

@@ -28,6 +28,7 @@ use mlx_rs::Array;
 use super::trainer::masked_mean;
 use crate::error::{Error, Result};
 use crate::eval::nll_from_hidden;
+use crate::kernels::CrossEntropyRows;
 use crate::model::Model;
 
 /// One batch: inputs, targets, mask of trained tokens, packed segments.
@@ -87,7 +88,11 @@ pub fn checkpointed_value_and_grad(
     let (loss, mut grad_h) = {
         let head = |args: &[Array]| -> std::result::Result<Vec<Array>, Exception> {
             let normed = model.final_norm(&args[0])?;
-            let nll = nll_from_hidden(model, &normed, targets)?;
+            let rows = CrossEntropyRows {
+                mask: Some(mask),
+                differentiated: true,
+            };
+            let nll = nll_from_hidden(model, &normed, targets, rows)?;
             Ok(vec![masked_mean(&nll, mask)?])
         };
         let (values, grads) = mlx_rs::transforms::fallible_vjp(

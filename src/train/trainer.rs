@@ -28,7 +28,8 @@ use super::recompute;
 use super::schedule::Schedule;
 use crate::data::{split_examples, templates, valid_file, Example, Tokenization};
 use crate::error::{Error, Result};
-use crate::eval::sequence_nll;
+use crate::eval::nll_from_hidden;
+use crate::kernels::CrossEntropyRows;
 use crate::lora;
 use crate::model::{self, LoadOptions, Model};
 
@@ -595,13 +596,25 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
     })
 }
 
-/// Mean cross-entropy over the masked (trained) tokens; packed rows attend
-/// within each example only.
-fn loss_fn(
+/// Mean cross-entropy over the masked (trained) tokens, to be
+/// differentiated; packed rows attend within each example only.
+fn loss_fn(model: &mut Model, batch: recompute::BatchArrays<'_>) -> Result<Array, Exception> {
+    batch_loss(model, batch, true)
+}
+
+/// The same loss; `differentiated` says whether a gradient will be taken
+/// (our cross-entropy kernel then makes it in the same pass).
+fn batch_loss(
     model: &mut Model,
     (inputs, targets, mask, segments): recompute::BatchArrays<'_>,
+    differentiated: bool,
 ) -> Result<Array, Exception> {
-    let nll = sequence_nll(model, inputs, targets, segments)?;
+    let h = model.hidden_states(inputs, segments)?;
+    let rows = CrossEntropyRows {
+        mask: Some(mask),
+        differentiated,
+    };
+    let nll = nll_from_hidden(model, &h, targets, rows)?;
     masked_mean(&nll, mask)
 }
 
@@ -672,7 +685,7 @@ fn evaluate(
             trained_tokens,
             ..
         } = make_batch(examples, group, pad);
-        let loss: f32 = loss_fn(model, (&inputs, &targets, &mask, None))?.item_exact();
+        let loss: f32 = batch_loss(model, (&inputs, &targets, &mask, None), false)?.item_exact();
         total += loss as f64 * trained_tokens as f64;
         tokens += trained_tokens;
     }

@@ -114,8 +114,11 @@ fn packed_attention_stays_inside_each_example() {
 #[test]
 fn linear_cross_entropy_matches_mlx() {
     random::seed(4).unwrap();
-    let ours: Op = |a, c| ours::linear_cross_entropy(&a[0], &a[1], &c[0], CrossEntropyRows::default());
-    let reference: Op = |a, c| mlx_reference::linear_cross_entropy(&a[0], &a[1], &c[0], CrossEntropyRows::default());
+    let ours: Op =
+        |a, c| ours::linear_cross_entropy(&a[0], &a[1], &c[0], CrossEntropyRows::default());
+    let reference: Op = |a, c| {
+        mlx_reference::linear_cross_entropy(&a[0], &a[1], &c[0], CrossEntropyRows::default())
+    };
     for (n, e, v) in [(50, 33, 517), (3, 8, 70_001), (600, 16, 97)] {
         let targets = random::randint::<_, i32>(0, v, &[n], None).unwrap();
         let inputs = [
@@ -203,8 +206,11 @@ fn masked_rows_get_no_gradient() {
         .unwrap();
         g
     };
-    let g_ours = loss(|a, c| ours::linear_cross_entropy(&a[0], &a[1], &c[0], CrossEntropyRows::default()));
-    let g_ref = loss(|a, c| mlx_reference::linear_cross_entropy(&a[0], &a[1], &c[0], CrossEntropyRows::default()));
+    let g_ours =
+        loss(|a, c| ours::linear_cross_entropy(&a[0], &a[1], &c[0], CrossEntropyRows::default()));
+    let g_ref = loss(|a, c| {
+        mlx_reference::linear_cross_entropy(&a[0], &a[1], &c[0], CrossEntropyRows::default())
+    });
     for i in 0..2 {
         assert!(relative_difference(&g_ours[i], &g_ref[i]) < 2e-5);
     }

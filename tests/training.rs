@@ -54,7 +54,7 @@ fn first_step_loss_is_the_base_models_loss() {
         .collect();
     let pad = loaded.tokenizer.token_to_id("<|im_end|>").unwrap();
     let rows: Vec<Vec<usize>> = (0..8).map(|i| vec![i]).collect();
-    let batch = make_batch(&examples, &rows, pad);
+    let batch = make_batch(&examples, &rows, pad, 8);
     let mut base = loaded.model;
     let logits = base.forward(&batch.inputs, None).unwrap();
     let nll = token_nll(&logits, &batch.targets).unwrap();

@@ -224,7 +224,9 @@ impl Module<&Array> for Projection {
                 } else {
                     x.clone()
                 };
-                let update = x_in.matmul(a)?.matmul(b)?.multiply(&scale)?;
+                // Scaled in rank space (batch × r), not on the batch × out
+                // update: the same product, a much smaller multiply.
+                let update = x_in.matmul(a)?.multiply(&scale)?.matmul(b)?;
                 match &*self.m {
                     // Over a bfloat16/float16 base, the update joins the
                     // output in the output's dtype (as mlx-lm and PEFT do):

@@ -1,5 +1,5 @@
 //! Batches: examples sorted by length so a batch pads little, padded to a
-//! multiple of 32, in an order reshuffled each epoch from the seed; or,
+//! small multiple, in an order reshuffled each epoch from the seed; or,
 //! with packing, several examples per row, attention kept inside each.
 
 use mlx_rs::Array;
@@ -7,8 +7,16 @@ use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 use crate::data::Example;
 
-/// Padding granularity (keeps shapes few, so MLX reuses kernels and buffers).
-pub const PAD_MULTIPLE: usize = 32;
+/// Padding granularity: a compiled step is traced once per batch shape, so
+/// it pads to 32 to keep the shapes few; otherwise to 8, which computes
+/// fewer padding positions (a CPU step's cost grows with every one).
+pub fn pad_multiple(compiled_step: bool) -> usize {
+    if compiled_step {
+        32
+    } else {
+        8
+    }
+}
 
 /// One row of a batch: the indices of the examples it holds (one, or
 /// several when packed).
@@ -74,19 +82,21 @@ pub fn epoch_order(groups: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// The padded length of the batch made of `rows`.
-pub fn padded_width(examples: &[Example], rows: &[Row]) -> usize {
+/// The padded length of the batch made of `rows`: its longest row rounded
+/// up to a multiple of `multiple`.
+pub fn padded_width(examples: &[Example], rows: &[Row], multiple: usize) -> usize {
     let longest = rows
         .iter()
         .map(|r| r.iter().map(|&i| positions(&examples[i])).sum::<usize>())
         .max()
         .unwrap_or(1);
-    longest.div_ceil(PAD_MULTIPLE).max(1) * PAD_MULTIPLE
+    longest.div_ceil(multiple).max(1) * multiple
 }
 
-/// Builds the arrays for `rows`; `pad_id` fills the tail of each row.
-pub fn make_batch(examples: &[Example], rows: &[Row], pad_id: u32) -> Batch {
-    let width = padded_width(examples, rows);
+/// Builds the arrays for `rows`, each padded by `pad_id` to the batch's
+/// [`padded_width`].
+pub fn make_batch(examples: &[Example], rows: &[Row], pad_id: u32, multiple: usize) -> Batch {
+    let width = padded_width(examples, rows, multiple);
     let n = rows.len();
     let mut inputs = vec![pad_id as i32; n * width];
     let mut targets = vec![pad_id as i32; n * width];

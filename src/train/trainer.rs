@@ -16,8 +16,8 @@ use mlx_rs::{nn, Array};
 use serde::{Deserialize, Serialize};
 
 use super::batches::{
-    epoch_order, length_sorted_groups, make_batch, packed_groups, padded_width, Batch, Row,
-    PAD_MULTIPLE,
+    epoch_order, length_sorted_groups, make_batch, packed_groups, pad_multiple, padded_width,
+    Batch, Row,
 };
 use super::checkpoint::{self, LoopState};
 use super::config::TrainConfig;
@@ -205,11 +205,9 @@ fn run(
         final_fraction: 0.0,
     };
     let mut step_fn = nn::value_and_grad(loss_fn);
-    // A compiled forward + backward (MLX fuses its element-wise work), for
-    // runs without dropout (a compiled graph would replay one mask).
-    let compile = config.compile.unwrap_or_else(crate::device::default_is_gpu);
-    let mut compiled = (compile && config.lora.dropout == 0.0 && !config.grad_checkpoint)
-        .then(|| compiled_value_and_grad(model));
+    // A compiled forward + backward: MLX fuses its element-wise work.
+    let mut compiled = compiles_step(config).then(|| compiled_value_and_grad(model));
+    let multiple = pad_multiple(compiles_step(config));
     let pad = loaded
         .tokenizer
         .eos_token
@@ -263,7 +261,7 @@ fn run(
         let mut step_tokens = 0usize;
         for micro in 0..config.grad_accumulation {
             let position = (step % steps_per_epoch) * config.grad_accumulation + micro;
-            let batch = make_batch(&train_set, &groups[order[position]], pad);
+            let batch = make_batch(&train_set, &groups[order[position]], pad, multiple);
             let weight = Array::from_f32(batch.trained_tokens as f32);
             let arrays = (
                 &batch.inputs,
@@ -544,9 +542,9 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         }
         let width = groups
             .iter()
-            .map(|g| padded_width(&train_set, g))
+            .map(|g| padded_width(&train_set, g, pad_multiple(compiles_step(config))))
             .max()
-            .unwrap_or(PAD_MULTIPLE);
+            .unwrap_or(1);
         let estimate_with = |recompute| {
             let shape = StepShape {
                 batch: batch_size,
@@ -594,6 +592,14 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         batch_size,
         available_memory,
     })
+}
+
+/// Whether training runs the compiled step: asked for (by default on a
+/// GPU), and neither dropout (a compiled graph would replay one mask) nor
+/// checkpointing in the way.
+fn compiles_step(config: &TrainConfig) -> bool {
+    let compile = config.compile.unwrap_or_else(crate::device::default_is_gpu);
+    compile && config.lora.dropout == 0.0 && !config.grad_checkpoint
 }
 
 /// Mean cross-entropy over the masked (trained) tokens, to be
@@ -684,7 +690,7 @@ fn evaluate(
             mask,
             trained_tokens,
             ..
-        } = make_batch(examples, group, pad);
+        } = make_batch(examples, group, pad, pad_multiple(false));
         let loss: f32 = batch_loss(model, (&inputs, &targets, &mask, None), false)?.item_exact();
         total += loss as f64 * trained_tokens as f64;
         tokens += trained_tokens;

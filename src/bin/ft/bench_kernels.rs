@@ -48,7 +48,9 @@ fn cases() -> anyhow::Result<Vec<Case>> {
         Case {
             name: "lm head + cross-entropy 2048×576×49152",
             ours: |a, c| ours::linear_cross_entropy(&a[0], &a[1], &c[0], Default::default()),
-            mlx: |a, c| mlx_reference::linear_cross_entropy(&a[0], &a[1], &c[0], Default::default()),
+            mlx: |a, c| {
+                mlx_reference::linear_cross_entropy(&a[0], &a[1], &c[0], Default::default())
+            },
             inputs: vec![
                 normal(&[n, e])?,
                 normal(&[v, e])?.multiply(Array::from_f32(0.02))?,

@@ -978,6 +978,163 @@ class LinearCrossEntropy : public CpuOnly {
   bool with_grad_;
 };
 
+// --------------------------------------------------------- LoRA linear ---
+
+// Shapes of a LoRA projection: x (..., in) as N rows, W (out, in), A (in, r),
+// B (r, out).
+struct LoraDims {
+  int64_t rows, in, out, rank;
+  LoraDims(const array& x, const array& w, const array& a)
+      : rows(x.size() / std::max<int64_t>(x.shape(-1), 1)),
+        in(x.shape(-1)),
+        out(w.shape(0)),
+        rank(a.shape(1)) {}
+};
+
+class LoraLinearGrad : public CpuOnly {
+ public:
+  LoraLinearGrad(Stream s, float scale, bool dx, bool da, bool db)
+      : CpuOnly(s), scale_(scale), dx_(dx), da_(da), db_(db) {}
+
+  // in: x, W, A, B, xa, dy; out: the requested ones of dx, dA, dB (in that
+  // order). u = dy Bᵀ; dx = dy W + s·u Aᵀ; dA = s·xᵀ u; dB = s·(xA)ᵀ dy.
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    for (auto& o : out) {
+      allocate(o);
+    }
+    LoraDims d(in[0], in[1], in[2]);
+    float* outputs[3] = {nullptr, nullptr, nullptr};
+    int next = 0;
+    for (int i = 0; i < 3; ++i) {
+      const bool wanted = i == 0 ? dx_ : i == 1 ? da_ : db_;
+      if (wanted) {
+        outputs[i] = out[next++].data<float>();
+      }
+    }
+    encoder(stream()).dispatch([d,
+                                scale = scale_,
+                                x = in[0].data<float>(),
+                                w = in[1].data<float>(),
+                                a = in[2].data<float>(),
+                                b = in[3].data<float>(),
+                                xa = in[4].data<float>(),
+                                dy = in[5].data<float>(),
+                                dx = outputs[0],
+                                da = outputs[1],
+                                db = outputs[2]] {
+      const int64_t N = d.rows, I = d.in, O = d.out, R = d.rank;
+      Scratch u(N * R);
+      gemm(false, true, N, R, O, 1.0f, dy, O, b, O, 0.0f, u.data(), R);
+      if (dx) {
+        gemm(false, false, N, I, O, 1.0f, dy, O, w, I, 0.0f, dx, I);
+        gemm(false, true, N, I, R, scale, u.data(), R, a, R, 1.0f, dx, I);
+      }
+      if (da) {
+        gemm(true, false, I, R, N, scale, x, I, u.data(), R, 0.0f, da, R);
+      }
+      if (db) {
+        gemm(true, false, R, O, N, scale, xa, R, dy, O, 0.0f, db, O);
+      }
+    });
+  }
+  const char* name() const override {
+    return "FtLoraLinearGrad";
+  }
+  bool is_equivalent(const Primitive& other) const override {
+    auto& o = static_cast<const LoraLinearGrad&>(other);
+    return scale_ == o.scale_ && dx_ == o.dx_ && da_ == o.da_ && db_ == o.db_;
+  }
+
+ private:
+  float scale_;
+  bool dx_, da_, db_;
+};
+
+// y = x Wᵀ + s·(x A) B, with the adapter's product added by the BLAS into
+// the base product (beta = 1) rather than as a batch × out sum of its own,
+// and x A (N, r) kept as a second output for the backward pass.
+class LoraLinear : public CpuOnly {
+ public:
+  LoraLinear(Stream s, float scale) : CpuOnly(s), scale_(scale) {}
+
+  // in: x, W, A, B; out: y, xa.
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    allocate(out[0]);
+    allocate(out[1]);
+    LoraDims d(in[0], in[1], in[2]);
+    encoder(stream()).dispatch([d,
+                                scale = scale_,
+                                x = in[0].data<float>(),
+                                w = in[1].data<float>(),
+                                a = in[2].data<float>(),
+                                b = in[3].data<float>(),
+                                y = out[0].data<float>(),
+                                xa = out[1].data<float>()] {
+      const int64_t N = d.rows, I = d.in, O = d.out, R = d.rank;
+      gemm(false, false, N, R, I, 1.0f, x, I, a, R, 0.0f, xa, R);
+      gemm(false, true, N, O, I, 1.0f, x, I, w, I, 0.0f, y, O);
+      gemm(false, false, N, O, R, scale, xa, R, b, O, 1.0f, y, O);
+    });
+  }
+  // The xa output only feeds the backward pass; its cotangent is ignored.
+  std::vector<array> vjp(
+      const std::vector<array>& primals,
+      const std::vector<array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<array>& outputs) override {
+    auto has = [&](int i) { return std::find(argnums.begin(), argnums.end(), i) != argnums.end(); };
+    const bool dx = has(0), da = has(2), db = has(3);
+    auto s = stream();
+    array dy = dense(cotangents[0], s);
+    std::vector<Shape> shapes;
+    if (dx) {
+      shapes.push_back(primals[0].shape());
+    }
+    if (da) {
+      shapes.push_back(primals[2].shape());
+    }
+    if (db) {
+      shapes.push_back(primals[3].shape());
+    }
+    std::vector<array> grads;
+    if (!shapes.empty()) {
+      grads = array::make_arrays(
+          shapes, std::vector<mlx::core::Dtype>(shapes.size(), mlx::core::float32),
+          std::make_shared<LoraLinearGrad>(s, scale_, dx, da, db),
+          {primals[0], primals[1], primals[2], primals[3], outputs[1], dy});
+    }
+    std::vector<array> result;
+    size_t next = 0;
+    for (int a : argnums) {
+      if (a == 1) {
+        // The base weight's gradient (LoRA freezes it; asked for anyway):
+        // dyᵀ x over all rows.
+        const int in = primals[0].shape(-1), out = primals[1].shape(0);
+        result.push_back(mlx::core::matmul(
+            mlx::core::transpose(mlx::core::reshape(dy, {-1, out}, s), s),
+            mlx::core::reshape(primals[0], {-1, in}, s), s));
+      } else {
+        result.push_back(grads[next++]);
+      }
+    }
+    return result;
+  }
+  const char* name() const override {
+    return "FtLoraLinear";
+  }
+  bool is_equivalent(const Primitive& other) const override {
+    return scale_ == static_cast<const LoraLinear&>(other).scale_;
+  }
+  std::vector<Shape> output_shapes(const std::vector<array>& in) override {
+    Shape y = in[0].shape();
+    y.back() = in[1].shape(0);
+    return {y, {static_cast<int>(in[0].size() / std::max(in[0].shape(-1), 1)), in[2].shape(1)}};
+  }
+
+ private:
+  float scale_;
+};
+
 Stream cpu_stream() {
   return mlx::core::default_stream(mlx::core::Device::cpu);
 }
@@ -1083,6 +1240,34 @@ extern "C" int ft_linear_cross_entropy(
     auto outs = array::make_arrays(
         shapes, dtypes, std::make_shared<LinearCrossEntropy>(s, masked, with_grad != 0),
         inputs);
+    mlx_array_set_(*out, outs[0]);
+  });
+}
+
+extern "C" int ft_lora_linear(
+    mlx_array* out, mlx_array x_, mlx_array w_, mlx_array a_, mlx_array b_, float scale) {
+  return guarded([&] {
+    const array& x = mlx_array_get_(x_);
+    const array& w = mlx_array_get_(w_);
+    const array& a = mlx_array_get_(a_);
+    const array& b = mlx_array_get_(b_);
+    require_f32(x, "lora linear: x");
+    require_f32(w, "lora linear: weight");
+    require_f32(a, "lora linear: lora_a");
+    require_f32(b, "lora linear: lora_b");
+    if (x.ndim() < 1 || w.ndim() != 2 || a.ndim() != 2 || b.ndim() != 2 ||
+        x.shape(-1) != w.shape(1) || a.shape(0) != w.shape(1) || b.shape(0) != a.shape(1) ||
+        b.shape(1) != w.shape(0)) {
+      throw std::invalid_argument(
+          "lora linear: x must be (..., in), weight (out, in), lora_a (in, r) and lora_b (r, out)");
+    }
+    auto s = cpu_stream();
+    Shape y = x.shape();
+    y.back() = w.shape(0);
+    const int rows = static_cast<int>(x.size() / std::max(x.shape(-1), 1));
+    auto outs = array::make_arrays(
+        {y, {rows, a.shape(1)}}, {mlx::core::float32, mlx::core::float32},
+        std::make_shared<LoraLinear>(s, scale), {dense(x, s), dense(w, s), dense(a, s), dense(b, s)});
     mlx_array_set_(*out, outs[0]);
   });
 }

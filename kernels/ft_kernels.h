@@ -45,6 +45,18 @@ int ft_linear_cross_entropy(
     mlx_array mask,
     int with_grad);
 
+/* A LoRA projection, x Wᵀ + scale · (x A) B: x (..., in), weight (out, in),
+ * lora_a (in, r), lora_b (r, out). The adapter's product is added into the
+ * base product by the BLAS; gradients for x, A and B come from one backward
+ * primitive of matrix products only. */
+int ft_lora_linear(
+    mlx_array* out,
+    mlx_array x,
+    mlx_array weight,
+    mlx_array lora_a,
+    mlx_array lora_b,
+    float scale);
+
 /* The message of the last failure on this thread. */
 const char* ft_last_error(void);
 

@@ -1,6 +1,6 @@
 //! FineTune's own CPU kernels (kernels/ft_kernels.cpp): SwiGLU, causal
-//! attention and a chunked linear cross-entropy, as MLX graph nodes with
-//! their own backward passes.
+//! attention, a chunked linear cross-entropy and the LoRA projection, as
+//! MLX graph nodes with their own backward passes.
 //!
 //! Each function here uses our kernel when it applies (CPU device, float32,
 //! the switch on) and MLX's own ops otherwise — on Metal and CUDA, for other
@@ -31,6 +31,14 @@ extern "C" {
         targets: mlx_array,
         mask: mlx_array,
         with_grad: c_int,
+    ) -> c_int;
+    fn ft_lora_linear(
+        out: *mut mlx_array,
+        x: mlx_array,
+        weight: mlx_array,
+        lora_a: mlx_array,
+        lora_b: mlx_array,
+        scale: f32,
     ) -> c_int;
     fn ft_last_error() -> *const c_char;
     fn ft_set_threads(threads: c_int);
@@ -150,9 +158,44 @@ pub fn linear_cross_entropy(
     }
 }
 
+/// A LoRA projection `x Wᵀ + scale · (x A) B`: x (..., in), weight (out,
+/// in), a (in, r), b (r, out).
+pub fn lora_linear(
+    x: &Array,
+    weight: &Array,
+    a: &Array,
+    b: &Array,
+    scale: f32,
+) -> Result<Array, Exception> {
+    if applies(&[x, weight, a, b]) {
+        ours::lora_linear(x, weight, a, b, scale)
+    } else {
+        mlx_reference::lora_linear(x, weight, a, b, scale)
+    }
+}
+
 /// Our kernels, called whatever the device or switch (CPU, float32 only).
 pub mod ours {
     use super::*;
+
+    pub fn lora_linear(
+        x: &Array,
+        weight: &Array,
+        a: &Array,
+        b: &Array,
+        scale: f32,
+    ) -> Result<Array, Exception> {
+        call(|out| unsafe {
+            ft_lora_linear(
+                out,
+                x.as_ptr(),
+                weight.as_ptr(),
+                a.as_ptr(),
+                b.as_ptr(),
+                scale,
+            )
+        })
+    }
 
     pub fn swiglu(gate: &Array, up: &Array) -> Result<Array, Exception> {
         call(|out| unsafe { ft_swiglu(out, gate.as_ptr(), up.as_ptr()) })
@@ -235,6 +278,17 @@ pub mod mlx_reference {
                 )
             }
         }
+    }
+
+    pub fn lora_linear(
+        x: &Array,
+        weight: &Array,
+        a: &Array,
+        b: &Array,
+        scale: f32,
+    ) -> Result<Array, Exception> {
+        let update = x.matmul(a)?.multiply(Array::from_f32(scale))?.matmul(b)?;
+        x.matmul(weight.t())?.add(update)
     }
 
     pub fn linear_cross_entropy(

@@ -225,6 +225,34 @@ fn masked_rows_get_no_gradient() {
 }
 
 #[test]
+fn lora_linear_matches_mlx() {
+    random::seed(7).unwrap();
+    // Gradients of x, A and B (the frozen weight a constant, as in LoRA
+    // training), and of all four (the weight's through MLX's product).
+    let ours: Op = |a, c| ours::lora_linear(&a[0], &c[0], &a[1], &a[2], 1.7);
+    let reference: Op = |a, c| mlx_reference::lora_linear(&a[0], &c[0], &a[1], &a[2], 1.7);
+    let all_ours: Op = |a, _| ours::lora_linear(&a[0], &a[1], &a[2], &a[3], 0.5);
+    let all_reference: Op = |a, _| mlx_reference::lora_linear(&a[0], &a[1], &a[2], &a[3], 0.5);
+    for (lead, input, output, rank) in [
+        (vec![3, 37], 20, 13, 4),
+        (vec![1], 5, 7, 1),
+        (vec![2, 65], 96, 33, 8),
+    ] {
+        let x = normal(&[lead.as_slice(), &[input]].concat());
+        let weight = normal(&[output, input]);
+        let (a, b) = (normal(&[input, rank]), normal(&[rank, output]));
+        compare(
+            ours,
+            reference,
+            &[x.clone(), a.clone(), b.clone()],
+            std::slice::from_ref(&weight),
+            2e-5,
+        );
+        compare(all_ours, all_reference, &[x, weight, a, b], &[], 2e-5);
+    }
+}
+
+#[test]
 fn bad_shapes_are_reported() {
     let e = ours::causal_attention(
         &normal(&[1, 3, 4, 8]),
@@ -237,4 +265,13 @@ fn bad_shapes_are_reported() {
     assert!(e.to_string().contains("multiple of KV"), "{e}");
     let e = ours::swiglu(&normal(&[2, 3]), &normal(&[3, 2])).unwrap_err();
     assert!(e.to_string().contains("same shape"), "{e}");
+    let e = ours::lora_linear(
+        &normal(&[2, 6]),
+        &normal(&[4, 6]),
+        &normal(&[5, 2]),
+        &normal(&[2, 4]),
+        1.0,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("lora_a (in, r)"), "{e}");
 }

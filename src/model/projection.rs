@@ -6,6 +6,7 @@
 //! like mlx-lm's, so the flattened names of a model's trainable parameters
 //! are already mlx-lm adapter keys.
 
+use crate::kernels;
 use mlx_rs::{
     error::Exception,
     macros::ModuleParameters,
@@ -201,6 +202,20 @@ impl Module<&Array> for Projection {
     type Output = Array;
 
     fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
+        // Plain LoRA over a dense weight, without dropout: one fused node
+        // (our CPU kernel where it applies, MLX's ops otherwise).
+        if let (Some(a), Some(b), None, None, None) = (
+            &*self.lora_a,
+            &*self.lora_b,
+            self.quantization,
+            &*self.m,
+            &*self.bias,
+        ) {
+            let dropout = self.training && self.lora_dropout > 0.0;
+            if !dropout && kernels::apply_to(x.dtype()) && self.weight.dtype() == x.dtype() {
+                return kernels::lora_linear(x, &self.weight, a, b, self.lora_scale);
+            }
+        }
         let y = match (self.quantization, &*self.scales) {
             (Some(q), Some(scales)) => ops::quantized_matmul(
                 x,

@@ -264,6 +264,48 @@ FT_SIMD void swiglu_backward(
   }
 }
 
+// 1 / sqrt(mean(x²) + eps) of one row.
+FT_SIMD float inverse_rms(const float* x, int64_t n, float eps) {
+  float ss = 0;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t j = 0; j < n; ++j) {
+    ss += x[j] * x[j];
+  }
+  return 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+}
+
+FT_SIMD void rms_norm_row(const float* x, const float* w, float inv, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    y[j] = x[j] * inv * w[j];
+  }
+}
+
+// dx of one row: with g = dy·w, dx = inv·g − x·inv³·(g·x)/n; and, when
+// `dw` is given, dw += dy·x·inv.
+FT_SIMD void rms_norm_row_backward(
+    const float* x, const float* w, const float* dy, float inv, float* dx, float* dw,
+    int64_t n) {
+  float dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t j = 0; j < n; ++j) {
+    dot += dy[j] * w[j] * x[j];
+  }
+  const float k = inv * inv * inv * dot / static_cast<float>(n);
+  if (dx) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      dx[j] = inv * dy[j] * w[j] - x[j] * k;
+    }
+  }
+  if (dw) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      dw[j] += dy[j] * x[j] * inv;
+    }
+  }
+}
+
 // Scores of one query row → probabilities in place; keys outside the row's
 // allowed set (after `last`, or another segment) get 0. Returns logsumexp.
 // `row[j]` is key `first + j`; `seg` holds every key's segment (all zeros
@@ -978,6 +1020,120 @@ class LinearCrossEntropy : public CpuOnly {
   bool with_grad_;
 };
 
+// ------------------------------------------------------------ RMSNorm ---
+
+class RmsNormGrad : public CpuOnly {
+ public:
+  RmsNormGrad(Stream s, bool dx, bool dw) : CpuOnly(s), dx_(dx), dw_(dw) {}
+
+  // in: x, w, inv (rows), dy; out: the requested ones of dx, dw.
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    for (auto& o : out) {
+      allocate(o);
+    }
+    const int64_t D = in[0].shape(-1), N = in[0].size() / std::max<int64_t>(D, 1);
+    encoder(stream()).dispatch([N, D,
+                                x = in[0].data<float>(),
+                                w = in[1].data<float>(),
+                                inv = in[2].data<float>(),
+                                dy = in[3].data<float>(),
+                                dx = dx_ ? out[0].data<float>() : nullptr,
+                                dw = dw_ ? out[dx_ ? 1 : 0].data<float>() : nullptr] {
+      // The weight's gradient sums over rows: one partial sum per range.
+      const int parts = std::max<int64_t>(1, std::min<int64_t>(N, threads()));
+      std::vector<std::vector<float>> partial(dw ? parts : 0, std::vector<float>(D, 0.0f));
+      const int64_t per = (N + parts - 1) / std::max(parts, 1);
+      parallel_ranges(N, [&](int64_t s, int64_t e) {
+        float* acc = dw ? partial[s / std::max<int64_t>(per, 1)].data() : nullptr;
+        for (int64_t i = s; i < e; ++i) {
+          rms_norm_row_backward(x + i * D, w, dy + i * D, inv[i], dx ? dx + i * D : nullptr, acc, D);
+        }
+      });
+      if (dw) {
+        std::fill(dw, dw + D, 0.0f);
+        for (auto& p : partial) {
+          for (int64_t j = 0; j < D; ++j) {
+            dw[j] += p[j];
+          }
+        }
+      }
+    });
+  }
+  const char* name() const override {
+    return "FtRmsNormGrad";
+  }
+  bool is_equivalent(const Primitive& other) const override {
+    auto& o = static_cast<const RmsNormGrad&>(other);
+    return dx_ == o.dx_ && dw_ == o.dw_;
+  }
+
+ private:
+  bool dx_, dw_;
+};
+
+// y = x / sqrt(mean(x²) + eps) · w over the last axis; the per-row inverse
+// RMS is a second output kept for the backward pass.
+class RmsNorm : public CpuOnly {
+ public:
+  RmsNorm(Stream s, float eps) : CpuOnly(s), eps_(eps) {}
+
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    allocate(out[0]);
+    allocate(out[1]);
+    const int64_t D = in[0].shape(-1), N = in[0].size() / std::max<int64_t>(D, 1);
+    encoder(stream()).dispatch([N, D,
+                                eps = eps_,
+                                x = in[0].data<float>(),
+                                w = in[1].data<float>(),
+                                y = out[0].data<float>(),
+                                inv = out[1].data<float>()] {
+      parallel_ranges(N, [&](int64_t s, int64_t e) {
+        for (int64_t i = s; i < e; ++i) {
+          inv[i] = inverse_rms(x + i * D, D, eps);
+          rms_norm_row(x + i * D, w, inv[i], y + i * D, D);
+        }
+      });
+    });
+  }
+  // The inverse-RMS output only feeds the backward pass.
+  std::vector<array> vjp(
+      const std::vector<array>& primals,
+      const std::vector<array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<array>& outputs) override {
+    auto has = [&](int i) { return std::find(argnums.begin(), argnums.end(), i) != argnums.end(); };
+    const bool dx = has(0), dw = has(1);
+    std::vector<Shape> shapes;
+    if (dx) {
+      shapes.push_back(primals[0].shape());
+    }
+    if (dw) {
+      shapes.push_back(primals[1].shape());
+    }
+    auto grads = array::make_arrays(
+        shapes, std::vector<mlx::core::Dtype>(shapes.size(), mlx::core::float32),
+        std::make_shared<RmsNormGrad>(stream(), dx, dw),
+        {primals[0], primals[1], outputs[1], dense(cotangents[0], stream())});
+    std::vector<array> result;
+    for (int a : argnums) {
+      result.push_back(a == 0 ? grads[0] : grads[dx ? 1 : 0]);
+    }
+    return result;
+  }
+  const char* name() const override {
+    return "FtRmsNorm";
+  }
+  bool is_equivalent(const Primitive& other) const override {
+    return eps_ == static_cast<const RmsNorm&>(other).eps_;
+  }
+  std::vector<Shape> output_shapes(const std::vector<array>& in) override {
+    return {in[0].shape(), {static_cast<int>(in[0].size() / std::max(in[0].shape(-1), 1))}};
+  }
+
+ private:
+  float eps_;
+};
+
 // --------------------------------------------------------- LoRA linear ---
 
 // Shapes of a LoRA projection: x (..., in) as N rows, W (out, in), A (in, r),
@@ -1268,6 +1424,24 @@ extern "C" int ft_lora_linear(
     auto outs = array::make_arrays(
         {y, {rows, a.shape(1)}}, {mlx::core::float32, mlx::core::float32},
         std::make_shared<LoraLinear>(s, scale), {dense(x, s), dense(w, s), dense(a, s), dense(b, s)});
+    mlx_array_set_(*out, outs[0]);
+  });
+}
+
+extern "C" int ft_rms_norm(mlx_array* out, mlx_array x_, mlx_array w_, float eps) {
+  return guarded([&] {
+    const array& x = mlx_array_get_(x_);
+    const array& w = mlx_array_get_(w_);
+    require_f32(x, "rms norm: x");
+    require_f32(w, "rms norm: weight");
+    if (x.ndim() < 1 || w.ndim() != 1 || w.shape(0) != x.shape(-1)) {
+      throw std::invalid_argument("rms norm: x must be (..., D) and weight (D)");
+    }
+    auto s = cpu_stream();
+    const int rows = static_cast<int>(x.size() / std::max(x.shape(-1), 1));
+    auto outs = array::make_arrays(
+        {x.shape(), {rows}}, {mlx::core::float32, mlx::core::float32},
+        std::make_shared<RmsNorm>(s, eps), {dense(x, s), dense(w, s)});
     mlx_array_set_(*out, outs[0]);
   });
 }

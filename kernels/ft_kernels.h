@@ -57,6 +57,10 @@ int ft_lora_linear(
     mlx_array lora_b,
     float scale);
 
+/* RMS normalisation over the last axis, x / sqrt(mean(x²) + eps) · weight:
+ * x (..., D), weight (D). */
+int ft_rms_norm(mlx_array* out, mlx_array x, mlx_array weight, float eps);
+
 /* The message of the last failure on this thread. */
 const char* ft_last_error(void);
 

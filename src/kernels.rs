@@ -1,5 +1,6 @@
 //! FineTune's own CPU kernels (kernels/ft_kernels.cpp): SwiGLU, causal
-//! attention, a chunked linear cross-entropy and the LoRA projection, as
+//! attention, a chunked linear cross-entropy, the LoRA projection and
+//! RMSNorm, as
 //! MLX graph nodes with their own backward passes.
 //!
 //! Each function here uses our kernel when it applies (CPU device, float32,
@@ -40,6 +41,7 @@ extern "C" {
         lora_b: mlx_array,
         scale: f32,
     ) -> c_int;
+    fn ft_rms_norm(out: *mut mlx_array, x: mlx_array, weight: mlx_array, eps: f32) -> c_int;
     fn ft_last_error() -> *const c_char;
     fn ft_set_threads(threads: c_int);
 }
@@ -174,9 +176,22 @@ pub fn lora_linear(
     }
 }
 
+/// RMS normalisation over the last axis: `x / sqrt(mean(x²) + eps) · weight`.
+pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array, Exception> {
+    if applies(&[x, weight]) {
+        ours::rms_norm(x, weight, eps)
+    } else {
+        mlx_reference::rms_norm(x, weight, eps)
+    }
+}
+
 /// Our kernels, called whatever the device or switch (CPU, float32 only).
 pub mod ours {
     use super::*;
+
+    pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array, Exception> {
+        call(|out| unsafe { ft_rms_norm(out, x.as_ptr(), weight.as_ptr(), eps) })
+    }
 
     pub fn lora_linear(
         x: &Array,
@@ -278,6 +293,10 @@ pub mod mlx_reference {
                 )
             }
         }
+    }
+
+    pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array, Exception> {
+        fast::rms_norm(x, Some(weight), eps)
     }
 
     pub fn lora_linear(

@@ -253,6 +253,23 @@ fn lora_linear_matches_mlx() {
 }
 
 #[test]
+fn rms_norm_matches_mlx() {
+    random::seed(8).unwrap();
+    let ours: Op = |a, _| ours::rms_norm(&a[0], &a[1], 1e-5);
+    let reference: Op = |a, _| mlx_reference::rms_norm(&a[0], &a[1], 1e-5);
+    // Frozen weight (as in LoRA training): only x's gradient is asked for.
+    let frozen: Op = |a, c| ours::rms_norm(&a[0], &c[0], 1e-6);
+    let frozen_reference: Op = |a, c| mlx_reference::rms_norm(&a[0], &c[0], 1e-6);
+    for shape in [vec![3, 7, 33], vec![1, 5], vec![130, 576], vec![2, 1]] {
+        let d = *shape.last().unwrap();
+        let x = normal(&shape).multiply(Array::from_f32(3.0)).unwrap();
+        let weight = normal(&[d]);
+        compare(ours, reference, &[x.clone(), weight.clone()], &[], 2e-5);
+        compare(frozen, frozen_reference, &[x], &[weight], 2e-5);
+    }
+}
+
+#[test]
 fn bad_shapes_are_reported() {
     let e = ours::causal_attention(
         &normal(&[1, 3, 4, 8]),

@@ -8,12 +8,21 @@ export interface Perf {
   /** Longest redraw of the Train panel (state change to the next task: the
    * framework's DOM update and the charts' drawing), in ms. */
   longestRenderMs: number;
+  /** When the longest stall ended, in ms since the first training event. */
+  longestStallAt: number;
   events: number;
   firstEventAt: number | null;
   lastEventAt: number | null;
 }
 
-export const perf: Perf = { longestStallMs: 0, longestRenderMs: 0, events: 0, firstEventAt: null, lastEventAt: null };
+export const perf: Perf = {
+  longestStallMs: 0,
+  longestRenderMs: 0,
+  longestStallAt: 0,
+  events: 0,
+  firstEventAt: null,
+  lastEventAt: null,
+};
 
 let watching = false;
 
@@ -25,7 +34,10 @@ export function watchMainThread() {
   let due = performance.now() + 10;
   setInterval(() => {
     const now = performance.now();
-    perf.longestStallMs = Math.max(perf.longestStallMs, now - due);
+    if (now - due > perf.longestStallMs) {
+      perf.longestStallMs = now - due;
+      perf.longestStallAt = now - (perf.firstEventAt ?? now);
+    }
     due = now + 10;
   }, 10);
 }

@@ -3,6 +3,9 @@
 //! of SmolLM2-135M with batch × length tokens — with FineTune's CPU kernels,
 //! or MLX's own ops when run with FINETUNE_CPU_KERNELS=off.
 //!
+//! With PROFILE_NO_LORA=1 the model gets no adapters (the forward pass
+//! alone then shows what the adapters cost).
+//!
 //! cargo run --release --example profile_step -- [MODEL] [BATCH] [LENGTH]
 
 use std::time::Instant;

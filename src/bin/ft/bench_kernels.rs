@@ -4,12 +4,20 @@
 
 use std::time::Instant;
 
-use finetune::kernels::{mlx_reference, ours};
+use finetune::kernels::{mlx_reference, ours, CrossEntropyRows};
 use finetune::mlx_rs::error::Exception;
 use finetune::mlx_rs::transforms::{eval, fallible_vjp};
 use finetune::mlx_rs::{random, Array};
 
 type Op = fn(&[Array], &[Array]) -> Result<Array, Exception>;
+
+const TRAINING: CrossEntropyRows<'static> = CrossEntropyRows {
+    mask: None,
+    differentiated: true,
+};
+
+/// One computation: `inputs` are differentiated (as training does), the
+/// `constants` (frozen weights, indices) are not.
 
 struct Case {
     name: &'static str,
@@ -47,22 +55,48 @@ fn cases() -> anyhow::Result<Vec<Case>> {
         },
         Case {
             name: "lm head + cross-entropy 2048×576×49152",
-            ours: |a, c| ours::linear_cross_entropy(&a[0], &a[1], &c[0], Default::default()),
+            ours: |a, c| ours::linear_cross_entropy(&a[0], &c[0], &c[1], Default::default()),
             mlx: |a, c| {
-                mlx_reference::linear_cross_entropy(&a[0], &a[1], &c[0], Default::default())
+                mlx_reference::linear_cross_entropy(&a[0], &c[0], &c[1], Default::default())
             },
-            inputs: vec![
-                normal(&[n, e])?,
+            inputs: vec![normal(&[n, e])?],
+            constants: vec![
                 normal(&[v, e])?.multiply(Array::from_f32(0.02))?,
+                random::randint::<_, i32>(0, v, &[n], None)?,
             ],
-            constants: vec![random::randint::<_, i32>(0, v, &[n], None)?],
+        },
+        Case {
+            // As training calls it: the forward pass also makes the hidden
+            // states' gradient, so the backward pass has no logits to redo.
+            name: "  the same, differentiated (training)",
+            ours: |a, c| ours::linear_cross_entropy(&a[0], &c[0], &c[1], TRAINING),
+            mlx: |a, c| mlx_reference::linear_cross_entropy(&a[0], &c[0], &c[1], TRAINING),
+            inputs: vec![normal(&[n, e])?],
+            constants: vec![
+                normal(&[v, e])?.multiply(Array::from_f32(0.02))?,
+                random::randint::<_, i32>(0, v, &[n], None)?,
+            ],
+        },
+        Case {
+            name: "LoRA projection 2048×576→1536, r 8",
+            ours: |a, c| ours::lora_linear(&a[0], &c[0], &a[1], &a[2], 2.0),
+            mlx: |a, c| mlx_reference::lora_linear(&a[0], &c[0], &a[1], &a[2], 2.0),
+            inputs: vec![normal(&[n, e])?, normal(&[e, 8])?, normal(&[8, 1536])?],
+            constants: vec![normal(&[1536, e])?],
+        },
+        Case {
+            name: "RMSNorm 4×512×576",
+            ours: |a, c| ours::rms_norm(&a[0], &c[0], 1e-5),
+            mlx: |a, c| mlx_reference::rms_norm(&a[0], &c[0], 1e-5),
+            inputs: vec![normal(&[b, l, e])?],
+            constants: vec![normal(&[e])?],
         },
     ])
 }
 
 /// Median seconds of `repeats` evaluations of the forward pass, and of the
-/// forward + backward pass (gradients of the first input only, as in LoRA
-/// training where the frozen weights need none).
+/// forward + backward pass (gradients of every input, none of the
+/// constants: frozen weights need none in LoRA training).
 fn time(op: Op, case: &Case, repeats: usize) -> anyhow::Result<(f64, f64)> {
     let median = |mut xs: Vec<f64>| {
         xs.sort_by(f64::total_cmp);
@@ -77,15 +111,10 @@ fn time(op: Op, case: &Case, repeats: usize) -> anyhow::Result<(f64, f64)> {
         let f = start.elapsed().as_secs_f64();
 
         let start = Instant::now();
-        let rest: Vec<Array> = case.inputs[1..].to_vec();
         let constants = case.constants.clone();
         let (outs, grads) = fallible_vjp(
-            move |x: &[Array]| {
-                let mut all = vec![x[0].clone()];
-                all.extend(rest.iter().cloned());
-                Ok(vec![op(&all, &constants)?.sum(None)?])
-            },
-            &case.inputs[..1],
+            move |x: &[Array]| Ok(vec![op(x, &constants)?.sum(None)?]),
+            &case.inputs,
             &[Array::from_f32(1.0)],
         )?;
         eval(outs.iter().chain(grads.iter()))?;

@@ -13,7 +13,7 @@ use std::time::Instant;
 use finetune::eval::nll_from_hidden;
 use finetune::kernels;
 use finetune::lora::{self, LoraConfig};
-use finetune::mlx_rs::{self, fast, nn, Array};
+use finetune::mlx_rs::{self, nn, Array};
 use finetune::model::{self, LoadOptions, Model};
 
 fn time<T>(label: &str, runs: usize, mut f: impl FnMut() -> T) -> f64 {
@@ -115,16 +115,23 @@ fn main() {
         eval(&kernels::swiglu(&g, &g).unwrap())
     });
     let wn = Array::ones::<f32>(&[h]).unwrap();
-    time("rms_norm (n×576)", 3, || {
-        eval(&fast::rms_norm(&x, Some(&wn), 1e-5).unwrap())
+    time("rms_norm (n×576, kernels::)", 3, || {
+        eval(&kernels::rms_norm(&x, &wn, 1e-5).unwrap())
     });
     let heads = cfg.num_attention_heads;
     let d = cfg.head_dim();
     let q = mlx_rs::random::normal::<f32>(&[batch, heads, length, d], None, None, None).unwrap();
     let kv = mlx_rs::random::normal::<f32>(&[batch, cfg.kv_heads(), length, d], None, None, None)
         .unwrap();
-    time("rope (q)", 3, || {
-        eval(&fast::rope(&q, d, false, 10000.0, 1.0, 0, None).unwrap())
+    time("rope (q, kernels::)", 3, || {
+        let spec = kernels::RopeSpec {
+            dims: d,
+            base: 10000.0,
+            periods: None,
+            scale: 1.0,
+            offset: 0,
+        };
+        eval(&kernels::rope(&q, spec).unwrap())
     });
     time("causal attention (kernels::)", 3, || {
         eval(&kernels::causal_attention(&q, &kv, &kv, None, 0.125).unwrap())

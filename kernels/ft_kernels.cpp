@@ -306,6 +306,17 @@ FT_SIMD void rms_norm_row_backward(
   }
 }
 
+// One head vector's rotated pairs: o[i] = x[i]·c − x[i+half]·s,
+// o[i+half] = x[i]·s + x[i+half]·c.
+FT_SIMD void rope_row(const float* x, const float* c, const float* s, int64_t half, float* o) {
+#pragma omp simd
+  for (int64_t i = 0; i < half; ++i) {
+    const float a = x[i], b = x[i + half];
+    o[i] = a * c[i] - b * s[i];
+    o[i + half] = a * s[i] + b * c[i];
+  }
+}
+
 // Scores of one query row → probabilities in place; keys outside the row's
 // allowed set (after `last`, or another segment) get 0. Returns logsumexp.
 // `row[j]` is key `first + j`; `seg` holds every key's segment (all zeros
@@ -1134,6 +1145,122 @@ class RmsNorm : public CpuOnly {
   float eps_;
 };
 
+// --------------------------------------------------------------- RoPE ---
+
+// Rotary embedding of x (B, H, L, D), any strides with the last axis
+// contiguous (the transposed view of a projection's (B, L, H, D) output is
+// read in place), into a contiguous (B, H, L, D): pairs (i, i + dims/2) of
+// each head vector turn by θ = (offset + l)·scale·inv_freq[i]; features past
+// `dims` pass through. `sign` −1 turns the other way (the backward pass).
+void rope_apply(const float* x, const int64_t* strides, const Shape& shape, const float* inv_freq,
+                int dims, int offset, float scale, float sign, float* out) {
+  const int64_t B = shape[0], H = shape[1], L = shape[2], D = shape[3], half = dims / 2;
+  // cos and sin per (position, pair), as MLX computes them: float32.
+  std::vector<float> cos_t(L * half), sin_t(L * half);
+  for (int64_t l = 0; l < L; ++l) {
+    const float position = static_cast<float>(offset + l) * scale;
+    for (int64_t i = 0; i < half; ++i) {
+      const float theta = position * inv_freq[i];
+      cos_t[l * half + i] = std::cos(theta);
+      sin_t[l * half + i] = sign * std::sin(theta);
+    }
+  }
+  parallel_ranges(B * H, [&](int64_t s, int64_t e) {
+    for (int64_t bh = s; bh < e; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      for (int64_t l = 0; l < L; ++l) {
+        const float* in = x + b * strides[0] + h * strides[1] + l * strides[2];
+        float* o = out + ((bh * L) + l) * D;
+        const float* c = cos_t.data() + l * half;
+        const float* sn = sin_t.data() + l * half;
+        rope_row(in, c, sn, half, o);
+        for (int64_t j = dims; j < D; ++j) {
+          o[j] = in[j];
+        }
+      }
+    }
+  });
+}
+
+class RopeGrad : public CpuOnly {
+ public:
+  RopeGrad(Stream s, int dims, int offset, float scale)
+      : CpuOnly(s), dims_(dims), offset_(offset), scale_(scale) {}
+  // in: dy (B, H, L, D) contiguous, inv_freq; out: dx, contiguous.
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    allocate(out[0]);
+    std::vector<int64_t> strides(in[0].strides().begin(), in[0].strides().end());
+    encoder(stream()).dispatch([dims = dims_, offset = offset_, scale = scale_, strides,
+                                shape = in[0].shape(),
+                                dy = in[0].data<float>(),
+                                inv = in[1].data<float>(),
+                                dx = out[0].data<float>()] {
+      rope_apply(dy, strides.data(), shape, inv, dims, offset, scale, -1.0f, dx);
+    });
+  }
+  const char* name() const override {
+    return "FtRopeGrad";
+  }
+  bool is_equivalent(const Primitive& other) const override {
+    auto& o = static_cast<const RopeGrad&>(other);
+    return dims_ == o.dims_ && offset_ == o.offset_ && scale_ == o.scale_;
+  }
+
+ private:
+  int dims_, offset_;
+  float scale_;
+};
+
+class Rope : public CpuOnly {
+ public:
+  Rope(Stream s, int dims, int offset, float scale)
+      : CpuOnly(s), dims_(dims), offset_(offset), scale_(scale) {}
+  // in: x (B, H, L, D), last axis contiguous; inv_freq (dims / 2).
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
+    allocate(out[0]);
+    std::vector<int64_t> strides(in[0].strides().begin(), in[0].strides().end());
+    encoder(stream()).dispatch([dims = dims_, offset = offset_, scale = scale_, strides,
+                                shape = in[0].shape(),
+                                x = in[0].data<float>(),
+                                inv = in[1].data<float>(),
+                                y = out[0].data<float>()] {
+      rope_apply(x, strides.data(), shape, inv, dims, offset, scale, 1.0f, y);
+    });
+  }
+  std::vector<array> vjp(
+      const std::vector<array>& primals,
+      const std::vector<array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<array>&) override {
+    std::vector<array> result;
+    for (int a : argnums) {
+      if (a == 0) {
+        result.push_back(array(
+            primals[0].shape(), mlx::core::float32,
+            std::make_shared<RopeGrad>(stream(), dims_, offset_, scale_),
+            {dense(cotangents[0], stream()), primals[1]}));
+      } else {
+        result.push_back(mlx::core::zeros_like(primals[a], stream()));
+      }
+    }
+    return result;
+  }
+  const char* name() const override {
+    return "FtRope";
+  }
+  bool is_equivalent(const Primitive& other) const override {
+    auto& o = static_cast<const Rope&>(other);
+    return dims_ == o.dims_ && offset_ == o.offset_ && scale_ == o.scale_;
+  }
+  std::vector<Shape> output_shapes(const std::vector<array>& in) override {
+    return {in[0].shape()};
+  }
+
+ private:
+  int dims_, offset_;
+  float scale_;
+};
+
 // --------------------------------------------------------- LoRA linear ---
 
 // Shapes of a LoRA projection: x (..., in) as N rows, W (out, in), A (in, r),
@@ -1443,6 +1570,28 @@ extern "C" int ft_rms_norm(mlx_array* out, mlx_array x_, mlx_array w_, float eps
         {x.shape(), {rows}}, {mlx::core::float32, mlx::core::float32},
         std::make_shared<RmsNorm>(s, eps), {dense(x, s), dense(w, s)});
     mlx_array_set_(*out, outs[0]);
+  });
+}
+
+extern "C" int ft_rope(
+    mlx_array* out, mlx_array x_, mlx_array inv_freq_, int dims, int offset, float scale) {
+  return guarded([&] {
+    const array& x = mlx_array_get_(x_);
+    const array& inv = mlx_array_get_(inv_freq_);
+    require_f32(x, "rope: x");
+    require_f32(inv, "rope: inverse frequencies");
+    if (x.ndim() != 4 || dims <= 0 || dims % 2 != 0 || dims > x.shape(3) ||
+        inv.size() != static_cast<size_t>(dims / 2)) {
+      throw std::invalid_argument(
+          "rope: x must be (B, H, L, D), dims even and at most D, and dims / 2 inverse frequencies");
+    }
+    auto s = cpu_stream();
+    // Read in place when the last axis is contiguous (a transposed view);
+    // otherwise copy first.
+    array input = x.strides().back() == 1 ? x : dense(x, s);
+    array r(x.shape(), mlx::core::float32, std::make_shared<Rope>(s, dims, offset, scale),
+            {input, dense(inv, s)});
+    mlx_array_set_(*out, std::move(r));
   });
 }
 

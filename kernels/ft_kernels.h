@@ -61,6 +61,12 @@ int ft_lora_linear(
  * x (..., D), weight (D). */
 int ft_rms_norm(mlx_array* out, mlx_array x, mlx_array weight, float eps);
 
+/* Rotary position embedding (the non-interleaved kind, as Llama uses): x
+ * (B, H, L, D) — a transposed view is read in place — turned by
+ * (offset + l) · scale · inv_freq[i] per pair (i, i + dims/2); features
+ * past `dims` pass through. Returns a contiguous (B, H, L, D). */
+int ft_rope(mlx_array* out, mlx_array x, mlx_array inv_freq, int dims, int offset, float scale);
+
 /* The message of the last failure on this thread. */
 const char* ft_last_error(void);
 

@@ -1,6 +1,6 @@
 //! FineTune's own CPU kernels (kernels/ft_kernels.cpp): SwiGLU, causal
-//! attention, a chunked linear cross-entropy, the LoRA projection and
-//! RMSNorm, as
+//! attention, a chunked linear cross-entropy, the LoRA projection, RMSNorm
+//! and RoPE, as
 //! MLX graph nodes with their own backward passes.
 //!
 //! Each function here uses our kernel when it applies (CPU device, float32,
@@ -42,6 +42,14 @@ extern "C" {
         scale: f32,
     ) -> c_int;
     fn ft_rms_norm(out: *mut mlx_array, x: mlx_array, weight: mlx_array, eps: f32) -> c_int;
+    fn ft_rope(
+        out: *mut mlx_array,
+        x: mlx_array,
+        inv_freq: mlx_array,
+        dims: c_int,
+        offset: c_int,
+        scale: f32,
+    ) -> c_int;
     fn ft_last_error() -> *const c_char;
     fn ft_set_threads(threads: c_int);
 }
@@ -185,9 +193,52 @@ pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array, Exception>
     }
 }
 
+/// Rotary position embedding of x (B, H, L, D), the non-interleaved kind:
+/// the first `dims` features turn by `(offset + l) · scale / period[i]`,
+/// with periods `base^(2i / dims)` or the given `periods` (dims / 2).
+#[derive(Debug, Clone, Copy)]
+pub struct RopeSpec<'a> {
+    pub dims: i32,
+    pub base: f32,
+    pub periods: Option<&'a Array>,
+    pub scale: f32,
+    pub offset: i32,
+}
+
+pub fn rope(x: &Array, spec: RopeSpec<'_>) -> Result<Array, Exception> {
+    if applies(&[x]) && x.ndim() == 4 {
+        ours::rope(x, spec)
+    } else {
+        mlx_reference::rope(x, spec)
+    }
+}
+
 /// Our kernels, called whatever the device or switch (CPU, float32 only).
 pub mod ours {
     use super::*;
+
+    pub fn rope(x: &Array, spec: RopeSpec<'_>) -> Result<Array, Exception> {
+        let inv_freq = match spec.periods {
+            Some(periods) => periods.reciprocal()?,
+            None => {
+                // base^(-i / half) for i < half, as MLX computes it.
+                let half = spec.dims / 2;
+                mlx_rs::ops::arange::<_, f32>(0, half, None)?
+                    .multiply(Array::from_f32(-spec.base.ln() / half as f32))?
+                    .exp()?
+            }
+        };
+        call(|out| unsafe {
+            ft_rope(
+                out,
+                x.as_ptr(),
+                inv_freq.as_ptr(),
+                spec.dims,
+                spec.offset,
+                spec.scale,
+            )
+        })
+    }
 
     pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array, Exception> {
         call(|out| unsafe { ft_rms_norm(out, x.as_ptr(), weight.as_ptr(), eps) })
@@ -297,6 +348,23 @@ pub mod mlx_reference {
 
     pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array, Exception> {
         fast::rms_norm(x, Some(weight), eps)
+    }
+
+    pub fn rope(x: &Array, spec: RopeSpec<'_>) -> Result<Array, Exception> {
+        match spec.periods {
+            Some(periods) => {
+                fast::rope(x, spec.dims, false, None, spec.scale, spec.offset, periods)
+            }
+            None => fast::rope(
+                x,
+                spec.dims,
+                false,
+                spec.base,
+                spec.scale,
+                spec.offset,
+                None,
+            ),
+        }
     }
 
     pub fn lora_linear(

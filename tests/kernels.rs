@@ -1,7 +1,7 @@
 //! Our CPU kernels against MLX's own ops, forward and backward, on shapes
 //! that are not multiples of the vector width or of the kernels' blocks.
 
-use finetune::kernels::{mlx_reference, ours, CrossEntropyRows};
+use finetune::kernels::{mlx_reference, ours, CrossEntropyRows, RopeSpec};
 use mlx_rs::error::Exception;
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::transforms::fallible_vjp;
@@ -266,6 +266,70 @@ fn rms_norm_matches_mlx() {
         let weight = normal(&[d]);
         compare(ours, reference, &[x.clone(), weight.clone()], &[], 2e-5);
         compare(frozen, frozen_reference, &[x], &[weight], 2e-5);
+    }
+}
+
+#[test]
+fn rope_matches_mlx() {
+    random::seed(9).unwrap();
+    // Read from a transposed (B, L, H, D) view, as the attention does.
+    let spec = |periods| RopeSpec {
+        dims: 24,
+        base: 10_000.0,
+        periods,
+        scale: 1.0,
+        offset: 0,
+    };
+    let as_heads = |x: &Array| x.transpose_axes(&[0, 2, 1, 3]).unwrap();
+    let ours: Op = |a, _| {
+        let x = a[0].transpose_axes(&[0, 2, 1, 3])?;
+        ours::rope(
+            &x,
+            RopeSpec {
+                dims: 24,
+                base: 10_000.0,
+                periods: None,
+                scale: 1.0,
+                offset: 0,
+            },
+        )
+    };
+    let reference: Op = |a, _| {
+        let x = a[0].transpose_axes(&[0, 2, 1, 3])?;
+        mlx_reference::rope(
+            &x,
+            RopeSpec {
+                dims: 24,
+                base: 10_000.0,
+                periods: None,
+                scale: 1.0,
+                offset: 0,
+            },
+        )
+    };
+    // (B, L, H, D): a length past 100 positions, head size 24 (all turned).
+    compare(ours, reference, &[normal(&[2, 130, 3, 24])], &[], 2e-5);
+    // Partial rotary (16 of 40 features), linear scaling, an offset, and
+    // llama3-style periods given directly.
+    let x = as_heads(&normal(&[1, 37, 2, 40]));
+    let periods = Array::from_slice(&[1.0f32, 3.0, 9.5, 40.0, 100.0, 800.0, 5e3, 9e4], &[8]);
+    for spec in [
+        RopeSpec {
+            dims: 16,
+            scale: 0.25,
+            offset: 5,
+            ..spec(None)
+        },
+        RopeSpec {
+            dims: 16,
+            offset: 3,
+            ..spec(Some(&periods))
+        },
+    ] {
+        let got = ours::rope(&x, spec).unwrap();
+        let expected = mlx_reference::rope(&x, spec).unwrap();
+        let d = relative_difference(&got, &expected);
+        assert!(d < 2e-5, "{spec:?}: differs by {d}");
     }
 }
 

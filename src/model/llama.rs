@@ -4,7 +4,6 @@
 
 use mlx_rs::{
     error::Exception,
-    fast,
     macros::ModuleParameters,
     module::{Module, Param},
     ops, Array,
@@ -75,10 +74,16 @@ impl Rope {
     }
 
     fn apply(&self, x: &Array, offset: i32) -> Result<Array, Exception> {
-        match &self.freqs {
-            Some(freqs) => fast::rope(x, self.dims, false, None, self.scale, offset, freqs),
-            None => fast::rope(x, self.dims, false, self.base, self.scale, offset, None),
-        }
+        kernels::rope(
+            x,
+            kernels::RopeSpec {
+                dims: self.dims,
+                base: self.base,
+                periods: self.freqs.as_ref(),
+                scale: self.scale,
+                offset,
+            },
+        )
     }
 }
 

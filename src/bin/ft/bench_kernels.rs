@@ -18,7 +18,6 @@ const TRAINING: CrossEntropyRows<'static> = CrossEntropyRows {
 
 /// One computation: `inputs` are differentiated (as training does), the
 /// `constants` (frozen weights, indices) are not.
-
 struct Case {
     name: &'static str,
     ours: Op,

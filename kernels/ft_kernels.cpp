@@ -1182,49 +1182,24 @@ void rope_apply(const float* x, const int64_t* strides, const Shape& shape, cons
   });
 }
 
-class RopeGrad : public CpuOnly {
- public:
-  RopeGrad(Stream s, int dims, int offset, float scale)
-      : CpuOnly(s), dims_(dims), offset_(offset), scale_(scale) {}
-  // in: dy (B, H, L, D) contiguous, inv_freq; out: dx, contiguous.
-  void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
-    allocate(out[0]);
-    std::vector<int64_t> strides(in[0].strides().begin(), in[0].strides().end());
-    encoder(stream()).dispatch([dims = dims_, offset = offset_, scale = scale_, strides,
-                                shape = in[0].shape(),
-                                dy = in[0].data<float>(),
-                                inv = in[1].data<float>(),
-                                dx = out[0].data<float>()] {
-      rope_apply(dy, strides.data(), shape, inv, dims, offset, scale, -1.0f, dx);
-    });
-  }
-  const char* name() const override {
-    return "FtRopeGrad";
-  }
-  bool is_equivalent(const Primitive& other) const override {
-    auto& o = static_cast<const RopeGrad&>(other);
-    return dims_ == o.dims_ && offset_ == o.offset_ && scale_ == o.scale_;
-  }
-
- private:
-  int dims_, offset_;
-  float scale_;
-};
-
+// Turns by +θ (the forward pass) or −θ (its backward: a rotation's
+// transpose is its inverse, so the backward primitive is this one turned
+// the other way, and so on for higher derivatives).
 class Rope : public CpuOnly {
  public:
-  Rope(Stream s, int dims, int offset, float scale)
-      : CpuOnly(s), dims_(dims), offset_(offset), scale_(scale) {}
+  Rope(Stream s, int dims, int offset, float scale, float sign)
+      : CpuOnly(s), dims_(dims), offset_(offset), scale_(scale), sign_(sign) {}
   // in: x (B, H, L, D), last axis contiguous; inv_freq (dims / 2).
   void eval_cpu(const std::vector<array>& in, std::vector<array>& out) override {
     allocate(out[0]);
     std::vector<int64_t> strides(in[0].strides().begin(), in[0].strides().end());
-    encoder(stream()).dispatch([dims = dims_, offset = offset_, scale = scale_, strides,
+    encoder(stream()).dispatch([dims = dims_, offset = offset_, scale = scale_, sign = sign_,
+                                strides,
                                 shape = in[0].shape(),
                                 x = in[0].data<float>(),
                                 inv = in[1].data<float>(),
                                 y = out[0].data<float>()] {
-      rope_apply(x, strides.data(), shape, inv, dims, offset, scale, 1.0f, y);
+      rope_apply(x, strides.data(), shape, inv, dims, offset, scale, sign, y);
     });
   }
   std::vector<array> vjp(
@@ -1237,7 +1212,7 @@ class Rope : public CpuOnly {
       if (a == 0) {
         result.push_back(array(
             primals[0].shape(), mlx::core::float32,
-            std::make_shared<RopeGrad>(stream(), dims_, offset_, scale_),
+            std::make_shared<Rope>(stream(), dims_, offset_, scale_, -sign_),
             {dense(cotangents[0], stream()), primals[1]}));
       } else {
         result.push_back(mlx::core::zeros_like(primals[a], stream()));
@@ -1250,7 +1225,7 @@ class Rope : public CpuOnly {
   }
   bool is_equivalent(const Primitive& other) const override {
     auto& o = static_cast<const Rope&>(other);
-    return dims_ == o.dims_ && offset_ == o.offset_ && scale_ == o.scale_;
+    return dims_ == o.dims_ && offset_ == o.offset_ && scale_ == o.scale_ && sign_ == o.sign_;
   }
   std::vector<Shape> output_shapes(const std::vector<array>& in) override {
     return {in[0].shape()};
@@ -1258,7 +1233,7 @@ class Rope : public CpuOnly {
 
  private:
   int dims_, offset_;
-  float scale_;
+  float scale_, sign_;
 };
 
 // --------------------------------------------------------- LoRA linear ---
@@ -1589,7 +1564,7 @@ extern "C" int ft_rope(
     // Read in place when the last axis is contiguous (a transposed view);
     // otherwise copy first.
     array input = x.strides().back() == 1 ? x : dense(x, s);
-    array r(x.shape(), mlx::core::float32, std::make_shared<Rope>(s, dims, offset, scale),
+    array r(x.shape(), mlx::core::float32, std::make_shared<Rope>(s, dims, offset, scale, 1.0f),
             {input, dense(inv, s)});
     mlx_array_set_(*out, std::move(r));
   });

@@ -269,61 +269,43 @@ fn rms_norm_matches_mlx() {
     }
 }
 
+/// Llama's RoPE over head size 24, every feature turned.
+const PLAIN_ROPE: RopeSpec<'static> = RopeSpec {
+    dims: 24,
+    base: 10_000.0,
+    periods: None,
+    scale: 1.0,
+    offset: 0,
+};
+
+/// (B, L, H, D) → the transposed (B, H, L, D) view the attention reads.
+fn as_heads(x: &Array) -> Result<Array, Exception> {
+    x.transpose_axes(&[0, 2, 1, 3])
+}
+
 #[test]
 fn rope_matches_mlx() {
     random::seed(9).unwrap();
-    // Read from a transposed (B, L, H, D) view, as the attention does.
-    let spec = |periods| RopeSpec {
-        dims: 24,
-        base: 10_000.0,
-        periods,
-        scale: 1.0,
-        offset: 0,
-    };
-    let as_heads = |x: &Array| x.transpose_axes(&[0, 2, 1, 3]).unwrap();
-    let ours: Op = |a, _| {
-        let x = a[0].transpose_axes(&[0, 2, 1, 3])?;
-        ours::rope(
-            &x,
-            RopeSpec {
-                dims: 24,
-                base: 10_000.0,
-                periods: None,
-                scale: 1.0,
-                offset: 0,
-            },
-        )
-    };
-    let reference: Op = |a, _| {
-        let x = a[0].transpose_axes(&[0, 2, 1, 3])?;
-        mlx_reference::rope(
-            &x,
-            RopeSpec {
-                dims: 24,
-                base: 10_000.0,
-                periods: None,
-                scale: 1.0,
-                offset: 0,
-            },
-        )
-    };
-    // (B, L, H, D): a length past 100 positions, head size 24 (all turned).
+    let ours: Op = |a, _| ours::rope(&as_heads(&a[0])?, PLAIN_ROPE);
+    let reference: Op = |a, _| mlx_reference::rope(&as_heads(&a[0])?, PLAIN_ROPE);
+    // (B, L, H, D): a length past 100 positions.
     compare(ours, reference, &[normal(&[2, 130, 3, 24])], &[], 2e-5);
     // Partial rotary (16 of 40 features), linear scaling, an offset, and
     // llama3-style periods given directly.
-    let x = as_heads(&normal(&[1, 37, 2, 40]));
+    let x = as_heads(&normal(&[1, 37, 2, 40])).unwrap();
     let periods = Array::from_slice(&[1.0f32, 3.0, 9.5, 40.0, 100.0, 800.0, 5e3, 9e4], &[8]);
     for spec in [
         RopeSpec {
             dims: 16,
             scale: 0.25,
             offset: 5,
-            ..spec(None)
+            ..PLAIN_ROPE
         },
         RopeSpec {
             dims: 16,
             offset: 3,
-            ..spec(Some(&periods))
+            periods: Some(&periods),
+            ..PLAIN_ROPE
         },
     ] {
         let got = ours::rope(&x, spec).unwrap();

@@ -3,6 +3,7 @@
 //! The engine never knows about a user interface: the `ft` command line and
 //! the desktop app are its clients.
 
+pub mod blas;
 pub mod chat_template;
 pub mod data;
 pub mod device;

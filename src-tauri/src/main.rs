@@ -2,5 +2,6 @@
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 fn main() {
+    finetune::blas::shorten_idle_spin();
     finetune_app::run();
 }

@@ -110,6 +110,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    finetune::blas::shorten_idle_spin();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

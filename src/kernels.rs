@@ -117,6 +117,12 @@ fn call(f: impl FnOnce(*mut mlx_array) -> c_int) -> Result<Array, Exception> {
     }
 }
 
+/// An optional input for the C side: the array, or an empty handle (null
+/// context) that the kernels read as "absent".
+fn optional(array: Option<&Array>) -> mlx_array {
+    array.map_or_else(|| unsafe { mlx_sys::mlx_array_new() }, Array::as_ptr)
+}
+
 /// `silu(gate) * up`.
 pub fn swiglu(gate: &Array, up: &Array) -> Result<Array, Exception> {
     if applies(&[gate, up]) && gate.shape() == up.shape() {
@@ -274,8 +280,7 @@ pub mod ours {
         segments: Option<&Array>,
         scale: f32,
     ) -> Result<Array, Exception> {
-        let none = unsafe { mlx_sys::mlx_array_new() };
-        let segments = segments.map_or(none, Array::as_ptr);
+        let segments = optional(segments);
         call(|out| unsafe {
             ft_causal_attention(out, q.as_ptr(), k.as_ptr(), v.as_ptr(), segments, scale)
         })
@@ -287,8 +292,7 @@ pub mod ours {
         targets: &Array,
         rows: CrossEntropyRows<'_>,
     ) -> Result<Array, Exception> {
-        let none = unsafe { mlx_sys::mlx_array_new() };
-        let mask = rows.mask.map_or(none, Array::as_ptr);
+        let mask = optional(rows.mask);
         call(|out| unsafe {
             ft_linear_cross_entropy(
                 out,

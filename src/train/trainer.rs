@@ -206,8 +206,9 @@ fn run(
     };
     let mut step_fn = nn::value_and_grad(loss_fn);
     // A compiled forward + backward: MLX fuses its element-wise work.
-    let mut compiled = compiles_step(config).then(|| compiled_value_and_grad(model));
-    let multiple = pad_multiple(compiles_step(config));
+    let compiled_step = compiles_step(config);
+    let mut compiled = compiled_step.then(|| compiled_value_and_grad(model));
+    let multiple = pad_multiple(compiled_step);
     let pad = loaded
         .tokenizer
         .eos_token
@@ -531,6 +532,7 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         vec![config.batch_size]
     };
     let mut chosen = None;
+    let multiple = pad_multiple(compiles_step(config));
     for &batch_size in &sizes {
         let groups = if config.packing {
             packed_groups(&train_set, batch_size, config.max_length)
@@ -542,7 +544,7 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         }
         let width = groups
             .iter()
-            .map(|g| padded_width(&train_set, g, pad_multiple(compiles_step(config))))
+            .map(|g| padded_width(&train_set, g, multiple))
             .max()
             .unwrap_or(1);
         let estimate_with = |recompute| {

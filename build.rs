@@ -49,7 +49,9 @@ fn compile_kernels() {
         // every loop with a clamp or a select scalar.
         .flag_if_supported("-fno-trapping-math")
         .flag_if_supported("-Wno-deprecated-declarations")
-        .flag_if_supported("-Wno-unused-variable");
+        .flag_if_supported("-Wno-unused-variable")
+        // The 8-float vector helpers are always inlined: no ABI crosses.
+        .flag_if_supported("-Wno-psabi");
     if target_os == "macos" {
         build.flag("-mmacosx-version-min=14.0");
     }

@@ -16,7 +16,12 @@ use finetune::lora::{self, LoraConfig};
 use finetune::mlx_rs::{self, nn, Array};
 use finetune::model::{self, LoadOptions, Model};
 
+/// Mean milliseconds of `runs` calls after a warm-up; none at all (NaN)
+/// when `runs` is 0.
 fn time<T>(label: &str, runs: usize, mut f: impl FnMut() -> T) -> f64 {
+    if runs == 0 {
+        return f64::NAN;
+    }
     f(); // warm-up
     let start = Instant::now();
     for _ in 0..runs {
@@ -67,7 +72,8 @@ fn main() {
     let targets = mlx_rs::random::randint::<_, i32>(0, v, &[batch, length], None).unwrap();
     let mask = Array::ones::<f32>(&[batch, length]).unwrap();
 
-    let fwd = time("forward (logits)", 2, || {
+    let layer_only = std::env::var("PROFILE_LAYER_RUNS").is_ok();
+    let fwd = time("forward (logits)", if layer_only { 0 } else { 2 }, || {
         eval(&m.forward(&tokens, None).unwrap())
     });
     let loss_fn = |m: &mut Model,
@@ -84,18 +90,92 @@ fn main() {
             .divide(k.sum(None)?)
     };
     let mut vg = nn::value_and_grad(loss_fn);
-    let step = time("forward + backward (loss, LoRA grads)", 2, || {
-        let (loss, grads) = vg(m, (&tokens, &targets, &mask)).unwrap();
-        let mut all: Vec<&Array> = vec![&loss];
-        all.extend(grads.values());
-        mlx_rs::transforms::eval(all).unwrap();
-    });
+    let step = time(
+        "forward + backward (loss, LoRA grads)",
+        if layer_only { 0 } else { 2 },
+        || {
+            let (loss, grads) = vg(m, (&tokens, &targets, &mask)).unwrap();
+            let mut all: Vec<&Array> = vec![&loss];
+            all.extend(grads.values());
+            mlx_rs::transforms::eval(all).unwrap();
+        },
+    );
     println!(
         "=> {:.1} tokens/s (all tokens trained)",
         n as f64 / step * 1000.0
     );
 
+    // One decoder layer with adapters (the last): its forward and its
+    // backward (gradients of its input and its adapters) against the time
+    // its frozen weights' products alone take.
+    let last = cfg.num_hidden_layers as usize - 1;
+    let hidden = mlx_rs::random::normal::<f32>(&[batch, length, h], None, None, None).unwrap();
+    let cot = mlx_rs::random::normal::<f32>(&[batch, length, h], None, None, None).unwrap();
+    let Model::Llama(llama) = &mut *m else {
+        unreachable!()
+    };
+    let layer_fwd = time("one adapted layer: forward", 3, || {
+        eval(&llama.layer(last, &hidden, None, 0, None).unwrap())
+    });
+    let layer_fn =
+        |m: &mut Model, (x, c): (&Array, &Array)| -> Result<Array, mlx_rs::error::Exception> {
+            let Model::Llama(l) = m else { unreachable!() };
+            l.layer(last, x, None, 0, None)?.multiply(c)?.sum(None)
+        };
+    let mut layer_vg = nn::value_and_grad(layer_fn);
+    // PROFILE_LAYER_RUNS=n repeats the layer's step n times (to profile it
+    // alone with perf) before timing it.
+    let runs: usize = std::env::var("PROFILE_LAYER_RUNS").map_or(3, |v| v.parse().unwrap());
+    let layer_step = time("one adapted layer: forward + backward", runs, || {
+        let (v, grads) = layer_vg(m, (&hidden, &cot)).unwrap();
+        let mut all: Vec<&Array> = vec![&v];
+        all.extend(grads.values());
+        mlx_rs::transforms::eval(all).unwrap();
+    });
     let x = mlx_rs::random::normal::<f32>(&[n, h], None, None, None).unwrap();
+    let kv_dim = cfg.kv_heads() * cfg.head_dim();
+    let weights: Vec<Array> = [
+        (h, h),
+        (kv_dim, h),
+        (kv_dim, h),
+        (h, h),
+        (f, h),
+        (f, h),
+        (h, f),
+    ]
+    .iter()
+    .map(|&(o, i)| mlx_rs::random::normal::<f32>(&[o, i], None, None, None).unwrap())
+    .collect();
+    let inputs: Vec<Array> = weights
+        .iter()
+        .map(|w| mlx_rs::random::normal::<f32>(&[n, w.shape()[1]], None, None, None).unwrap())
+        .collect();
+    let grads_out: Vec<Array> = weights
+        .iter()
+        .map(|w| mlx_rs::random::normal::<f32>(&[n, w.shape()[0]], None, None, None).unwrap())
+        .collect();
+    let products_fwd = time("  its 7 frozen products x·Wᵀ", 3, || {
+        let ys: Vec<Array> = inputs
+            .iter()
+            .zip(&weights)
+            .map(|(x, w)| x.matmul(w.t()).unwrap())
+            .collect();
+        mlx_rs::transforms::eval(ys.iter()).unwrap();
+    });
+    let products_bwd = time("  and their input gradients dy·W", 3, || {
+        let ys: Vec<Array> = grads_out
+            .iter()
+            .zip(&weights)
+            .map(|(d, w)| d.matmul(w).unwrap())
+            .collect();
+        mlx_rs::transforms::eval(ys.iter()).unwrap();
+    });
+    println!(
+        "  layer overhead beyond its frozen products: forward {:.1} ms, backward {:.1} ms",
+        layer_fwd - products_fwd,
+        layer_step - layer_fwd - products_bwd
+    );
+
     let w_up = mlx_rs::random::normal::<f32>(&[f, h], None, None, None).unwrap();
     let head = mlx_rs::random::normal::<f32>(&[v, h], None, None, None).unwrap();
     time("matmul x·W_upᵀ (n×576 · 576×1536)", 3, || {

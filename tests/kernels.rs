@@ -237,6 +237,11 @@ fn lora_linear_matches_mlx() {
         (vec![3, 37], 20, 13, 4),
         (vec![1], 5, 7, 1),
         (vec![2, 65], 96, 33, 8),
+        // Ranks 9–16 (two vector lanes), rows split across threads, output
+        // widths past a 64-column block; and a rank the BLAS takes (> 16).
+        (vec![300], 70, 150, 13),
+        (vec![517], 130, 129, 16),
+        (vec![2, 41], 40, 64, 24),
     ] {
         let x = normal(&[lead.as_slice(), &[input]].concat());
         let weight = normal(&[output, input]);

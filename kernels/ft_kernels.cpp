@@ -123,7 +123,8 @@ class Pool {
       job_ = &job;
       parts_ = parts;
       next_ = 1;
-      running_ = helpers;
+      helpers_ = running_ = helpers;
+      joined_ = 0;
       ++generation_;
     }
     wake_.notify_all();
@@ -156,8 +157,12 @@ class Pool {
       int parts;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen && job_ != nullptr; });
+        wake_.wait(lock, [&] { return generation_ != seen; });
         seen = generation_;
+        if (joined_ == helpers_) {
+          continue;  // this run has the helpers it asked for
+        }
+        ++joined_;
         job = job_;
         parts = parts_;
       }
@@ -175,7 +180,9 @@ class Pool {
   std::mutex busy_, mutex_;
   std::condition_variable wake_, done_;
   const std::function<void(int)>* job_ = nullptr;
-  int parts_ = 0, next_ = 0, running_ = 0;
+  // Only `helpers_` workers join a run (the caller waits for that many),
+  // however many wake.
+  int parts_ = 0, next_ = 0, helpers_ = 0, joined_ = 0, running_ = 0;
   uint64_t generation_ = 0;
 };
 

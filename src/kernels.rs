@@ -314,7 +314,8 @@ pub mod mlx_reference {
     use super::*;
 
     pub fn swiglu(gate: &Array, up: &Array) -> Result<Array, Exception> {
-        mlx_rs::nn::silu(gate)?.multiply(up)
+        // silu(gate)·up with plain ops (mlx-rs's `silu` is `compile`d).
+        gate.multiply(ops::sigmoid(gate)?)?.multiply(up)
     }
 
     pub fn causal_attention(

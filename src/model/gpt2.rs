@@ -10,7 +10,7 @@ use mlx_rs::{
     fast,
     macros::ModuleParameters,
     module::{Module, Param},
-    nn, ops, Array,
+    ops, Array,
 };
 use serde::{Deserialize, Serialize};
 
@@ -97,11 +97,28 @@ impl Activation {
         }
     }
 
+    /// Plain ops rather than mlx-rs's activations: those are `compile`d,
+    /// and MLX's CPU compiler writes the library it builds into a cache
+    /// that every process shares (`$TMPDIR/mlx`) without an atomic rename,
+    /// so two processes building the same one at once could load a
+    /// half-written file ("file too short": seen in a clean-clone test run).
     fn apply(self, x: &Array) -> Result<Array, Exception> {
+        let half_x = x.multiply(Array::from_f32(0.5))?;
         match self {
-            Self::GeluTanh => nn::gelu_approximate(x),
-            Self::Gelu => nn::gelu(x),
-            Self::Relu => nn::relu(x),
+            Self::GeluTanh => {
+                // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+                let cube = x.multiply(x)?.multiply(x)?;
+                let inner = x
+                    .add(cube.multiply(Array::from_f32(0.044_715))?)?
+                    .multiply(Array::from_f32((2.0 / std::f32::consts::PI).sqrt()))?;
+                half_x.multiply(ops::tanh(&inner)?.add(Array::from_f32(1.0))?)
+            }
+            Self::Gelu => {
+                // 0.5·x·(1 + erf(x/√2))
+                let scaled = x.multiply(Array::from_f32(std::f32::consts::FRAC_1_SQRT_2))?;
+                half_x.multiply(ops::erf(&scaled)?.add(Array::from_f32(1.0))?)
+            }
+            Self::Relu => ops::maximum(x, Array::from_f32(0.0)),
         }
     }
 }

@@ -92,7 +92,7 @@ class FlushDenormals {
 #endif
 };
 
-// Worker threads started once, as many as threads() − 1. Starting and
+// Worker threads started once, one fewer than the cores. Starting and
 // joining a std::thread per call cost ~40 µs here, as much as a whole call
 // of the thin kernels (a LoRA rank-8 product over 672 rows: ~0.15 ms).
 class Pool {

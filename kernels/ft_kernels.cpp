@@ -134,7 +134,6 @@ class Pool {
     }
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [&] { return running_ == 0; });
-    job_ = nullptr;
   }
 
  private:
@@ -1330,6 +1329,11 @@ bool rank_loops_apply(int64_t rank) {
   return rank <= kMaxLoopRank;
 }
 
+// The rank rounded up to whole 8-float vectors: 8 or 16.
+int64_t padded_rank(int64_t rank) {
+  return rank <= 8 ? 8 : 16;
+}
+
 // Eight floats: one AVX register (two SSE ones in the baseline clone).
 typedef float f8 __attribute__((vector_size(32)));
 typedef float f8u __attribute__((vector_size(32), aligned(4)));
@@ -1359,11 +1363,11 @@ void pad_columns(const float* a, int64_t rows, int64_t cols, float* out, int64_t
   }
 }
 
-// p (n × rank) = x (n × k, row stride ldx) · m (k × 8·NV): m's columns past
-// the rank are zero. Groups of G rows share each load of m's row.
+// p (n × rank) = x (n × k) · m (k × 8·NV): m's columns past the rank are
+// zero. Groups of G rows share each load of m's row.
 template <int NV, int G>
 FT_INLINE void project_rows(
-    const float* x, int64_t ldx, int64_t n, int64_t k, const float* m, int64_t rank, float* p) {
+    const float* x, int64_t n, int64_t k, const float* m, int64_t rank, float* p) {
   int64_t i = 0;
   auto finish = [&](const f8* acc, int64_t row) {
     float out[8 * NV];
@@ -1380,7 +1384,7 @@ FT_INLINE void project_rows(
         mc[v] = load8(m + (c * NV + v) * 8);
       }
       for (int g = 0; g < G; ++g) {
-        const float xv = x[(i + g) * ldx + c];
+        const float xv = x[(i + g) * k + c];
         for (int v = 0; v < NV; ++v) {
           acc[g][v] += xv * mc[v];
         }
@@ -1394,7 +1398,7 @@ FT_INLINE void project_rows(
     f8 acc[NV] = {};
     for (int64_t c = 0; c < k; ++c) {
       for (int v = 0; v < NV; ++v) {
-        acc[v] += x[i * ldx + c] * load8(m + (c * NV + v) * 8);
+        acc[v] += x[i * k + c] * load8(m + (c * NV + v) * 8);
       }
     }
     finish(acc, i);
@@ -1402,19 +1406,19 @@ FT_INLINE void project_rows(
 }
 
 FT_SIMD void project_rows_8(
-    const float* x, int64_t ldx, int64_t n, int64_t k, const float* m, int64_t rank, float* p) {
-  project_rows<1, 8>(x, ldx, n, k, m, rank, p);
+    const float* x, int64_t n, int64_t k, const float* m, int64_t rank, float* p) {
+  project_rows<1, 8>(x, n, k, m, rank, p);
 }
 FT_SIMD void project_rows_16(
-    const float* x, int64_t ldx, int64_t n, int64_t k, const float* m, int64_t rank, float* p) {
-  project_rows<2, 4>(x, ldx, n, k, m, rank, p);
+    const float* x, int64_t n, int64_t k, const float* m, int64_t rank, float* p) {
+  project_rows<2, 4>(x, n, k, m, rank, p);
 }
 
 // p (n × rank) = x (n × k) · m, m (k × ld) padded with zero columns
 // (ld = 8 or 16), across the cores.
 void project(const float* x, int64_t n, int64_t k, const float* m, int64_t ld, int64_t rank, float* p) {
   parallel_ranges(n, [&](int64_t b, int64_t e) {
-    (ld == 8 ? project_rows_8 : project_rows_16)(x + b * k, k, e - b, k, m, rank, p + b * rank);
+    (ld == 8 ? project_rows_8 : project_rows_16)(x + b * k, e - b, k, m, rank, p + b * rank);
   });
 }
 
@@ -1514,7 +1518,7 @@ FT_SIMD void reduce_rows_16(const float* x, int64_t n, int64_t k, const float* u
 // (k × ld) block; the blocks are added at the end.
 void reduce(const float* x, int64_t n, int64_t k, const float* u, int64_t rank, float s,
             bool transposed, float* out) {
-  const int64_t ld = rank <= 8 ? 8 : 16;
+  const int64_t ld = padded_rank(rank);
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads(), n / 64));
   Scratch sums(parts * k * ld);
   std::fill(sums.data(), sums.data() + parts * k * ld, 0.0f);
@@ -1600,7 +1604,7 @@ class LoraLinearGrad : public CpuOnly {
         }
         return;
       }
-      const int64_t ld = R <= 8 ? 8 : 16;
+      const int64_t ld = padded_rank(R);
       Scratch b_t(O * ld);
       transpose_padded(b, R, O, b_t.data(), ld);
       project(dy, N, O, b_t.data(), ld, R, u.data());
@@ -1658,7 +1662,7 @@ class LoraLinear : public CpuOnly {
         gemm(false, true, N, O, I, 1.0f, x, I, w, I, 1.0f, y, O);
         return;
       }
-      const int64_t ld = R <= 8 ? 8 : 16;
+      const int64_t ld = padded_rank(R);
       Scratch a_padded(I * ld);
       pad_columns(a, I, R, a_padded.data(), ld);
       project(x, N, I, a_padded.data(), ld, R, xa);

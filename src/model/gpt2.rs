@@ -103,7 +103,7 @@ impl Activation {
     /// so two processes building the same one at once could load a
     /// half-written file ("file too short": seen in a clean-clone test run).
     fn apply(self, x: &Array) -> Result<Array, Exception> {
-        let half_x = x.multiply(Array::from_f32(0.5))?;
+        let half_x = || x.multiply(Array::from_f32(0.5));
         match self {
             Self::GeluTanh => {
                 // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
@@ -111,12 +111,12 @@ impl Activation {
                 let inner = x
                     .add(cube.multiply(Array::from_f32(0.044_715))?)?
                     .multiply(Array::from_f32((2.0 / std::f32::consts::PI).sqrt()))?;
-                half_x.multiply(ops::tanh(&inner)?.add(Array::from_f32(1.0))?)
+                half_x()?.multiply(ops::tanh(&inner)?.add(Array::from_f32(1.0))?)
             }
             Self::Gelu => {
                 // 0.5·x·(1 + erf(x/√2))
                 let scaled = x.multiply(Array::from_f32(std::f32::consts::FRAC_1_SQRT_2))?;
-                half_x.multiply(ops::erf(&scaled)?.add(Array::from_f32(1.0))?)
+                half_x()?.multiply(ops::erf(&scaled)?.add(Array::from_f32(1.0))?)
             }
             Self::Relu => ops::maximum(x, Array::from_f32(0.0)),
         }

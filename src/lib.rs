@@ -13,6 +13,7 @@ pub mod export;
 pub mod files;
 pub mod fixtures;
 pub mod generate;
+pub mod gguf;
 pub mod hub;
 pub mod kernels;
 pub mod lora;

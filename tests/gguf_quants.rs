@@ -38,7 +38,10 @@ fn read_safetensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
             .map(|d| d.as_u64().unwrap() as usize)
             .collect();
         let off = info["data_offsets"].as_array().unwrap();
-        let (s, e) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
+        let (s, e) = (
+            off[0].as_u64().unwrap() as usize,
+            off[1].as_u64().unwrap() as usize,
+        );
         let values = data[s..e]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -51,7 +54,8 @@ fn read_safetensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
 #[test]
 fn every_type_is_bit_equal_to_gguf_py() {
     let f = GgufFile::open(&fixture()).unwrap();
-    let reference = read_safetensors(&root().join("tests/fixtures/gguf/quants_reference.safetensors"));
+    let reference =
+        read_safetensors(&root().join("tests/fixtures/gguf/quants_reference.safetensors"));
     assert_eq!(f.tensors().len(), reference.len());
     let mut per_type: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for t in f.tensors() {
@@ -79,7 +83,11 @@ fn every_type_is_bit_equal_to_gguf_py() {
         e.1 += want.len();
     }
     for ty in GgmlType::supported() {
-        assert!(per_type.contains_key(ty.name()), "the fixture has no {} tensor", ty.name());
+        assert!(
+            per_type.contains_key(ty.name()),
+            "the fixture has no {} tensor",
+            ty.name()
+        );
     }
     for (ty, (n, v)) in &per_type {
         println!("{ty:7} {n} tensor(s), {v} values bit-equal to gguf-py");
@@ -118,18 +126,30 @@ fn metadata_getters() {
         f.get_i32_array("fixture.i32s").unwrap(),
         Some(vec![1, -2, 3, 2_000_000_000])
     );
-    assert_eq!(f.get_i32_array("fixture.u8s").unwrap(), Some(vec![1, 2, 255]));
-    assert_eq!(f.get_f32_array("fixture.f32s").unwrap(), Some(vec![0.5, -1.25, 3.0]));
+    assert_eq!(
+        f.get_i32_array("fixture.u8s").unwrap(),
+        Some(vec![1, 2, 255])
+    );
+    assert_eq!(
+        f.get_f32_array("fixture.f32s").unwrap(),
+        Some(vec![0.5, -1.25, 3.0])
+    );
     assert!(matches!(
         f.value("fixture.nested"),
         Some(Value::Array(Array::Arrays(a))) if a.len() == 2
     ));
     assert!(f.keys().any(|k| k == "fixture.source.q4_k.gemma3"));
-    assert_eq!(f.keys().count(), f.keys().collect::<std::collections::HashSet<_>>().len());
+    assert_eq!(
+        f.keys().count(),
+        f.keys().collect::<std::collections::HashSet<_>>().len()
+    );
 
     // Wrong types are errors that name the file, the key and the type found.
     let e = f.get_str("fixture.u32").unwrap_err().to_string();
-    assert!(e.contains("quants.gguf") && e.contains("fixture.u32") && e.contains("u32"), "{e}");
+    assert!(
+        e.contains("quants.gguf") && e.contains("fixture.u32") && e.contains("u32"),
+        "{e}"
+    );
     let e = f.get_u64("fixture.i32").unwrap_err().to_string();
     assert!(e.contains("fixture.i32") && e.contains("-7"), "{e}");
     let e = f.get_bool("fixture.strings").unwrap_err().to_string();
@@ -160,7 +180,10 @@ fn metadata_getters() {
     // Types.
     assert_eq!(GgmlType::from_id(12), GgmlType::Q4_K);
     assert_eq!(GgmlType::Q4_K.name(), "Q4_K");
-    assert_eq!((GgmlType::Q6_K.block_size(), GgmlType::Q6_K.type_size()), (256, 210));
+    assert_eq!(
+        (GgmlType::Q6_K.block_size(), GgmlType::Q6_K.type_size()),
+        (256, 210)
+    );
     assert!(!GgmlType::IQ2_XXS.is_supported());
     assert_eq!(GgmlType::from_id(999), GgmlType::Other(999));
 }
@@ -211,7 +234,10 @@ fn quants_reject_wrong_sizes() {
     assert!(quants::dequantize(GgmlType::Q4_K, &[0; 143], 256).is_err());
     assert!(quants::dequantize(GgmlType::Q4_K, &[0; 144], 255).is_err());
     assert!(quants::dequantize(GgmlType::IQ2_XXS, &[0; 66], 256).is_err());
-    assert_eq!(quants::dequantize(GgmlType::Q8_0, &[], 0).unwrap(), Vec::<f32>::new());
+    assert_eq!(
+        quants::dequantize(GgmlType::Q8_0, &[], 0).unwrap(),
+        Vec::<f32>::new()
+    );
     // f16 → f32 is exact, NaN payloads kept (as NumPy does).
     assert_eq!(quants::f16_to_f32(0x0001).to_bits(), 0x3380_0000);
     assert_eq!(quants::f16_to_f32(0x7c01).to_bits(), 0x7f80_2000);
@@ -363,7 +389,13 @@ fn hostile_files_never_panic() {
         GgufFile::open(&path).unwrap()
     };
     assert_eq!(f.tensors().len(), 4);
-    assert_eq!(f.get_strings("tokenizer.ggml.tokens").unwrap().unwrap().len(), 3);
+    assert_eq!(
+        f.get_strings("tokenizer.ggml.tokens")
+            .unwrap()
+            .unwrap()
+            .len(),
+        3
+    );
     for t in f.tensors() {
         f.dequantize(t).unwrap();
     }
@@ -389,7 +421,10 @@ fn hostile_files_never_panic() {
     let data_flips: Vec<(usize, u8)> = (0..200)
         .map(|_| {
             let r = next();
-            (header_end + r as usize % (good.len() - header_end), (r >> 32) as u8)
+            (
+                header_end + r as usize % (good.len() - header_end),
+                (r >> 32) as u8,
+            )
         })
         .collect();
     let flips = (0..header_end)
@@ -437,7 +472,14 @@ fn hostile_files_never_panic() {
         assert!(e.contains("corrupt.gguf"), "{e}");
     };
     let mut pad = vec![0u8; 4096];
-    expect_err(b"GGML\x03\0\0\0".iter().copied().chain(pad.clone()).collect(), "not a GGUF file");
+    expect_err(
+        b"GGML\x03\0\0\0"
+            .iter()
+            .copied()
+            .chain(pad.clone())
+            .collect(),
+        "not a GGUF file",
+    );
     expect_err(header(1, 0, 0, &pad), "version 1");
     expect_err(header(3u32.swap_bytes(), 0, 0, &pad), "big-endian");
     expect_err(header(7, 0, 0, &pad), "version 7");
@@ -446,7 +488,10 @@ fn hostile_files_never_panic() {
     // A string longer than the file.
     let mut big = (u64::MAX - 3).to_le_bytes().to_vec();
     big.extend([0u8; 64]);
-    expect_err(header(3, 0, 1, &big), "length of the key of metadata entry 0");
+    expect_err(
+        header(3, 0, 1, &big),
+        "length of the key of metadata entry 0",
+    );
     // An array that declares more elements than bytes left.
     let mut arr = string("a.b");
     arr.extend(9u32.to_le_bytes());
@@ -489,8 +534,18 @@ fn hostile_files_never_panic() {
     expect_err(t1(&[], 0, 0), "0 dimensions");
     expect_err(t1(&[32, 0], 0, 0), "dimension 1 of 0");
     expect_err(t1(&[1 << 31, 1 << 31], 0, 0), "dimension 0");
-    expect_err(t1(&[i32::MAX as u64, i32::MAX as u64, i32::MAX as u64, 8], 0, 0), "too many");
-    expect_err(t1(&[48], 12, 0), "not a multiple of the 256-value blocks of Q4_K");
+    expect_err(
+        t1(
+            &[i32::MAX as u64, i32::MAX as u64, i32::MAX as u64, 8],
+            0,
+            0,
+        ),
+        "too many",
+    );
+    expect_err(
+        t1(&[48], 12, 0),
+        "not a multiple of the 256-value blocks of Q4_K",
+    );
     expect_err(t1(&[32], 99, 0), "type id 99");
     expect_err(t1(&[32, 1000], 0, 0), "past the end of the file");
     expect_err(t1(&[32], 0, u64::MAX - 8), "past the end of the file");
@@ -576,7 +631,10 @@ fn dump_dequant_sha256() {
     let mut text = String::new();
     for (t, v) in f.tensors().iter().zip(&all) {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let hex: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         writeln!(text, "{} {} {hex}", t.name, t.ggml_type.name()).unwrap();
     }
     std::fs::write(&out, text).unwrap();

@@ -112,8 +112,8 @@ const TYPES: [(GgmlType, u32, usize, usize); 34] = {
 const SUPPORTED: [GgmlType; 19] = {
     use GgmlType::*;
     [
-        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
-        IQ4_XS, TQ1_0, TQ2_0, MXFP4, NVFP4,
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS,
+        TQ1_0, TQ2_0, MXFP4, NVFP4,
     ]
 };
 
@@ -528,7 +528,9 @@ impl GgufFile {
             Some(i) => i64::try_from(i).map(Some).map_err(|_| {
                 invalid(
                     &self.path,
-                    format!("metadata key `{key}` is {i}, which does not fit a 64-bit signed integer"),
+                    format!(
+                        "metadata key `{key}` is {i}, which does not fit a 64-bit signed integer"
+                    ),
                 )
             }),
             None => Err(self.wrong_type(key, v, "an integer")),
@@ -768,7 +770,12 @@ impl<'a> Reader<'a> {
             10 => Value::U64(self.u64(what)?),
             11 => Value::I64(i64::from_le_bytes(self.array(what)?)),
             12 => Value::F64(f64::from_le_bytes(self.array(what)?)),
-            t => return Err(format!("{} has value type {t}, which GGUF does not define", what())),
+            t => {
+                return Err(format!(
+                    "{} has value type {t}, which GGUF does not define",
+                    what()
+                ))
+            }
         })
     }
 
@@ -776,7 +783,10 @@ impl<'a> Reader<'a> {
         match self.array::<1>(what)?[0] {
             0 => Ok(false),
             1 => Ok(true),
-            b => Err(format!("{} is a bool of byte value {b}, not 0 or 1", what())),
+            b => Err(format!(
+                "{} is a bool of byte value {b}, not 0 or 1",
+                what()
+            )),
         }
     }
 
@@ -863,9 +873,15 @@ fn parse(buf: &[u8]) -> Result<Header, String> {
         2 | 3 => {}
         1 => return Err("GGUF version 1 is not supported (only versions 2 and 3)".into()),
         v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
-            return Err("this is a big-endian GGUF file; only little-endian files are supported".into())
+            return Err(
+                "this is a big-endian GGUF file; only little-endian files are supported".into(),
+            )
         }
-        v => return Err(format!("GGUF version {v} is not supported (only versions 2 and 3)")),
+        v => {
+            return Err(format!(
+                "GGUF version {v} is not supported (only versions 2 and 3)"
+            ))
+        }
     }
     let n_tensors_raw = r.u64(&|| "the tensor count".into())?;
     let n_kvs_raw = r.u64(&|| "the metadata count".into())?;
@@ -943,7 +959,11 @@ fn parse(buf: &[u8]) -> Result<Header, String> {
                 GgmlType::supported_names()
             ));
         }
-        let shown = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" × ");
+        let shown = dims
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(" × ");
         if let Some(k) = dims.iter().position(|&d| d == 0 || d > i32::MAX as u64) {
             return Err(format!(
                 "tensor `{name}` has dimension {k} of {}, not between 1 and 2^31 - 1 (dims {shown})",

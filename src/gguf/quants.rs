@@ -463,9 +463,8 @@ pub fn to_mlx_affine(ty: GgmlType, bytes: &[u8], n_elements: usize) -> Option<Af
                         *s = d;
                         *bias = -128.0 * d;
                         for (k, word) in w.iter_mut().enumerate() {
-                            *word = u32::from_le_bytes(
-                                [0, 1, 2, 3].map(|i| b[2 + 4 * k + i] ^ 0x80),
-                            );
+                            *word =
+                                u32::from_le_bytes([0, 1, 2, 3].map(|i| b[2 + 4 * k + i] ^ 0x80));
                         }
                     }
                     _ => {

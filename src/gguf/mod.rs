@@ -265,7 +265,8 @@ pub enum Array {
 }
 
 impl Value {
-    /// The GGUF type in words ("u32", "string", "array of f32"), for messages.
+    /// The GGUF type in words ("u32", "string", "array of f32 (3 elements)"),
+    /// for messages.
     pub fn type_name(&self) -> String {
         match self {
             Value::U8(_) => "u8".into(),
@@ -280,7 +281,7 @@ impl Value {
             Value::F64(_) => "f64".into(),
             Value::Bool(_) => "bool".into(),
             Value::String(_) => "string".into(),
-            Value::Array(a) => format!("array of {} {}", a.len(), a.element_name()),
+            Value::Array(a) => format!("array of {} ({} elements)", a.element_name(), a.len()),
         }
     }
 
@@ -488,7 +489,7 @@ impl GgufFile {
         invalid(
             &self.path,
             format!(
-                "metadata key `{key}` is {}, expected {expected}",
+                "metadata key `{key}` has type {}, expected {expected}",
                 found.type_name()
             ),
         )
@@ -916,10 +917,11 @@ fn parse(buf: &[u8]) -> Result<Header, String> {
         None => DEFAULT_ALIGNMENT,
         Some(v) => match v.as_i128() {
             Some(a) if a > 0 && (a as u128).is_power_of_two() && a <= 1 << 30 => a as u64,
-            _ => {
+            found => {
+                let found = found.map_or_else(|| format!("a {}", v.type_name()), |i| i.to_string());
                 return Err(format!(
-                    "`general.alignment` must be a power of two between 1 and 2^30, not {v:?}"
-                ))
+                    "`general.alignment` must be a power of two between 1 and 2^30, not {found}"
+                ));
             }
         },
     };

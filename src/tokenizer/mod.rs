@@ -3,16 +3,12 @@
 
 use std::path::Path;
 
-use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::BPE;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::AddedToken;
-
 use crate::error::{Error, Result};
-use crate::model::gguf::GgufVocab;
+
+pub mod gguf;
+pub mod llama_cpp;
+
+pub use gguf::GgufVocab;
 
 /// A half-open byte range `start..end` of a text.
 pub type ByteSpan = (usize, usize);
@@ -24,6 +20,15 @@ pub struct Tokenizer {
     pub eos_token: Option<String>,
     /// Ids that end generation (eos and end-of-turn tokens).
     pub stop_ids: Vec<u32>,
+    /// Whether the model expects BOS before a text (llama.cpp's `add_bos`,
+    /// `tokenizer_config.json`'s `add_bos_token`). [`Tokenizer::encode`]
+    /// never adds it (chat templates write it); a caller that wants it
+    /// prepends [`Tokenizer::bos_token_id`].
+    pub add_bos_token: bool,
+    /// Whether the model expects EOS after a text (never added by `encode`).
+    pub add_eos_token: bool,
+    bos_id: Option<u32>,
+    eos_id: Option<u32>,
 }
 
 impl Tokenizer {
@@ -41,85 +46,70 @@ impl Tokenizer {
                 .or_else(|| v.get("content").and_then(|c| c.as_str()))
                 .map(str::to_string)
         };
+        let flag = |key: &str| -> bool {
+            config
+                .and_then(|c| c.get(key))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+        };
         let mut tokenizer = Self {
             inner,
             bos_token: token("bos_token"),
             eos_token: token("eos_token"),
             stop_ids: Vec::new(),
+            add_bos_token: flag("add_bos_token"),
+            add_eos_token: flag("add_eos_token"),
+            bos_id: None,
+            eos_id: None,
         };
+        tokenizer.bos_id = tokenizer.bos_token.as_deref().and_then(|t| tokenizer.token_to_id(t));
+        tokenizer.eos_id = tokenizer.eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t));
         tokenizer.stop_ids = tokenizer.default_stop_ids(None);
         Ok(tokenizer)
     }
 
-    /// Rebuilds the tokenizer a GGUF file describes. Byte-level BPE (`gpt2`)
-    /// vocabularies are supported.
+    /// Rebuilds the tokenizer a GGUF file describes so that it gives
+    /// llama.cpp's token ids: SentencePiece (`llama`), byte-level BPE
+    /// (`gpt2`) with each pre-tokenizer in
+    /// [`llama_cpp::supported_pre_tokenizers`], and Gemma 4's BPE. Anything
+    /// else is an error that names what is unsupported.
     pub fn from_gguf(vocab: &GgufVocab, source: &Path) -> Result<Self> {
-        if vocab.model != "gpt2" {
-            return Err(Error::Invalid(format!(
-                "{}: GGUF tokenizer model `{}` is not supported yet (supported: gpt2 byte-level BPE)",
-                source.display(),
-                vocab.model
-            )));
-        }
-        let ids: tokenizers::models::bpe::Vocab = vocab
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let merges = vocab
-            .merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| {
-                        Error::Invalid(format!("{}: malformed BPE merge `{m}`", source.display()))
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(ids, merges)
-            .build()
-            .map_err(|e| {
-                Error::Invalid(format!("{}: bad BPE vocabulary: {e}", source.display()))
-            })?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        // The GPT-2 split; pre-tokenizers that name digit handling split
-        // digits one by one first, as their tokenizer.json does.
-        let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
-        let splits_digits = matches!(
-            vocab.pre.as_deref(),
-            Some("smollm" | "qwen2" | "deepseek-llm")
-        );
-        let pre = if splits_digits {
-            PreTokenizerWrapper::Sequence(Sequence::new(vec![
-                PreTokenizerWrapper::Digits(Digits::new(true)),
-                byte_level,
-            ]))
-        } else {
-            byte_level
-        };
-        inner.with_pre_tokenizer(Some(pre));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
-        // Control tokens (type 3) are matched whole, never split by BPE.
-        let specials: Vec<AddedToken> = vocab
-            .token_types
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| **t == 3)
-            .map(|(i, _)| AddedToken::from(vocab.tokens[i].clone(), true))
-            .collect();
-        inner.add_special_tokens(&specials);
+        let built = llama_cpp::build(vocab, source)?;
         let name = |id: Option<u32>| id.and_then(|i| vocab.tokens.get(i as usize).cloned());
         let mut tokenizer = Self {
-            inner,
-            bos_token: name(vocab.bos_token_id),
-            eos_token: name(vocab.eos_token_id),
+            inner: built.inner,
+            bos_token: name(built.bos_token_id),
+            eos_token: name(built.eos_token_id),
             stop_ids: Vec::new(),
+            add_bos_token: built.add_bos,
+            add_eos_token: built.add_eos,
+            bos_id: built.bos_token_id,
+            eos_id: built.eos_token_id,
         };
-        tokenizer.stop_ids = tokenizer.default_stop_ids(vocab.eos_token_id);
+        tokenizer.stop_ids = tokenizer.default_stop_ids(built.eos_token_id);
+        for id in [vocab.eot_token_id, vocab.eom_token_id].into_iter().flatten() {
+            if !tokenizer.stop_ids.contains(&id) {
+                tokenizer.stop_ids.push(id);
+            }
+        }
         Ok(tokenizer)
+    }
+
+    /// The id of the BOS token, when the model has one.
+    pub fn bos_token_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
+    /// The id of the EOS token, when the model has one.
+    pub fn eos_token_id(&self) -> Option<u32> {
+        self.eos_id
+    }
+
+    /// Whether special tokens written in a text are recognised by `encode`
+    /// (the default) or tokenized as plain text (llama.cpp's
+    /// `parse_special = false`). User-defined tokens are matched either way.
+    pub fn set_parse_special(&mut self, parse: bool) {
+        self.inner.set_encode_special_tokens(!parse);
     }
 
     /// eos plus the end-of-turn markers common chat formats use.

@@ -152,7 +152,10 @@ impl GgufVocab {
     /// for encoding).
     pub fn duplicate_tokens(&self) -> usize {
         let mut seen = HashSet::with_capacity(self.tokens.len());
-        self.tokens.iter().filter(|t| !seen.insert(t.as_str())).count()
+        self.tokens
+            .iter()
+            .filter(|t| !seen.insert(t.as_str()))
+            .count()
     }
 }
 

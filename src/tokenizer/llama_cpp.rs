@@ -22,7 +22,9 @@ use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::strip::Strip;
 use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::BPE;
-use tokenizers::normalizers::{NormalizerWrapper, Prepend, Replace, Sequence as NormalizerSequence};
+use tokenizers::normalizers::{
+    NormalizerWrapper, Prepend, Replace, Sequence as NormalizerSequence,
+};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
@@ -135,7 +137,11 @@ fn bpe_model(
 /// The GGUF's merges, in order, as pairs of tokens of the vocabulary. A
 /// pair listed twice keeps its first rank (llama.cpp's map keeps the first);
 /// a merge of tokens the vocabulary lacks could never apply and is left out.
-fn gguf_merges(vocab: &GgufVocab, texts: &[String], source: &Path) -> Result<Vec<(String, String)>> {
+fn gguf_merges(
+    vocab: &GgufVocab,
+    texts: &[String],
+    source: &Path,
+) -> Result<Vec<(String, String)>> {
     if vocab.merges.is_empty() {
         return Err(invalid(
             source,
@@ -150,7 +156,10 @@ fn gguf_merges(vocab: &GgufVocab, texts: &[String], source: &Path) -> Result<Vec
     let mut merges = Vec::with_capacity(vocab.merges.len());
     for m in &vocab.merges {
         let (a, b) = split_merge(m).ok_or_else(|| {
-            invalid(source, format!("`tokenizer.ggml.merges`: malformed merge `{m}`"))
+            invalid(
+                source,
+                format!("`tokenizer.ggml.merges`: malformed merge `{m}`"),
+            )
         })?;
         if !known.contains(a) || !known.contains(b) || !known.contains(format!("{a}{b}").as_str()) {
             continue;
@@ -243,7 +252,9 @@ fn build_spm(vocab: &GgufVocab, source: &Path) -> Result<Built> {
 /// `▁` → space, `<0xXX>` → bytes, and the prefix space dropped.
 fn spm_decoder(source: &Path, strip_prefix: bool) -> Result<DecoderWrapper> {
     let mut steps: Vec<DecoderWrapper> = vec![
-        Replace::new("▁", " ").map_err(|e| invalid(source, e))?.into(),
+        Replace::new("▁", " ")
+            .map_err(|e| invalid(source, e))?
+            .into(),
         ByteFallback::new().into(),
         Fuse::new().into(),
     ];
@@ -308,7 +319,16 @@ const PRE_TOKENIZERS: &[PreTokenizer] = &[
         ignore_merges: true,
         add_bos: true,
         ..pre(
-            &["llama-bpe", "llama3", "llama-v3", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"],
+            &[
+                "llama-bpe",
+                "llama3",
+                "llama-v3",
+                "falcon3",
+                "falcon-h1",
+                "pixtral",
+                "midm-2.0",
+                "lfm2",
+            ],
             &[LLAMA3],
         )
     },
@@ -339,7 +359,11 @@ const PRE_TOKENIZERS: &[PreTokenizer] = &[
     ),
     pre(
         &["deepseek-v3", "hunyuan-dense"],
-        &[r"\p{N}{1,3}", r"[\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+", DEEPSEEK3_WORDS],
+        &[
+            r"\p{N}{1,3}",
+            r"[\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+",
+            DEEPSEEK3_WORDS,
+        ],
     ),
     pre(
         &["falcon"],
@@ -347,20 +371,42 @@ const PRE_TOKENIZERS: &[PreTokenizer] = &[
     ),
     pre(
         &[
-            "starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b",
+            "starcoder",
+            "refact",
+            "command-r",
+            "smollm",
+            "codeshell",
+            "exaone",
+            "minerva-7b",
             "mellum2",
         ],
         &[r"\p{N}", GPT2],
     ),
     pre(
         &[
-            "gpt-2", "phi-2", "mpt", "olmo", "jais", "trillion", "granite-docling", "exaone4",
-            "a.x-4.0", "mellum", "gigachat",
+            "gpt-2",
+            "phi-2",
+            "mpt",
+            "olmo",
+            "jais",
+            "trillion",
+            "granite-docling",
+            "exaone4",
+            "a.x-4.0",
+            "mellum",
+            "gigachat",
         ],
         &[GPT2],
     ),
     pre(
-        &["qwen2", "deepseek-r1-qwen", "stablelm2", "megrez", "hunyuan", "grok-2"],
+        &[
+            "qwen2",
+            "deepseek-r1-qwen",
+            "stablelm2",
+            "megrez",
+            "hunyuan",
+            "grok-2",
+        ],
         &[QWEN2],
     ),
     pre(&["qwen35"], &[QWEN35]),
@@ -376,7 +422,10 @@ const PRE_TOKENIZERS: &[PreTokenizer] = &[
 
 /// Every `tokenizer.ggml.pre` FineTune accepts for `gpt2` vocabularies.
 pub fn supported_pre_tokenizers() -> Vec<&'static str> {
-    PRE_TOKENIZERS.iter().flat_map(|p| p.names.iter().copied()).collect()
+    PRE_TOKENIZERS
+        .iter()
+        .flat_map(|p| p.names.iter().copied())
+        .collect()
 }
 
 fn pre_tokenizer(name: Option<&str>, source: &Path) -> Result<&'static PreTokenizer> {
@@ -400,9 +449,13 @@ fn splits(regexes: &[&str], source: &Path) -> Result<Vec<PreTokenizerWrapper>> {
     regexes
         .iter()
         .map(|r| {
-            Split::new(SplitPattern::Regex((*r).to_string()), SplitDelimiterBehavior::Isolated, false)
-                .map(Into::into)
-                .map_err(|e| invalid(source, format!("pre-tokenizer regex `{r}`: {e}")))
+            Split::new(
+                SplitPattern::Regex((*r).to_string()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map(Into::into)
+            .map_err(|e| invalid(source, format!("pre-tokenizer regex `{r}`: {e}")))
         })
         .collect()
 }
@@ -411,7 +464,9 @@ fn build_bpe(vocab: &GgufVocab, source: &Path) -> Result<Built> {
     let pre = pre_tokenizer(vocab.pre.as_deref(), source)?;
     let texts = token_texts(vocab);
     let merges = gguf_merges(vocab, &texts, source)?;
-    let bpe = bpe_model(source, &texts, merges, |b| b.ignore_merges(pre.ignore_merges))?;
+    let bpe = bpe_model(source, &texts, merges, |b| {
+        b.ignore_merges(pre.ignore_merges)
+    })?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
     let mut steps = splits(pre.regexes, source)?;
     steps.push(ByteLevel::new(false, true, false).into());
@@ -434,7 +489,9 @@ fn build_gemma4(vocab: &GgufVocab, source: &Path) -> Result<Built> {
     let merges = gguf_merges(vocab, &texts, source)?;
     let bpe = bpe_model(source, &texts, merges, |b| b.byte_fallback(true))?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
-    inner.with_normalizer(Some(Replace::new(" ", "▁").map_err(|e| invalid(source, e))?));
+    inner.with_normalizer(Some(
+        Replace::new(" ", "▁").map_err(|e| invalid(source, e))?,
+    ));
     inner.with_pre_tokenizer(Some(Sequence::new(splits(&[r"[^\n]+|[\n]+"], source)?)));
     inner.with_decoder(Some(spm_decoder(source, false)?));
     add_tokens(&mut inner, vocab, &texts);
@@ -453,4 +510,177 @@ fn build_gemma4(vocab: &GgufVocab, source: &Path) -> Result<Built> {
         add_bos: true,
         add_eos: vocab.add_eos_token.unwrap_or(false),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Tokenizer;
+    use super::*;
+
+    /// A tiny SentencePiece vocabulary: `<unk>`, two control tokens, the
+    /// 256 byte tokens, then pieces whose scores make `▁ab` beat `▁a` + `b`.
+    fn tiny_spm() -> GgufVocab {
+        let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+        let mut types = vec![
+            token_type::UNKNOWN,
+            token_type::CONTROL,
+            token_type::CONTROL,
+        ];
+        let mut scores = vec![0.0, 0.0, 0.0];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(token_type::BYTE);
+            scores.push(0.0);
+        }
+        for (piece, score) in [
+            ("▁", -1.0),
+            ("a", -2.0),
+            ("b", -3.0),
+            ("c", -4.0),
+            ("ab", -5.0),
+            ("▁ab", -6.0),
+            ("▁a", -7.0),
+            ("▁c", -8.0),
+            ("<|u|>", -9.0),
+        ] {
+            tokens.push(piece.into());
+            types.push(if piece == "<|u|>" {
+                token_type::USER_DEFINED
+            } else {
+                token_type::NORMAL
+            });
+            scores.push(score);
+        }
+        GgufVocab {
+            model: "llama".into(),
+            pre: Some("default".into()),
+            tokens,
+            scores,
+            token_types: types,
+            bos_token_id: Some(1),
+            eos_token_id: Some(2),
+            unknown_token_id: Some(0),
+            ..GgufVocab::default()
+        }
+    }
+
+    fn id(t: &Tokenizer, piece: &str) -> u32 {
+        t.token_to_id(piece).unwrap()
+    }
+
+    #[test]
+    fn sentencepiece_merges_by_score_with_prefix_and_byte_fallback() {
+        let t = Tokenizer::from_gguf(&tiny_spm(), Path::new("tiny.gguf")).unwrap();
+        let ids = |pieces: &[&str]| pieces.iter().map(|p| id(&t, p)).collect::<Vec<_>>();
+        // `▁` prefix; `a`+`b` (score -5) merges before `▁`+`a` (-7).
+        assert_eq!(t.encode("ab c").unwrap(), ids(&["▁ab", "▁c"]));
+        // é is not a piece: its UTF-8 bytes; a newline likewise.
+        assert_eq!(
+            t.encode("ab é\n").unwrap(),
+            ids(&["▁ab", "▁", "<0xC3>", "<0xA9>", "<0x0A>"])
+        );
+        // Control tokens are matched whole, and the text after one gets the
+        // prefix again; user-defined tokens too, even unparsed.
+        assert_eq!(t.encode("<s>ab</s>").unwrap(), ids(&["<s>", "▁ab", "</s>"]));
+        assert_eq!(t.encode("c<|u|>c").unwrap(), ids(&["▁c", "<|u|>", "▁c"]));
+        let mut plain = Tokenizer::from_gguf(&tiny_spm(), Path::new("tiny.gguf")).unwrap();
+        plain.set_parse_special(false);
+        assert_eq!(
+            plain.encode("<s>").unwrap(),
+            ids(&["▁", "<0x3C>", "<0x73>", "<0x3E>"])
+        );
+        assert_eq!(plain.encode("c<|u|>").unwrap(), ids(&["▁c", "<|u|>"]));
+        // Decoding: bytes reassembled, ▁ → space, the prefix space dropped,
+        // control tokens left out (or written out on request).
+        let ids_ = t.encode("<s>ab é\nc").unwrap();
+        assert_eq!(t.decode(&ids_).unwrap(), "ab é\nc");
+        // (as Hugging Face's Llama decoder: the prefix space after a written
+        // out special token stays)
+        assert_eq!(t.decode_with_special(&ids_).unwrap(), "<s> ab é\nc");
+        // llama.cpp's defaults for SentencePiece: BOS added, EOS not.
+        assert!(t.add_bos_token && !t.add_eos_token);
+        assert_eq!(t.bos_token.as_deref(), Some("<s>"));
+        assert_eq!(t.bos_token_id(), Some(1));
+        assert_eq!(t.stop_ids, vec![2]);
+    }
+
+    #[test]
+    fn sentencepiece_without_space_prefix() {
+        let vocab = GgufVocab {
+            add_space_prefix: Some(false),
+            add_bos_token: Some(false),
+            ..tiny_spm()
+        };
+        let t = Tokenizer::from_gguf(&vocab, Path::new("tiny.gguf")).unwrap();
+        let ids = |pieces: &[&str]| pieces.iter().map(|p| id(&t, p)).collect::<Vec<_>>();
+        assert_eq!(t.encode("ab c").unwrap(), ids(&["ab", "▁c"]));
+        assert_eq!(t.decode(&t.encode(" ab c").unwrap()).unwrap(), " ab c");
+        assert!(!t.add_bos_token);
+    }
+
+    #[test]
+    fn sentencepiece_merges_split_every_piece_into_two_pieces() {
+        let texts: Vec<String> = ["a", "b", "c", "ab", "bc", "abc"]
+            .map(String::from)
+            .to_vec();
+        let scores = [0.0, 0.0, 0.0, -2.0, -1.0, -3.0];
+        let merges = spm_merges(&texts, &scores);
+        let pairs: Vec<(&str, &str)> = merges
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        assert_eq!(pairs, [("b", "c"), ("a", "b"), ("a", "bc"), ("ab", "c")]);
+    }
+
+    /// GPT-2's byte → character map.
+    fn byte_chars() -> Vec<char> {
+        let printable = |b: u32| {
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b)
+        };
+        let mut next = 256;
+        (0..256u32)
+            .map(|b| {
+                if printable(b) {
+                    char::from_u32(b).unwrap()
+                } else {
+                    next += 1;
+                    char::from_u32(next - 1).unwrap()
+                }
+            })
+            .collect()
+    }
+
+    /// Every pre-tokenizer's regexes compile, and text survives the trip.
+    #[test]
+    fn every_pre_tokenizer_builds_and_round_trips() {
+        let mut tokens: Vec<String> = byte_chars().into_iter().map(String::from).collect();
+        tokens.extend(["Ġt", "he", "Ġthe", "<|endoftext|>"].map(String::from));
+        let mut token_types = vec![token_type::NORMAL; tokens.len()];
+        *token_types.last_mut().unwrap() = token_type::CONTROL;
+        let text = "Hello, World! the 1234 don't  x\n\n\t¿Qué? 日本語 ПРИВЕТмир<|endoftext|>";
+        for name in supported_pre_tokenizers() {
+            let vocab = GgufVocab {
+                model: "gpt2".into(),
+                pre: Some(name.into()),
+                tokens: tokens.clone(),
+                token_types: token_types.clone(),
+                merges: vec!["Ġ t".into(), "h e".into(), "Ġt he".into()],
+                eos_token_id: Some(259),
+                ..GgufVocab::default()
+            };
+            let t = Tokenizer::from_gguf(&vocab, Path::new("tiny.gguf"))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let ids = t.encode(text).unwrap();
+            assert!(ids.contains(&258), "{name}: `Ġthe` not merged: {ids:?}");
+            assert_eq!(*ids.last().unwrap(), 259, "{name}");
+            assert_eq!(t.decode_with_special(&ids).unwrap(), text, "{name}");
+        }
+    }
+
+    #[test]
+    fn pre_tokenizer_names_are_unique() {
+        let names = supported_pre_tokenizers();
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+    }
 }

@@ -62,8 +62,14 @@ impl Tokenizer {
             bos_id: None,
             eos_id: None,
         };
-        tokenizer.bos_id = tokenizer.bos_token.as_deref().and_then(|t| tokenizer.token_to_id(t));
-        tokenizer.eos_id = tokenizer.eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t));
+        tokenizer.bos_id = tokenizer
+            .bos_token
+            .as_deref()
+            .and_then(|t| tokenizer.token_to_id(t));
+        tokenizer.eos_id = tokenizer
+            .eos_token
+            .as_deref()
+            .and_then(|t| tokenizer.token_to_id(t));
         tokenizer.stop_ids = tokenizer.default_stop_ids(None);
         Ok(tokenizer)
     }
@@ -87,7 +93,10 @@ impl Tokenizer {
             eos_id: built.eos_token_id,
         };
         tokenizer.stop_ids = tokenizer.default_stop_ids(built.eos_token_id);
-        for id in [vocab.eot_token_id, vocab.eom_token_id].into_iter().flatten() {
+        for id in [vocab.eot_token_id, vocab.eom_token_id]
+            .into_iter()
+            .flatten()
+        {
             if !tokenizer.stop_ids.contains(&id) {
                 tokenizer.stop_ids.push(id);
             }

@@ -12,7 +12,6 @@
 //! special tokens are parsed); user-defined tokens are plain added tokens,
 //! always matched whole, as in llama.cpp.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use tokenizers::decoders::byte_fallback::ByteFallback;
@@ -125,11 +124,11 @@ fn add_tokens(inner: &mut tokenizers::Tokenizer, vocab: &GgufVocab, texts: &[Str
 
 fn bpe_model(
     source: &Path,
-    texts: &[String],
+    vocab: tokenizers::models::bpe::Vocab,
     merges: Vec<(String, String)>,
     configure: impl FnOnce(tokenizers::models::bpe::BpeBuilder) -> tokenizers::models::bpe::BpeBuilder,
 ) -> Result<BPE> {
-    configure(BPE::builder().vocab_and_merges(vocab_map(texts), merges))
+    configure(BPE::builder().vocab_and_merges(vocab, merges))
         .build()
         .map_err(|e| invalid(source, format!("bad BPE vocabulary: {e}")))
 }
@@ -176,38 +175,44 @@ fn gguf_merges(
 /// BPE merges for a SentencePiece vocabulary, as Hugging Face's converter
 /// makes them: every split of a piece into two pieces, ranked by the merged
 /// piece's score (highest first; ties by merged id, then left id). Each piece
-/// is cut at each character boundary and both halves looked up, so this is
-/// linear in the vocabulary's total length.
-pub fn spm_merges(texts: &[String], scores: &[f32]) -> Vec<(String, String)> {
-    let ids: HashMap<&str, u32> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.as_str(), i as u32))
-        .collect();
-    // (score, merged, left, right)
-    let mut found: Vec<(f32, u32, u32, u32)> = Vec::new();
+/// is cut at each character boundary and both halves looked up in `ids`
+/// (text → id), so this is linear in the vocabulary's total length.
+pub fn spm_merges(
+    texts: &[String],
+    scores: &[f32],
+    ids: &tokenizers::models::bpe::Vocab,
+) -> Vec<(String, String)> {
+    // One sortable key per merge: score order, merged id, left id, right id.
+    let mut found: Vec<u128> = Vec::new();
     for (merged, piece) in texts.iter().enumerate() {
         // Only the id a text keys to can be produced by merging.
-        if ids.get(piece.as_str()) != Some(&(merged as u32)) {
+        if ids.get(piece) != Some(&(merged as u32)) {
             continue;
         }
         let score = scores.get(merged).copied().unwrap_or(0.0);
+        // The bits of -score, flipped so that they order as the floats do.
+        let bits = (-score).to_bits();
+        let order = if bits >> 31 == 1 {
+            !bits
+        } else {
+            bits | 1 << 31
+        };
+        let high = (order as u128) << 96 | (merged as u128) << 64;
         for (cut, _) in piece.char_indices().skip(1) {
             let (l, r) = piece.split_at(cut);
-            if let (Some(&l), Some(&r)) = (ids.get(l), ids.get(r)) {
-                found.push((score, merged as u32, l, r));
+            let Some(&l) = ids.get(l) else { continue };
+            if let Some(&r) = ids.get(r) {
+                found.push(high | (l as u128) << 32 | r as u128);
             }
         }
     }
-    found.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then(a.2.cmp(&b.2))
-            .then(a.3.cmp(&b.3))
-    });
+    found.sort_unstable();
     found
         .into_iter()
-        .map(|(_, _, l, r)| (texts[l as usize].clone(), texts[r as usize].clone()))
+        .map(|key| {
+            let text = |shift: u32| texts[(key >> shift) as u32 as usize].clone();
+            (text(32), text(0))
+        })
         .collect()
 }
 
@@ -221,9 +226,10 @@ fn build_spm(vocab: &GgufVocab, source: &Path) -> Result<Built> {
     let unk = vocab.unknown_token_id.or_else(|| in_range(0));
     let add_space_prefix = vocab.add_space_prefix.unwrap_or(true);
 
-    let merges = spm_merges(&texts, &vocab.scores);
+    let ids = vocab_map(&texts);
+    let merges = spm_merges(&texts, &vocab.scores, &ids);
     let unk_text = unk.map(|id| texts[id as usize].clone());
-    let bpe = bpe_model(source, &texts, merges, |b| {
+    let bpe = bpe_model(source, ids, merges, |b| {
         let b = b.byte_fallback(true).fuse_unk(true);
         match unk_text {
             Some(u) => b.unk_token(u),
@@ -464,7 +470,7 @@ fn build_bpe(vocab: &GgufVocab, source: &Path) -> Result<Built> {
     let pre = pre_tokenizer(vocab.pre.as_deref(), source)?;
     let texts = token_texts(vocab);
     let merges = gguf_merges(vocab, &texts, source)?;
-    let bpe = bpe_model(source, &texts, merges, |b| {
+    let bpe = bpe_model(source, vocab_map(&texts), merges, |b| {
         b.ignore_merges(pre.ignore_merges)
     })?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
@@ -487,7 +493,7 @@ fn build_bpe(vocab: &GgufVocab, source: &Path) -> Result<Built> {
 fn build_gemma4(vocab: &GgufVocab, source: &Path) -> Result<Built> {
     let texts = token_texts(vocab);
     let merges = gguf_merges(vocab, &texts, source)?;
-    let bpe = bpe_model(source, &texts, merges, |b| b.byte_fallback(true))?;
+    let bpe = bpe_model(source, vocab_map(&texts), merges, |b| b.byte_fallback(true))?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
     inner.with_normalizer(Some(
         Replace::new(" ", "▁").map_err(|e| invalid(source, e))?,
@@ -624,7 +630,7 @@ mod tests {
             .map(String::from)
             .to_vec();
         let scores = [0.0, 0.0, 0.0, -2.0, -1.0, -3.0];
-        let merges = spm_merges(&texts, &scores);
+        let merges = spm_merges(&texts, &scores, &vocab_map(&texts));
         let pairs: Vec<(&str, &str)> = merges
             .iter()
             .map(|(a, b)| (a.as_str(), b.as_str()))

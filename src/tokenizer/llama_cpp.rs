@@ -89,6 +89,21 @@ fn vocab_map(texts: &[String]) -> tokenizers::models::bpe::Vocab {
         .collect()
 }
 
+/// End-of-turn markers llama.cpp treats as control tokens even when a file
+/// types them normal (chat templates write them).
+const END_OF_TURN: &[&str] = &[
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "<｜end▁of▁sentence｜>",
+];
+
 /// Control and unknown tokens as special added tokens, user-defined ones as
 /// plain added tokens; none normalized (llama.cpp matches them in the raw
 /// text). For Phi-3 llama.cpp strips the whitespace after them.
@@ -98,7 +113,10 @@ fn added_tokens(vocab: &GgufVocab, texts: &[String]) -> (Vec<AddedToken>, Vec<Ad
     let mut special = Vec::new();
     let mut plain = Vec::new();
     for (i, text) in texts.iter().enumerate() {
-        let kind = vocab.token_type(i);
+        let mut kind = vocab.token_type(i);
+        if kind == token_type::NORMAL && END_OF_TURN.contains(&text.as_str()) {
+            kind = token_type::CONTROL;
+        }
         let is_special = matches!(kind, token_type::CONTROL | token_type::UNKNOWN);
         if !is_special && kind != token_type::USER_DEFINED {
             continue;
@@ -656,13 +674,15 @@ mod tests {
             .collect()
     }
 
-    /// Every pre-tokenizer's regexes compile, and text survives the trip.
+    /// Every pre-tokenizer's regexes compile, merges apply, and text
+    /// survives the trip.
     #[test]
     fn every_pre_tokenizer_builds_and_round_trips() {
         let mut tokens: Vec<String> = byte_chars().into_iter().map(String::from).collect();
         tokens.extend(["Ġt", "he", "Ġthe", "<|endoftext|>"].map(String::from));
-        let mut token_types = vec![token_type::NORMAL; tokens.len()];
-        *token_types.last_mut().unwrap() = token_type::CONTROL;
+        // `<|endoftext|>` typed normal: still matched whole, as llama.cpp
+        // treats end-of-turn markers as control tokens.
+        let token_types = vec![token_type::NORMAL; tokens.len()];
         let text = "Hello, World! the 1234 don't  x\n\n\t¿Qué? 日本語 ПРИВЕТмир<|endoftext|>";
         for name in supported_pre_tokenizers() {
             let vocab = GgufVocab {

@@ -144,6 +144,20 @@ fn unsupported_vocabularies_are_refused_by_name() {
     }
 }
 
+/// The vocabularies llama.cpp ships without vectors (Aquila and GPT-NeoX:
+/// BPE with no `pre`, so `default`; Baichuan: SentencePiece) build and
+/// give text back.
+#[test]
+fn vocabularies_without_vectors_build_and_round_trip() {
+    for name in ["aquila", "gpt-neox", "baichuan"] {
+        let path = vocab_dir().join(format!("ggml-vocab-{name}.gguf"));
+        let tokenizer = load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let text = "Hello world! 1234 don't\n\tcafé 日本語";
+        let ids = tokenizer.encode(text).unwrap();
+        assert_eq!(tokenizer.decode(&ids).unwrap(), text, "{name}: {ids:?}");
+    }
+}
+
 /// An unknown pre-tokenizer is an error naming it and listing the known ones.
 #[test]
 fn unknown_pre_tokenizer_is_refused_by_name() {

@@ -213,14 +213,14 @@ pub fn spm_merges(
         let order = if bits >> 31 == 1 {
             !bits
         } else {
-            bits | 1 << 31
+            bits | (1 << 31)
         };
-        let high = (order as u128) << 96 | (merged as u128) << 64;
+        let high = ((order as u128) << 96) | ((merged as u128) << 64);
         for (cut, _) in piece.char_indices().skip(1) {
             let (l, r) = piece.split_at(cut);
             let Some(&l) = ids.get(l) else { continue };
             if let Some(&r) = ids.get(r) {
-                found.push(high | (l as u128) << 32 | r as u128);
+                found.push(high | ((l as u128) << 32) | r as u128);
             }
         }
     }

@@ -1,6 +1,5 @@
 //! Measuring a model on text: per-token negative log-likelihood and perplexity.
 
-use mlx_rs::module::Module;
 use mlx_rs::{error::Exception, Array};
 
 use crate::error::Result;
@@ -44,7 +43,7 @@ pub fn nll_from_hidden(
     rows: CrossEntropyRows<'_>,
 ) -> Result<Array, Exception> {
     let head = model.head();
-    if head.is_plain() {
+    if head.is_plain() && model.logits_are_plain_head() {
         let (b, l, e) = (h.shape()[0], h.shape()[1], h.shape()[2]);
         let nll = kernels::linear_cross_entropy(
             &h.reshape(&[b * l, e])?,
@@ -54,7 +53,7 @@ pub fn nll_from_hidden(
         )?;
         nll.reshape(&[b, l])
     } else {
-        let logits = model.head_mut().forward(h)?;
+        let logits = model.logits_from_hidden(h)?;
         token_nll(&logits, targets)
     }
 }

@@ -71,7 +71,7 @@ impl ModuleParameters for Model {
 /// something else than it would alone.
 fn gpt2_cannot_pack() -> Exception {
     Exception::custom(
-        "packing needs a rotary-position model (Llama, Mistral, Qwen2); GPT-2's positions are absolute",
+        "packing needs a rotary-position model (Llama, Mistral, Qwen, Gemma); GPT-2's positions are absolute",
     )
 }
 
@@ -151,7 +151,26 @@ impl Model {
     /// Logits for rows that pack several examples (see [`Model::hidden_states`]).
     pub fn forward_packed(&mut self, tokens: &Array, segments: &Array) -> Result<Array, Exception> {
         let h = self.hidden_states(tokens, Some(segments))?;
-        self.head_mut().forward(&h)
+        self.logits_from_hidden(&h)
+    }
+
+    /// Logits from the final normed hidden states: the head, then the
+    /// final soft-cap where the model has one (Gemma 2).
+    pub fn logits_from_hidden(&mut self, h: &Array) -> Result<Array, Exception> {
+        let logits = self.head_mut().forward(h)?;
+        match self {
+            Model::Llama(m) => m.softcap_logits(logits),
+            Model::Gpt2(_) => Ok(logits),
+        }
+    }
+
+    /// Whether the logits are the head's product as it is (no soft-cap),
+    /// so the loss can be fused with the head.
+    pub fn logits_are_plain_head(&self) -> bool {
+        match self {
+            Model::Llama(m) => m.final_softcap.is_none(),
+            Model::Gpt2(_) => true,
+        }
     }
 
     /// The output projection, to run it.
@@ -399,11 +418,8 @@ impl Model {
     pub fn hf_config(&self) -> serde_json::Value {
         match self {
             Model::Llama(m) => {
-                let architecture = match m.config.model_type.as_str() {
-                    "qwen2" => "Qwen2ForCausalLM",
-                    "mistral" => "MistralForCausalLM",
-                    _ => "LlamaForCausalLM",
-                };
+                let architecture = super::architecture::by_model_type(&m.config.model_type)
+                    .map_or("LlamaForCausalLM", |a| a.hf_class);
                 let mut config = serde_json::to_value(&m.config).expect("serializable");
                 config["architectures"] = json!([architecture]);
                 config["tie_word_embeddings"] = json!(m.lm_head.is_none());

@@ -8,7 +8,17 @@ use super::gpt2::Gpt2Config;
 use crate::error::{Error, Result};
 
 /// Architectures the engine can run, by `model_type`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2", "llama", "mistral", "qwen2"];
+/// (`gemma3` is a multimodal checkpoint whose language model is read.)
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "gpt2",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3_text",
+    "gemma3",
+];
 
 /// A parsed `config.json`, by architecture.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +35,7 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
     })?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))?;
+    let value = language_model_config(value);
     let model_type = value
         .get("model_type")
         .and_then(|v| v.as_str())
@@ -45,14 +56,38 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
     } else {
         let mut config: LlamaConfig =
             serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-        config.fold_rope_parameters();
+        config.fold_rope_parameters().map_err(invalid)?;
         config.validate().map_err(invalid)?;
         Ok(ModelConfig::Llama(config))
     }
 }
 
-/// The decoder-only Llama family: Llama, Mistral and Qwen2 share this shape
-/// and differ in a few switches (attention biases, tied embeddings, RoPE).
+/// A multimodal Gemma 3 checkpoint (`model_type: gemma3`) keeps its
+/// language model's settings in `text_config`: the text model is what is
+/// trained, so that is the config read.
+fn language_model_config(value: serde_json::Value) -> serde_json::Value {
+    let is_multimodal = value.get("model_type").and_then(|v| v.as_str()) == Some("gemma3");
+    match value.get("text_config") {
+        Some(text) if is_multimodal && text.is_object() => {
+            let mut text = text.clone();
+            text["model_type"] = "gemma3_text".into();
+            for key in ["tie_word_embeddings", "bos_token_id", "eos_token_id"] {
+                if text.get(key).is_none() {
+                    if let Some(v) = value.get(key) {
+                        text[key] = v.clone();
+                    }
+                }
+            }
+            text
+        }
+        _ => value,
+    }
+}
+
+/// The decoder-only Llama family: Llama, Mistral, Qwen2/3 and Gemma 2/3
+/// share this shape and differ in switches (attention biases, q/k norms,
+/// sliding windows, Gemma's norms and soft-capping, RoPE per layer kind);
+/// `super::architecture` says which model type sets which.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
     pub model_type: String,
@@ -71,10 +106,41 @@ pub struct LlamaConfig {
     pub rope_theta: f32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeScaling>,
-    /// transformers ≥ 5 writes `rope_theta` and the scaling together here;
-    /// folded into the two fields above on reading.
+    /// transformers ≥ 5 writes `rope_theta` and the scaling together here
+    /// (Gemma 3: one entry per layer kind); folded into the fields above
+    /// and `rope_local_base_freq` on reading.
     #[serde(default, skip_serializing)]
-    pub rope_parameters: Option<RopeScaling>,
+    pub rope_parameters: Option<serde_json::Value>,
+    /// Gemma 3: the RoPE base of the sliding-window layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_local_base_freq: Option<f32>,
+    /// Keys a sliding-window layer attends to, itself included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<i32>,
+    /// Qwen2/3: whether the window is used, and below which layer it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_sliding_window: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_window_layers: Option<i32>,
+    /// Gemma 3 (transformers 4): every n-th layer is global.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window_pattern: Option<i32>,
+    /// `sliding_attention` / `full_attention` per layer (transformers 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_types: Option<Vec<String>>,
+    /// Gemma: attention scores scale by `query_pre_attn_scalar^-0.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_pre_attn_scalar: Option<f32>,
+    /// Gemma 2: `cap · tanh(x / cap)` on attention scores and on logits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_logit_softcapping: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcapping: Option<f32>,
+    /// The MLP's activation (`silu`, `gelu_pytorch_tanh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_act: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_activation: Option<String>,
     #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Biases on q/k/v/o (Llama's switch); Qwen2 always has q/k/v biases.
@@ -124,15 +190,32 @@ fn one() -> f32 {
 impl LlamaConfig {
     /// Moves transformers 5's `rope_parameters` into `rope_theta` and
     /// `rope_scaling`, the form every version reads.
-    pub fn fold_rope_parameters(&mut self) {
-        if let Some(mut p) = self.rope_parameters.take() {
-            if let Some(theta) = p.rope_theta.take() {
-                self.rope_theta = theta;
-            }
-            if p.rope_type != "default" {
-                self.rope_scaling = Some(p);
-            }
+    pub fn fold_rope_parameters(&mut self) -> std::result::Result<(), String> {
+        let Some(value) = self.rope_parameters.take() else {
+            return Ok(());
+        };
+        let parse = |v: &serde_json::Value| -> std::result::Result<RopeScaling, String> {
+            serde_json::from_value(v.clone()).map_err(|e| format!("rope_parameters: {e}"))
+        };
+        // Gemma 3 in transformers 5: one entry per layer kind.
+        let (full, sliding) = match value.get("full_attention") {
+            Some(full) => (
+                parse(full)?,
+                value.get("sliding_attention").map(parse).transpose()?,
+            ),
+            None => (parse(&value)?, None),
+        };
+        let mut full = full;
+        if let Some(theta) = full.rope_theta.take() {
+            self.rope_theta = theta;
         }
+        if full.rope_type != "default" {
+            self.rope_scaling = Some(full);
+        }
+        if let Some(theta) = sliding.and_then(|s| s.rope_theta) {
+            self.rope_local_base_freq = Some(theta);
+        }
+        Ok(())
     }
 
     pub fn kv_heads(&self) -> i32 {
@@ -154,7 +237,52 @@ impl LlamaConfig {
         self.model_type != "qwen2" && self.attention_bias
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    /// Whether this is a Gemma (2 or 3) model.
+    pub fn is_gemma(&self) -> bool {
+        self.model_type.starts_with("gemma")
+    }
+
+    /// The keys each layer attends to: `Some(window)` for a sliding-window
+    /// layer, `None` for a global one. transformers 5 lists the kinds in
+    /// `layer_types`; older configs give them by model type.
+    pub fn layer_windows(&self) -> Vec<Option<i32>> {
+        let n = self.num_hidden_layers.max(0) as usize;
+        let Some(window) = self.sliding_window else {
+            return vec![None; n];
+        };
+        if let Some(types) = &self.layer_types {
+            return types
+                .iter()
+                .map(|t| (t == "sliding_attention").then_some(window))
+                .collect();
+        }
+        (0..n)
+            .map(|i| {
+                let sliding = match self.model_type.as_str() {
+                    "gemma2" => i % 2 == 0,
+                    "gemma3_text" => {
+                        let pattern = self.sliding_window_pattern.unwrap_or(6).max(1) as usize;
+                        (i + 1) % pattern != 0
+                    }
+                    "qwen2" | "qwen3" => {
+                        self.use_sliding_window == Some(true)
+                            && i as i32 >= self.max_window_layers.unwrap_or(0)
+                    }
+                    _ => true,
+                };
+                sliding.then_some(window)
+            })
+            .collect()
+    }
+
+    /// The MLP's activation as the config names it.
+    pub fn activation(&self) -> Option<&str> {
+        self.hidden_activation
+            .as_deref()
+            .or(self.hidden_act.as_deref())
+    }
+
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         let positive = [
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
@@ -164,6 +292,40 @@ impl LlamaConfig {
         ];
         if let Some((name, v)) = positive.iter().find(|(_, v)| *v <= 0) {
             return Err(format!("{name} must be positive, got {v}"));
+        }
+        if self.kv_heads() <= 0 || self.head_dim() <= 0 {
+            return Err(format!(
+                "num_key_value_heads ({}) and head_dim ({}) must be positive",
+                self.kv_heads(),
+                self.head_dim()
+            ));
+        }
+        if self.sliding_window.is_some_and(|w| w <= 0) {
+            return Err("sliding_window must be positive".into());
+        }
+        if let Some(types) = &self.layer_types {
+            if types.len() != self.num_hidden_layers as usize {
+                return Err(format!(
+                    "layer_types lists {} layers, num_hidden_layers is {}",
+                    types.len(),
+                    self.num_hidden_layers
+                ));
+            }
+            if let Some(bad) = types
+                .iter()
+                .find(|t| !matches!(t.as_str(), "sliding_attention" | "full_attention"))
+            {
+                return Err(format!(
+                    "layer_types: unknown kind `{bad}` (expected sliding_attention or full_attention)"
+                ));
+            }
+        }
+        if let Some(act) = self.activation() {
+            if !matches!(act, "silu" | "gelu_pytorch_tanh" | "gelu_tanh") {
+                return Err(format!(
+                    "hidden activation `{act}` is not supported (supported: silu, gelu_pytorch_tanh)"
+                ));
+            }
         }
         if self.num_attention_heads % self.kv_heads() != 0 {
             return Err(format!(

@@ -169,7 +169,7 @@ impl Gpt2Attention {
         let [q, k, v] = <[Array; 3]>::try_from(parts).expect("three sections");
         let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
         let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let out = cache::attend(&q, k, v, cache, None, scale)?;
+        let out = cache::attend(&q, k, v, cache, None, scale, Default::default())?;
         let out = out
             .transpose_axes(&[0, 2, 1, 3])?
             .reshape(&[b, l, hidden])?;
@@ -245,7 +245,7 @@ impl Gpt2 {
         tokens: &Array,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Array, Exception> {
-        let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let offset = cache.as_mut().map_or(0, |c| c.begin(tokens.shape()[1]));
         let mut h = self.embeddings(tokens, offset)?;
         for i in 0..self.transformer.h.len() {
             let slot = cache.as_mut().map(|c| c.slot(i));

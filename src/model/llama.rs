@@ -1,5 +1,8 @@
-//! The Llama decoder (also Mistral and Qwen2, which share its shape): RMSNorm,
-//! grouped-query attention with RoPE, SwiGLU MLP, optionally tied head.
+//! The Llama-family decoder and its blocks: RMSNorm, grouped-query
+//! attention with RoPE, a gated MLP, optionally tied head. Mistral, Qwen2/3
+//! and Gemma 2/3 are the same blocks with switches on (q/k norms, sliding
+//! windows, Gemma's `(1 + w)` norms, sandwich norms, scaled embeddings,
+//! GELU gating, soft-capping): `super::architecture` says which.
 //! Parameter names follow Hugging Face (`model.layers.N.self_attn.q_proj…`).
 
 use mlx_rs::{
@@ -9,7 +12,7 @@ use mlx_rs::{
     ops, Array,
 };
 
-use super::cache::{self, KvCache};
+use super::cache::{self, AttentionKind, KvCache};
 use super::config::LlamaConfig;
 use super::projection::Projection;
 use crate::error::{Error, Result};
@@ -22,6 +25,8 @@ pub struct RmsNorm {
     #[param]
     pub weight: Param<Array>,
     pub eps: f32,
+    /// Gemma: the gain is `1 + weight` (weights stored around 0).
+    pub plus_one: bool,
 }
 
 impl RmsNorm {
@@ -29,12 +34,27 @@ impl RmsNorm {
         Self {
             weight: Param::new(weight),
             eps,
+            plus_one: false,
         }
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array, Exception> {
-        kernels::rms_norm(x, &self.weight, self.eps)
+        if self.plus_one {
+            let gain = self.weight.add(Array::from_f32(1.0))?;
+            kernels::rms_norm(x, &gain, self.eps)
+        } else {
+            kernels::rms_norm(x, &self.weight, self.eps)
+        }
     }
+}
+
+/// The gate's activation in the MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SwiGLU: silu(gate) · up.
+    Silu,
+    /// GeGLU with the tanh approximation (Gemma): gelu_tanh(gate) · up.
+    GeluTanh,
 }
 
 /// Rotary position embedding settings shared by every layer.
@@ -71,6 +91,16 @@ impl Rope {
             }
         }
         Ok(rope)
+    }
+
+    /// Gemma 3's sliding-window layers: their own base, never scaled.
+    pub fn local(config: &LlamaConfig, base: f32) -> Self {
+        Rope {
+            dims: config.head_dim(),
+            base,
+            scale: 1.0,
+            freqs: None,
+        }
     }
 
     fn apply(&self, x: &Array, offset: i32) -> Result<Array, Exception> {
@@ -134,9 +164,18 @@ pub struct Attention {
     pub v_proj: Projection,
     #[param]
     pub o_proj: Projection,
+    /// Qwen3 / Gemma 3: RMSNorm of each head's queries and keys before RoPE.
+    #[param]
+    pub q_norm: Option<RmsNorm>,
+    #[param]
+    pub k_norm: Option<RmsNorm>,
     pub num_heads: i32,
     pub num_kv_heads: i32,
     pub head_dim: i32,
+    /// Multiplier of the scores (`head_dim^-0.5` unless the model says).
+    pub scale: f32,
+    /// Window and soft-cap of this layer.
+    pub kind: AttentionKind,
 }
 
 impl Attention {
@@ -152,17 +191,28 @@ impl Attention {
         segments: Option<&Array>,
     ) -> Result<Array, Exception> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
-        let heads = |a: Array, n: i32| {
-            a.reshape(&[b, l, n, self.head_dim])?
-                .transpose_axes(&[0, 2, 1, 3])
+        let heads = |a: Array, n: i32, norm: Option<&RmsNorm>| {
+            let a = a.reshape(&[b, l, n, self.head_dim])?;
+            let a = match norm {
+                Some(norm) => norm.forward(&a)?,
+                None => a,
+            };
+            a.transpose_axes(&[0, 2, 1, 3])
         };
-        let q = heads(self.q_proj.forward(x)?, self.num_heads)?;
-        let k = heads(self.k_proj.forward(x)?, self.num_kv_heads)?;
-        let v = heads(self.v_proj.forward(x)?, self.num_kv_heads)?;
+        let q = heads(
+            self.q_proj.forward(x)?,
+            self.num_heads,
+            self.q_norm.as_ref(),
+        )?;
+        let k = heads(
+            self.k_proj.forward(x)?,
+            self.num_kv_heads,
+            self.k_norm.as_ref(),
+        )?;
+        let v = heads(self.v_proj.forward(x)?, self.num_kv_heads, None)?;
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
-        let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let out = cache::attend(&q, k, v, cache, segments, scale)?;
+        let out = cache::attend(&q, k, v, cache, segments, self.scale, self.kind)?;
         let out =
             out.transpose_axes(&[0, 2, 1, 3])?
                 .reshape(&[b, l, self.num_heads * self.head_dim])?;
@@ -179,13 +229,32 @@ pub struct Mlp {
     pub up_proj: Projection,
     #[param]
     pub down_proj: Projection,
+    pub activation: Activation,
 }
 
 impl Mlp {
     fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
-        let gated = kernels::swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?;
+        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
+        let gated = match self.activation {
+            Activation::Silu => kernels::swiglu(&gate, &up)?,
+            Activation::GeluTanh => gelu_tanh(&gate)?.multiply(&up)?,
+        };
         self.down_proj.forward(&gated)
     }
+}
+
+/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))` with plain ops (mlx-rs's
+/// `gelu_approximate` is `compile`d, whose CPU kernels cache is shared
+/// between processes without atomic writes).
+fn gelu_tanh(x: &Array) -> Result<Array, Exception> {
+    let c = (2.0f32 / std::f32::consts::PI).sqrt();
+    let cubic = x
+        .multiply(x)?
+        .multiply(x)?
+        .multiply(Array::from_f32(0.044715))?;
+    let inner = x.add(&cubic)?.multiply(Array::from_f32(c))?;
+    let one_plus = ops::tanh(&inner)?.add(Array::from_f32(1.0))?;
+    x.multiply(Array::from_f32(0.5))?.multiply(&one_plus)
 }
 
 #[derive(Debug, Clone, ModuleParameters)]
@@ -197,8 +266,15 @@ pub struct DecoderLayer {
     pub mlp: Mlp,
     #[param]
     pub input_layernorm: RmsNorm,
+    /// Llama: the norm before the MLP. Gemma 2/3: the norm of the
+    /// attention's output, before the residual add.
     #[param]
     pub post_attention_layernorm: RmsNorm,
+    /// Gemma 2/3's sandwich: norms before and after the MLP.
+    #[param]
+    pub pre_feedforward_layernorm: Option<RmsNorm>,
+    #[param]
+    pub post_feedforward_layernorm: Option<RmsNorm>,
 }
 
 #[derive(Debug, Clone, ModuleParameters)]
@@ -235,11 +311,25 @@ pub struct Llama {
     pub lm_head: Option<Projection>,
     pub config: LlamaConfig,
     pub rope: Rope,
+    /// Gemma 3: the RoPE of the sliding-window layers.
+    pub local_rope: Option<Rope>,
+    /// Gemma: embeddings are multiplied by √hidden.
+    pub embed_scale: Option<f32>,
+    /// Gemma 2: `cap · tanh(logit / cap)` on the output logits.
+    pub final_softcap: Option<f32>,
 }
 
 impl Llama {
     /// Embeds token ids (B, L) into (B, L, hidden).
     pub fn embed(&self, tokens: &Array) -> Result<Array, Exception> {
+        let rows = self.embedding_rows(tokens)?;
+        match self.embed_scale {
+            Some(s) => rows.multiply(Array::from_f32(s)),
+            None => Ok(rows),
+        }
+    }
+
+    fn embedding_rows(&self, tokens: &Array) -> Result<Array, Exception> {
         let e = &self.model.embed_tokens;
         let rows = e.weight.take_axis(tokens, 0)?;
         match (e.quantization, &*e.scales, &*e.biases) {
@@ -267,9 +357,21 @@ impl Llama {
         cache: Option<&mut KvCache>,
     ) -> Result<Array, Exception> {
         let h = self.hidden_states(tokens, cache, None)?;
-        match &mut self.lm_head {
-            Some(head) => head.forward(&h),
-            None => self.model.embed_tokens.forward(&h),
+        let logits = match &mut self.lm_head {
+            Some(head) => head.forward(&h)?,
+            None => self.model.embed_tokens.forward(&h)?,
+        };
+        self.softcap_logits(logits)
+    }
+
+    /// Applies the final soft-cap (Gemma 2) to logits from the head.
+    pub fn softcap_logits(&self, logits: Array) -> Result<Array, Exception> {
+        match self.final_softcap {
+            Some(cap) => {
+                let cap = Array::from_f32(cap);
+                ops::tanh(logits.divide(&cap)?)?.multiply(&cap)
+            }
+            None => Ok(logits),
         }
     }
 
@@ -282,7 +384,7 @@ impl Llama {
         mut cache: Option<&mut KvCache>,
         segments: Option<&Array>,
     ) -> Result<Array, Exception> {
-        let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let offset = cache.as_mut().map_or(0, |c| c.begin(tokens.shape()[1]));
         let mut h = self.embed(tokens)?;
         for i in 0..self.model.layers.len() {
             let slot = cache.as_mut().map(|c| c.slot(i));
@@ -301,13 +403,29 @@ impl Llama {
         segments: Option<&Array>,
     ) -> Result<Array, Exception> {
         let layer = &mut self.model.layers[i];
+        let rope = match (&self.local_rope, layer.self_attn.kind.window) {
+            (Some(local), Some(_)) => local,
+            _ => &self.rope,
+        };
         let normed = layer.input_layernorm.forward(h)?;
         let attn = layer
             .self_attn
-            .forward(&normed, &self.rope, slot, offset, segments)?;
-        let h = h.add(&attn)?;
-        let normed = layer.post_attention_layernorm.forward(&h)?;
-        h.add(&layer.mlp.forward(&normed)?)
+            .forward(&normed, rope, slot, offset, segments)?;
+        match (
+            &layer.pre_feedforward_layernorm,
+            &layer.post_feedforward_layernorm,
+        ) {
+            (Some(pre), Some(post)) => {
+                let h = h.add(&layer.post_attention_layernorm.forward(&attn)?)?;
+                let mlp = layer.mlp.forward(&pre.forward(&h)?)?;
+                h.add(&post.forward(&mlp)?)
+            }
+            _ => {
+                let h = h.add(&attn)?;
+                let normed = layer.post_attention_layernorm.forward(&h)?;
+                h.add(&layer.mlp.forward(&normed)?)
+            }
+        }
     }
 
     /// The output projection: the head, or the embeddings when tied.

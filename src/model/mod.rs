@@ -1,6 +1,7 @@
 //! Models: configuration, the architectures, and loading them from a
 //! Hugging Face folder or a GGUF file.
 
+pub mod architecture;
 pub mod cache;
 pub mod config;
 pub mod gguf;
@@ -104,7 +105,18 @@ fn load_gguf(path: &Path) -> Result<LoadedModel> {
             )
         })
         .transpose()?;
-    let model = Model::Llama(gguf.weights.into_llama(gguf.config)?);
+    let model = match gguf.config {
+        gguf::GgufConfig::Llama(config) => {
+            let mut llama = gguf.weights.into_llama(config)?;
+            if let Some(periods) = gguf.rope_periods {
+                llama.rope.freqs = Some(periods);
+            }
+            Model::Llama(llama)
+        }
+        gguf::GgufConfig::Gpt2(config) => {
+            Model::Gpt2(gpt2::Gpt2::from_weights(gguf.weights, config)?)
+        }
+    };
     Ok(LoadedModel {
         model,
         tokenizer,

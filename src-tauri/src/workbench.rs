@@ -40,6 +40,9 @@ pub struct ModelInfo {
     pub quantized_bits: Option<i32>,
     pub bytes_on_disk: u64,
     pub chat_template: bool,
+    /// A GGUF file's tensor types (llama.cpp's names) and their counts.
+    #[serde(default)]
+    pub tensor_types: Option<std::collections::BTreeMap<String, usize>>,
 }
 
 fn size_on_disk(path: &std::path::Path) -> u64 {
@@ -57,6 +60,16 @@ fn size_on_disk(path: &std::path::Path) -> u64 {
 pub async fn model_info(path: Option<PathBuf>) -> Result<ModelInfo, CommandError> {
     background(move || {
         let path = model_path(path);
+        // A GGUF's header first: an unsupported file is refused before
+        // its tensors are read.
+        let gguf = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+            .then(|| model::gguf::describe(&path))
+            .transpose()?;
+        if let Some(why) = gguf.as_ref().and_then(|g| g.unsupported.clone()) {
+            return Err(finetune::Error::Invalid(why).into());
+        }
         let loaded = model::load(&path, &LoadOptions::default())?;
         let m = &loaded.model;
         Ok(ModelInfo {
@@ -69,6 +82,7 @@ pub async fn model_info(path: Option<PathBuf>) -> Result<ModelInfo, CommandError
             quantized_bits: m.quantization().map(|q| q.bits),
             bytes_on_disk: size_on_disk(&path),
             chat_template: loaded.chat_template.is_some(),
+            tensor_types: gguf.map(|g| g.tensor_types),
         })
     })
     .await

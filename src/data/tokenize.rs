@@ -127,6 +127,7 @@ impl Tokenization<'_> {
         h.update(&bytes);
         h.update(self.template.map_or("", |t| t.source.as_str()).as_bytes());
         h.update(self.tokenizer.fingerprint().as_bytes());
+        h.update(format!("bos {:?}", self.tokenizer.text_bos()).as_bytes());
         h.update(format!("{:?}|{}|{:?}", self.policy, self.max_length, read).as_bytes());
         Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
@@ -150,12 +151,21 @@ impl Tokenization<'_> {
     /// token trained.
     fn corpus(&self, text: &str) -> Result<Vec<Example>> {
         let tokens = self.tokenizer.encode(text)?;
+        // Models that expect a BOS before a text (Gemma) get one per window.
+        let bos = self.tokenizer.text_bos();
+        let width = self.max_length.max(2) - usize::from(bos.is_some());
         Ok(tokens
-            .chunks(self.max_length.max(2))
-            .map(|chunk| Example {
-                tokens: chunk.to_vec(),
-                trained: vec![true; chunk.len()],
-                truncated: false,
+            .chunks(width)
+            .map(|chunk| {
+                let mut tokens: Vec<u32> = bos.into_iter().collect();
+                let mut trained = vec![false; tokens.len()];
+                tokens.extend(chunk);
+                trained.resize(tokens.len(), true);
+                Example {
+                    tokens,
+                    trained,
+                    truncated: false,
+                }
             })
             .collect())
     }
@@ -270,6 +280,14 @@ pub fn tokenize_record(
                     .any(|&(s, e)| start < e && end > s && start >= s)
         })
         .collect();
+    // Models that expect a BOS before a text get it (chat templates write
+    // their own); it is context, never a target.
+    if !matches!(record, Record::Chat(_)) {
+        if let Some(bos) = tokenizer.text_bos() {
+            tokens.insert(0, bos);
+            trained.insert(0, false);
+        }
+    }
     // Completions end where the model should stop: learn the eos token too.
     if matches!(
         record,

@@ -26,6 +26,8 @@ pub struct Dims {
 
 /// A causal language model of one of the supported architectures.
 #[derive(Debug, Clone)]
+// One value per loaded model: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     Llama(Llama),
     Gpt2(Gpt2),

@@ -22,6 +22,8 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
 
 /// A parsed `config.json`, by architecture.
 #[derive(Debug, Clone, PartialEq)]
+// One value per loaded model: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ModelConfig {
     Llama(LlamaConfig),
     Gpt2(Gpt2Config),

@@ -19,6 +19,8 @@ use crate::gguf::{quants, GgufFile, TensorInfo};
 use crate::tokenizer::gguf::GgufVocab;
 
 /// A model's configuration as a GGUF file gives it.
+// One value per loaded model: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum GgufConfig {
     Llama(LlamaConfig),
     Gpt2(Gpt2Config),

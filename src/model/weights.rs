@@ -96,6 +96,20 @@ impl Weights {
         let mut layers = Vec::with_capacity(config.num_hidden_layers as usize);
         for (i, &window) in windows.iter().enumerate() {
             let p = format!("model.layers.{i}");
+            // Projections first: a missing layer is named by its q_proj.
+            let q_proj =
+                self.take_projection(&format!("{p}.self_attn.q_proj"), config.qkv_bias())?;
+            let k_proj =
+                self.take_projection(&format!("{p}.self_attn.k_proj"), config.qkv_bias())?;
+            let v_proj =
+                self.take_projection(&format!("{p}.self_attn.v_proj"), config.qkv_bias())?;
+            let o_proj = self.take_projection(&format!("{p}.self_attn.o_proj"), config.o_bias())?;
+            let mlp = Mlp {
+                gate_proj: self.take_projection(&format!("{p}.mlp.gate_proj"), config.mlp_bias)?,
+                up_proj: self.take_projection(&format!("{p}.mlp.up_proj"), config.mlp_bias)?,
+                down_proj: self.take_projection(&format!("{p}.mlp.down_proj"), config.mlp_bias)?,
+                activation,
+            };
             let mut norm = |name: &str| -> Result<RmsNorm> {
                 let mut n = RmsNorm::new(self.take(&format!("{p}.{name}.weight"))?, eps);
                 n.plus_one = arch.gemma;
@@ -120,13 +134,10 @@ impl Weights {
                 (None, None)
             };
             let self_attn = Attention {
-                q_proj: self
-                    .take_projection(&format!("{p}.self_attn.q_proj"), config.qkv_bias())?,
-                k_proj: self
-                    .take_projection(&format!("{p}.self_attn.k_proj"), config.qkv_bias())?,
-                v_proj: self
-                    .take_projection(&format!("{p}.self_attn.v_proj"), config.qkv_bias())?,
-                o_proj: self.take_projection(&format!("{p}.self_attn.o_proj"), config.o_bias())?,
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
                 q_norm,
                 k_norm,
                 num_heads: config.num_attention_heads,
@@ -137,12 +148,6 @@ impl Weights {
                     window,
                     softcap: config.attn_logit_softcapping,
                 },
-            };
-            let mlp = Mlp {
-                gate_proj: self.take_projection(&format!("{p}.mlp.gate_proj"), config.mlp_bias)?,
-                up_proj: self.take_projection(&format!("{p}.mlp.up_proj"), config.mlp_bias)?,
-                down_proj: self.take_projection(&format!("{p}.mlp.down_proj"), config.mlp_bias)?,
-                activation,
             };
             layers.push(DecoderLayer {
                 self_attn,

@@ -193,3 +193,11 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 }
+
+impl Tokenizer {
+    /// The BOS to put before a plain text (not a chat, whose template writes
+    /// its own), when the model expects one (Gemma does; SmolLM2 does not).
+    pub fn text_bos(&self) -> Option<u32> {
+        self.bos_token_id().filter(|_| self.add_bos_token)
+    }
+}

@@ -241,7 +241,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 prompt
             };
-            let ids = loaded.tokenizer.encode(&text)?;
+            // A plain prompt gets the BOS the model expects (the chat
+            // template writes its own).
+            let mut ids: Vec<u32> = Vec::new();
+            if !chat {
+                ids.extend(loaded.tokenizer.text_bos());
+            }
+            ids.extend(loaded.tokenizer.encode(&text)?);
             let options = GenerateOptions {
                 max_tokens,
                 temperature,

@@ -208,6 +208,28 @@ fn list(as_json: bool) -> anyhow::Result<()> {
 
 fn info(spec: &Path, as_json: bool) -> anyhow::Result<()> {
     let path = fetch_if_hub_id(spec)?;
+    // A GGUF file is described from its header first: a file FineTune
+    // cannot train says so before gigabytes are read.
+    let gguf = is_gguf(&path)
+        .then(|| finetune::model::gguf::describe(&path))
+        .transpose()?;
+    if let Some(summary) = &gguf {
+        if let Some(why) = &summary.unsupported {
+            if as_json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "model": spec,
+                        "path": path,
+                        "gguf": summary,
+                    }))?
+                );
+            } else {
+                print_gguf_summary(summary);
+            }
+            anyhow::bail!("{why}");
+        }
+    }
     let loaded = model::load(&path, &LoadOptions::default())?;
     let m = &loaded.model;
     let quantized = m.quantization();
@@ -224,12 +246,16 @@ fn info(spec: &Path, as_json: bool) -> anyhow::Result<()> {
         "tokenizer_tokens": loaded.tokenizer.vocab_size(),
         "chat_template": loaded.chat_template.is_some(),
         "lora_targets": m.lora_targets(),
+        "gguf": gguf,
     });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&facts)?);
         return Ok(());
     }
     println!("model          {}", spec.display());
+    if let Some(summary) = &gguf {
+        print_gguf_summary(summary);
+    }
     println!("architecture   {}", m.model_type());
     println!("layers         {}", m.num_layers());
     println!("hidden size    {}", m.hidden_size());
@@ -258,4 +284,33 @@ fn info(spec: &Path, as_json: bool) -> anyhow::Result<()> {
     );
     println!("LoRA targets   {}", m.lora_targets().join(", "));
     Ok(())
+}
+
+fn is_gguf(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+fn print_gguf_summary(summary: &finetune::model::gguf::GgufSummary) {
+    println!(
+        "GGUF           architecture `{}`{}",
+        summary.architecture,
+        summary
+            .name
+            .as_deref()
+            .map(|n| format!(", \"{n}\""))
+            .unwrap_or_default()
+    );
+    let types: Vec<String> = summary
+        .tensor_types
+        .iter()
+        .map(|(t, n)| format!("{n} × {t}"))
+        .collect();
+    println!("tensors        {} ({})", summary.tensors, types.join(", "));
+    match &summary.unsupported {
+        None => println!("trainable      yes, as it is"),
+        Some(why) => println!("trainable      no: {why}"),
+    }
 }

@@ -148,6 +148,8 @@ export interface ModelInfo {
   quantized_bits: number | null;
   bytes_on_disk: number;
   chat_template: boolean;
+  /** A GGUF file's tensor types and how many tensors have each. */
+  tensor_types?: Record<string, number> | null;
 }
 
 export interface DatasetStats {

@@ -51,12 +51,14 @@ pub async fn chat(request: ChatRequest, on_piece: Channel<String>) -> Result<Str
             finetune::lora::load_adapters(&mut loaded.model, &dir)?;
             loaded.model.eval_parameters()?;
         }
-        let template = loaded.chat_template.as_ref().ok_or_else(|| {
-            finetune::Error::Invalid(format!(
-                "{}: the model has no chat template, so it cannot chat",
-                model_path.display()
-            ))
-        })?;
+        // The format training uses by default: the model's own template,
+        // or the built-in its vocabulary fits.
+        let template = finetune::data::templates::resolve(
+            None,
+            loaded.chat_template.as_ref(),
+            &loaded.tokenizer,
+        )?
+        .template;
         let prompt = template.render(&request.messages, true)?;
         let ids = loaded.tokenizer.encode(&prompt)?;
         let options = GenerateOptions {

@@ -68,7 +68,7 @@ pub async fn model_info(path: Option<PathBuf>) -> Result<ModelInfo, CommandError
             .then(|| model::gguf::describe(&path))
             .transpose()?;
         if let Some(why) = gguf.as_ref().and_then(|g| g.unsupported.clone()) {
-            return Err(finetune::Error::Invalid(why).into());
+            return Err(finetune::Error::Invalid(why));
         }
         let loaded = model::load(&path, &LoadOptions::default())?;
         let m = &loaded.model;

@@ -120,7 +120,9 @@ pub struct TemplateInfo {
 }
 
 /// Picks the template `spec` names (None or `model`: the model's own,
-/// falling back to chatml with a warning when the model has none).
+/// falling back with a warning, when the model has none, to the built-in
+/// whose markers its vocabulary has — a base Gemma gets Gemma's turns —
+/// or chatml).
 pub fn resolve(
     spec: Option<&str>,
     model_template: Option<&ChatTemplate>,
@@ -137,8 +139,11 @@ pub fn resolve(
                 None,
             ),
             None => {
-                warnings.push("the model has no chat template of its own; using chatml".into());
-                let b = builtin("chatml").expect("chatml is built in");
+                let b = vocabulary_builtin(tokenizer);
+                warnings.push(format!(
+                    "the model has no chat template of its own; using {}",
+                    b.name
+                ));
                 (
                     ChatTemplate::new(b.source, bos, eos)?,
                     "chatml".into(),
@@ -194,6 +199,20 @@ pub fn resolve(
         name,
         warnings,
     })
+}
+
+/// The first built-in chat format whose markers are all tokens of the
+/// vocabulary, else chatml.
+fn vocabulary_builtin(tokenizer: &Tokenizer) -> &'static Builtin {
+    BUILTINS
+        .iter()
+        .find(|b| {
+            !b.special_tokens.is_empty()
+                && b.special_tokens
+                    .iter()
+                    .all(|t| tokenizer.token_to_id(t).is_some())
+        })
+        .unwrap_or_else(|| builtin("chatml").expect("chatml is built in"))
 }
 
 fn builtin(name: &str) -> Option<&'static Builtin> {

@@ -376,6 +376,15 @@ impl Model {
         Ok(())
     }
 
+    /// How many projections (embeddings and head included) are quantized,
+    /// of how many: a GGUF of mixed types keeps some packed, dequantizes
+    /// the rest.
+    pub fn quantized_projections(&self) -> (usize, usize) {
+        let all = self.all_projections();
+        let packed = all.iter().filter(|p| p.quantization.is_some()).count();
+        (packed, all.len())
+    }
+
     /// How the decoder's weights are quantized (None when dense).
     pub fn quantization(&self) -> Option<super::projection::Quantization> {
         self.all_projections().iter().find_map(|p| p.quantization)

@@ -51,12 +51,14 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         finetune::lora::load_adapters(&mut loaded.model, &dir)?;
         loaded.model.eval_parameters()?;
     }
-    let template = loaded.chat_template.as_ref().ok_or_else(|| {
-        finetune::Error::Invalid(format!(
-            "{}: the model has no chat template, so it cannot chat; use `ft generate`",
-            args.model.display()
-        ))
-    })?;
+    // The format training uses by default: the model's own template, or
+    // the built-in its vocabulary fits.
+    let resolved =
+        finetune::data::templates::resolve(None, loaded.chat_template.as_ref(), &loaded.tokenizer)?;
+    for warning in &resolved.warnings {
+        eprintln!("note: {warning}");
+    }
+    let template = &resolved.template;
     let fresh = || -> Vec<Message> {
         args.system
             .iter()

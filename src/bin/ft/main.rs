@@ -231,12 +231,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let load_seconds = start.elapsed().as_secs_f64();
             let text = if chat {
-                let template = loaded.chat_template.as_ref().ok_or_else(|| {
-                    finetune::Error::Invalid(format!(
-                        "{}: the model has no chat template; drop --chat",
-                        model.display()
-                    ))
-                })?;
+                let resolved = finetune::data::templates::resolve(
+                    None,
+                    loaded.chat_template.as_ref(),
+                    &loaded.tokenizer,
+                )?;
+                for warning in &resolved.warnings {
+                    eprintln!("note: {warning}");
+                }
+                let template = resolved.template;
                 template.render(&[Message::new("user", &prompt)], true)?
             } else {
                 prompt

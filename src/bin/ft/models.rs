@@ -241,7 +241,12 @@ fn info(spec: &Path, as_json: bool) -> anyhow::Result<()> {
         "hidden_size": m.hidden_size(),
         "vocab_size": m.vocab_size(),
         "parameters": m.parameter_count(),
-        "quantization": quantized.map(|q| json!({"bits": q.bits, "group_size": q.group_size})),
+        "quantization": quantized.map(|q| json!({
+            "bits": q.bits,
+            "group_size": q.group_size,
+            "quantized_projections": m.quantized_projections().0,
+            "projections": m.quantized_projections().1,
+        })),
         "bytes_on_disk": folder_bytes(&path),
         "tokenizer_tokens": loaded.tokenizer.vocab_size(),
         "chat_template": loaded.chat_template.is_some(),
@@ -269,7 +274,12 @@ fn info(spec: &Path, as_json: bool) -> anyhow::Result<()> {
         m.parameter_count(),
         m.parameter_count() as f64 / 1e6
     );
+    let (packed, projections) = m.quantized_projections();
     match quantized {
+        Some(q) if packed < projections => println!(
+            "weights        {packed} of {projections} projections {}-bit (groups of {}), the rest dense float32",
+            q.bits, q.group_size
+        ),
         Some(q) => println!("weights        {}-bit, groups of {}", q.bits, q.group_size),
         None => println!("weights        dense"),
     }

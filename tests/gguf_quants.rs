@@ -602,7 +602,7 @@ fn check_real_file(path: &Path, expected: &[(GgmlType, usize)]) {
 #[test]
 fn real_files_dequantize() {
     use GgmlType::*;
-    let models = root().join(".cache/models");
+    let models = finetune::paths::cache_dir().join("models");
     check_real_file(
         &models.join("SmolLM2-135M-Instruct.Q4_1.gguf"),
         &[(F32, 61), (Q4_1, 210), (Q8_0, 1)],

@@ -13,7 +13,7 @@ use finetune::gguf::GgufFile;
 use finetune::tokenizer::{GgufVocab, Tokenizer};
 
 fn cache() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache")
+    finetune::paths::cache_dir()
 }
 
 fn vocab_dir() -> PathBuf {

@@ -94,11 +94,16 @@ impl LoraConfig {
                 self.dropout
             )));
         }
-        let known: Vec<&str> = llama::TARGETS
+        let mut known: Vec<&str> = Vec::new();
+        for &t in llama::TARGETS
             .iter()
+            .chain(llama::FUSED_TARGETS)
             .chain(gpt2::TARGETS)
-            .copied()
-            .collect();
+        {
+            if !known.contains(&t) {
+                known.push(t);
+            }
+        }
         if let Some(bad) = self
             .targets
             .iter()

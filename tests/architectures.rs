@@ -172,25 +172,65 @@ architecture_tests! {
     gemma2 => "gemma2",
     mistral_window => "mistral-window",
     qwen2_window => "qwen2-window",
+    phi3 => "phi3",
 }
 
 #[test]
-fn gemma3_config_in_transformers_4_spelling_loads_the_same_model() {
-    let v4 = fixture("gemma3").join("config.v4.json");
-    if !v4.exists() {
-        eprintln!("no config.v4.json beside the gemma3 fixture; skipped");
-        return;
-    }
+fn phi3_beyond_its_original_context_turns_with_the_long_factors() {
+    // 48 tokens > original_max_position_embeddings (32): LongRoPE's long
+    // factors for the whole pass, as transformers picks them.
+    let mut r =
+        Array::load_safetensors(fixture("phi3").join("reference_long.safetensors")).unwrap();
+    let (ids, expected) = (r.remove("input_ids").unwrap(), r.remove("logits").unwrap());
+    let mut m = load("phi3").model;
+    let got = m.forward(&ids, None).unwrap();
+    let diff = max_abs_diff(&got, &expected);
+    eprintln!("phi3 (long): max |Δ| = {diff:.2e}");
+    assert!(diff <= tolerance(&expected), "max |Δ| {diff}");
+    // The short pass differs from the long one's first 24 positions.
+    let (short_ids, short) = reference("phi3");
+    assert!(max_abs_diff(&m.forward(&short_ids, None).unwrap(), &short) <= tolerance(&short));
+    assert!(max_abs_diff(&got.index((.., ..24, ..)), &short) > 1e-2);
+}
+
+#[test]
+fn phi3_adapters_target_the_fused_projections_as_peft_names_them() {
+    let m = load("phi3").model;
+    assert_eq!(
+        m.lora_targets(),
+        &[
+            "self_attn.qkv_proj",
+            "self_attn.o_proj",
+            "mlp.gate_up_proj",
+            "mlp.down_proj"
+        ]
+    );
+}
+
+/// The same checkpoint with its config.json in transformers 4's spelling
+/// (as hub checkpoints ship it) computes the same logits.
+fn config_v4_loads_the_same_model(name: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture("gemma3")).unwrap() {
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
     }
-    std::fs::copy(&v4, tmp.path().join("config.json")).unwrap();
-    let (ids, expected) = reference("gemma3");
+    std::fs::copy(
+        fixture(name).join("config.v4.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
+    let (ids, expected) = reference(name);
     let mut m = model::load(tmp.path(), &LoadOptions::default())
         .unwrap()
         .model;
     let diff = max_abs_diff(&m.forward(&ids, None).unwrap(), &expected);
-    assert!(diff <= 1e-4, "max |Δ| {diff}");
+    assert!(diff <= tolerance(&expected), "{name}: max |Δ| {diff}");
+}
+
+#[test]
+fn configs_in_transformers_4_spelling_load_the_same_models() {
+    for name in ["gemma3", "gemma2", "phi3"] {
+        config_v4_loads_the_same_model(name);
+    }
 }

@@ -90,7 +90,13 @@ fn tied_embeddings_and_qwen2_biases_load() {
     let Model::Llama(m) = model::load(&qwen, &LoadOptions::default()).unwrap().model else {
         panic!("a Llama");
     };
-    assert!(m.model.layers[0].self_attn.q_proj.bias.is_some());
+    assert!(m.model.layers[0]
+        .self_attn
+        .q_proj
+        .as_ref()
+        .unwrap()
+        .bias
+        .is_some());
     assert!(m.model.layers[0].self_attn.o_proj.bias.is_none());
 }
 

@@ -20,6 +20,8 @@ pub struct Architecture {
     pub gemma: bool,
     /// llama.cpp stores q/k rows permuted for its RoPE (Llama, Mistral).
     pub gguf_permuted_qk: bool,
+    /// q/k/v in one `qkv_proj`, gate and up in one `gate_up_proj` (Phi-3).
+    pub fused_projections: bool,
 }
 
 pub const ARCHITECTURES: &[Architecture] = &[
@@ -30,6 +32,7 @@ pub const ARCHITECTURES: &[Architecture] = &[
         qk_norm: false,
         gemma: false,
         gguf_permuted_qk: true,
+        fused_projections: false,
     },
     Architecture {
         model_type: "mistral",
@@ -38,6 +41,7 @@ pub const ARCHITECTURES: &[Architecture] = &[
         qk_norm: false,
         gemma: false,
         gguf_permuted_qk: true,
+        fused_projections: false,
     },
     Architecture {
         model_type: "qwen2",
@@ -46,6 +50,7 @@ pub const ARCHITECTURES: &[Architecture] = &[
         qk_norm: false,
         gemma: false,
         gguf_permuted_qk: false,
+        fused_projections: false,
     },
     Architecture {
         model_type: "qwen3",
@@ -54,6 +59,7 @@ pub const ARCHITECTURES: &[Architecture] = &[
         qk_norm: true,
         gemma: false,
         gguf_permuted_qk: false,
+        fused_projections: false,
     },
     Architecture {
         model_type: "gemma2",
@@ -62,6 +68,7 @@ pub const ARCHITECTURES: &[Architecture] = &[
         qk_norm: false,
         gemma: true,
         gguf_permuted_qk: false,
+        fused_projections: false,
     },
     Architecture {
         model_type: "gemma3_text",
@@ -70,6 +77,17 @@ pub const ARCHITECTURES: &[Architecture] = &[
         qk_norm: true,
         gemma: true,
         gguf_permuted_qk: false,
+        fused_projections: false,
+    },
+    Architecture {
+        model_type: "phi3",
+        hf_class: "Phi3ForCausalLM",
+        // llama.cpp's Phi-3 GGUF layout is not read yet.
+        gguf: "",
+        qk_norm: false,
+        gemma: false,
+        gguf_permuted_qk: false,
+        fused_projections: true,
     },
 ];
 
@@ -80,5 +98,7 @@ pub fn by_model_type(model_type: &str) -> Option<&'static Architecture> {
 
 /// The architecture of a GGUF `general.architecture`.
 pub fn by_gguf_name(name: &str) -> Option<&'static Architecture> {
-    ARCHITECTURES.iter().find(|a| a.gguf == name)
+    ARCHITECTURES
+        .iter()
+        .find(|a| !a.gguf.is_empty() && a.gguf == name)
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::cache::KvCache;
 use super::gpt2::{self, Gpt2};
-use super::llama::{self, Llama};
+use super::llama::Llama;
 use super::projection::Projection;
 use mlx_rs::module::Module;
 
@@ -239,7 +239,7 @@ impl Model {
     /// Names (inside a layer) of the projections adapters can target.
     pub fn lora_targets(&self) -> &'static [&'static str] {
         match self {
-            Model::Llama(_) => llama::TARGETS,
+            Model::Llama(m) => m.targets(),
             Model::Gpt2(_) => gpt2::TARGETS,
         }
     }
@@ -263,15 +263,7 @@ impl Model {
             Model::Llama(m) => {
                 let mut all: Vec<&mut Projection> = Vec::new();
                 for l in &mut m.model.layers {
-                    all.extend([
-                        &mut l.self_attn.q_proj,
-                        &mut l.self_attn.k_proj,
-                        &mut l.self_attn.v_proj,
-                        &mut l.self_attn.o_proj,
-                        &mut l.mlp.gate_proj,
-                        &mut l.mlp.up_proj,
-                        &mut l.mlp.down_proj,
-                    ]);
+                    all.extend(l.projections_mut().into_iter().map(|(_, p)| p));
                 }
                 all.push(&mut m.model.embed_tokens);
                 all.extend(m.lm_head.as_mut());
@@ -301,9 +293,7 @@ impl Model {
             Model::Llama(m) => {
                 let mut all: Vec<&Projection> = Vec::new();
                 for l in &m.model.layers {
-                    let (a, f) = (&l.self_attn, &l.mlp);
-                    all.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]);
-                    all.extend([&f.gate_proj, &f.up_proj, &f.down_proj]);
+                    all.extend(l.projections());
                 }
                 all.push(&m.model.embed_tokens);
                 all.extend(m.lm_head.as_ref());

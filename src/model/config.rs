@@ -18,6 +18,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "gemma2",
     "gemma3_text",
     "gemma3",
+    "phi3",
 ];
 
 /// A parsed `config.json`, by architecture.
@@ -138,6 +139,12 @@ pub struct LlamaConfig {
     pub attn_logit_softcapping: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_logit_softcapping: Option<f32>,
+    /// Phi-3: the context LongRoPE's short factors cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_max_position_embeddings: Option<i32>,
+    /// The share of each head's features RoPE turns (Phi-4-mini: 0.75).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_rotary_factor: Option<f32>,
     /// The MLP's activation (`silu`, `gelu_pytorch_tanh`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden_act: Option<String>,
@@ -174,6 +181,18 @@ pub struct RopeScaling {
     pub high_freq_factor: Option<f32>,
     #[serde(default)]
     pub original_max_position_embeddings: Option<i32>,
+    /// LongRoPE (Phi-3): per-frequency stretch factors for sequences up to
+    /// `original_max_position_embeddings` and beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_factor: Option<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_factor: Option<Vec<f32>>,
+    /// LongRoPE's multiplier of the rotated features (derived when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_factor: Option<f32>,
+    /// transformers 5 writes the share of rotated features here.
+    #[serde(default, skip_serializing)]
+    pub partial_rotary_factor: Option<f32>,
 }
 
 fn default_rope_type() -> String {
@@ -210,6 +229,9 @@ impl LlamaConfig {
         let mut full = full;
         if let Some(theta) = full.rope_theta.take() {
             self.rope_theta = theta;
+        }
+        if let Some(share) = full.partial_rotary_factor.take() {
+            self.partial_rotary_factor.get_or_insert(share);
         }
         if full.rope_type != "default" {
             self.rope_scaling = Some(full);
@@ -277,6 +299,12 @@ impl LlamaConfig {
             .collect()
     }
 
+    /// How many features of each head RoPE turns.
+    pub fn rotary_dims(&self) -> i32 {
+        let share = self.partial_rotary_factor.unwrap_or(1.0);
+        ((self.head_dim() as f32 * share) as i32).max(2) / 2 * 2
+    }
+
     /// The MLP's activation as the config names it.
     pub fn activation(&self) -> Option<&str> {
         self.hidden_activation
@@ -301,6 +329,13 @@ impl LlamaConfig {
                 self.kv_heads(),
                 self.head_dim()
             ));
+        }
+        if let Some(share) = self.partial_rotary_factor {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(format!(
+                    "partial_rotary_factor must be in (0, 1], got {share}"
+                ));
+            }
         }
         if self.sliding_window.is_some_and(|w| w <= 0) {
             return Err("sliding_window must be positive".into());

@@ -51,7 +51,11 @@ pub struct GgufSummary {
 
 /// GGUF architectures FineTune reads.
 pub fn supported_architectures() -> Vec<&'static str> {
-    let mut names: Vec<&str> = architecture::ARCHITECTURES.iter().map(|a| a.gguf).collect();
+    let mut names: Vec<&str> = architecture::ARCHITECTURES
+        .iter()
+        .map(|a| a.gguf)
+        .filter(|g| !g.is_empty())
+        .collect();
     names.push("gpt2");
     names
 }
@@ -201,6 +205,10 @@ fn llama_config(file: &GgufFile, arch: &Architecture, vocab: &GgufVocab) -> Resu
             low_freq_factor: None,
             high_freq_factor: None,
             original_max_position_embeddings: None,
+            short_factor: None,
+            long_factor: None,
+            attention_factor: None,
+            partial_rotary_factor: None,
         }),
         Some(other) => {
             return Err(Error::Invalid(format!(
@@ -239,6 +247,8 @@ fn llama_config(file: &GgufFile, arch: &Architecture, vocab: &GgufVocab) -> Resu
         query_pre_attn_scalar,
         attn_logit_softcapping: positive_float(file, &key("attn_logit_softcapping"))?,
         final_logit_softcapping: positive_float(file, &key("final_logit_softcapping"))?,
+        original_max_position_embeddings: None,
+        partial_rotary_factor: None,
         hidden_act: None,
         hidden_activation: None,
         tie_word_embeddings: false,

@@ -9,7 +9,9 @@ use mlx_rs::{
     error::Exception,
     macros::ModuleParameters,
     module::{Module, Param},
-    ops, Array,
+    ops,
+    ops::indexing::IndexOp,
+    Array,
 };
 
 use super::cache::{self, AttentionKind, KvCache};
@@ -66,16 +68,31 @@ pub struct Rope {
     pub scale: f32,
     /// Per-dimension periods for llama3-style scaling (replaces `base`).
     pub freqs: Option<Array>,
+    /// Phi-3's LongRoPE: periods picked by the sequence's length.
+    pub long: Option<LongRope>,
+}
+
+/// LongRoPE as transformers computes it: a pass whose last position is
+/// beyond `original_max` turns with the long factors, otherwise with the
+/// short ones, and the turned features are multiplied by `attention_factor`.
+#[derive(Debug, Clone)]
+pub struct LongRope {
+    pub short: Array,
+    pub long: Array,
+    pub original_max: i32,
+    /// (head_dim): `attention_factor` on the turned features, 1 on the rest.
+    pub feature_scale: Array,
 }
 
 impl Rope {
     pub fn from_config(config: &LlamaConfig) -> Result<Self> {
-        let dims = config.head_dim();
+        let dims = config.rotary_dims();
         let mut rope = Rope {
             dims,
             base: config.rope_theta,
             scale: 1.0,
             freqs: None,
+            long: None,
         };
         let Some(scaling) = &config.rope_scaling else {
             return Ok(rope);
@@ -84,9 +101,10 @@ impl Rope {
             "default" => {}
             "linear" => rope.scale = 1.0 / scaling.factor,
             "llama3" => rope.freqs = Some(llama3_periods(config, dims)?),
+            "longrope" | "su" => rope.long = Some(long_rope(config, dims)?),
             other => {
                 return Err(Error::Invalid(format!(
-                "rope_scaling type `{other}` is not supported (supported: default, linear, llama3)"
+                "rope_scaling type `{other}` is not supported (supported: default, linear, llama3, longrope)"
             )))
             }
         }
@@ -96,24 +114,35 @@ impl Rope {
     /// Gemma 3's sliding-window layers: their own base, never scaled.
     pub fn local(config: &LlamaConfig, base: f32) -> Self {
         Rope {
-            dims: config.head_dim(),
+            dims: config.rotary_dims(),
             base,
             scale: 1.0,
             freqs: None,
+            long: None,
         }
     }
 
+    /// Turns x (B, H, L, D) whose first position is `offset`.
     fn apply(&self, x: &Array, offset: i32) -> Result<Array, Exception> {
-        kernels::rope(
+        let periods = match &self.long {
+            Some(l) if offset + x.shape()[2] > l.original_max => Some(&l.long),
+            Some(l) => Some(&l.short),
+            None => self.freqs.as_ref(),
+        };
+        let turned = kernels::rope(
             x,
             kernels::RopeSpec {
                 dims: self.dims,
                 base: self.base,
-                periods: self.freqs.as_ref(),
+                periods,
                 scale: self.scale,
                 offset,
             },
-        )
+        )?;
+        match &self.long {
+            Some(l) => turned.multiply(&l.feature_scale),
+            None => Ok(turned),
+        }
     }
 }
 
@@ -153,15 +182,66 @@ fn llama3_periods(config: &LlamaConfig, dims: i32) -> Result<Array> {
     Ok(Array::from_slice(&periods, &[dims / 2]))
 }
 
+/// Phi-3's LongRoPE from its config: periods `factor[i] · base^(2i/d)` for
+/// each factor set, and transformers' default attention factor
+/// `sqrt(1 + ln(max / original) / ln(original))`.
+fn long_rope(config: &LlamaConfig, dims: i32) -> Result<LongRope> {
+    let s = config.rope_scaling.as_ref().expect("checked by caller");
+    let missing = |what: &str| Error::Invalid(format!("longrope rope_scaling needs `{what}`"));
+    let original_max = config
+        .original_max_position_embeddings
+        .or(s.original_max_position_embeddings)
+        .ok_or_else(|| missing("original_max_position_embeddings"))?;
+    let periods = |factors: Option<&Vec<f32>>, name: &str| -> Result<Array> {
+        let factors = factors.ok_or_else(|| missing(name))?;
+        if factors.len() as i32 != dims / 2 {
+            return Err(Error::Invalid(format!(
+                "longrope `{name}` has {} values; {dims} rotated features need {}",
+                factors.len(),
+                dims / 2
+            )));
+        }
+        let periods: Vec<f32> = factors
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f * config.rope_theta.powf(2.0 * i as f32 / dims as f32))
+            .collect();
+        Ok(Array::from_slice(&periods, &[dims / 2]))
+    };
+    let attention_factor = s.attention_factor.unwrap_or_else(|| {
+        let max = config.max_position_embeddings.unwrap_or(original_max) as f32;
+        let ratio = max / original_max as f32;
+        if ratio <= 1.0 {
+            1.0
+        } else {
+            (1.0 + ratio.ln() / (original_max as f32).ln()).sqrt()
+        }
+    });
+    let head_dim = config.head_dim();
+    let scale: Vec<f32> = (0..head_dim)
+        .map(|i| if i < dims { attention_factor } else { 1.0 })
+        .collect();
+    Ok(LongRope {
+        short: periods(s.short_factor.as_ref(), "short_factor")?,
+        long: periods(s.long_factor.as_ref(), "long_factor")?,
+        original_max,
+        feature_scale: Array::from_slice(&scale, &[head_dim]),
+    })
+}
+
 #[derive(Debug, Clone, ModuleParameters)]
 #[module(root = mlx_rs)]
 pub struct Attention {
+    /// Separate q, k and v projections — or, Phi-3, `qkv_proj`: the three
+    /// in one (rows q, then k, then v), as PEFT and mlx-lm name it.
     #[param]
-    pub q_proj: Projection,
+    pub q_proj: Option<Projection>,
     #[param]
-    pub k_proj: Projection,
+    pub k_proj: Option<Projection>,
     #[param]
-    pub v_proj: Projection,
+    pub v_proj: Option<Projection>,
+    #[param]
+    pub qkv_proj: Option<Projection>,
     #[param]
     pub o_proj: Projection,
     /// Qwen3 / Gemma 3: RMSNorm of each head's queries and keys before RoPE.
@@ -191,25 +271,19 @@ impl Attention {
         segments: Option<&Array>,
     ) -> Result<Array, Exception> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
+        let (q, k, v) = self.project_qkv(x)?;
+        let head_dim = self.head_dim;
         let heads = |a: Array, n: i32, norm: Option<&RmsNorm>| {
-            let a = a.reshape(&[b, l, n, self.head_dim])?;
+            let a = a.reshape(&[b, l, n, head_dim])?;
             let a = match norm {
                 Some(norm) => norm.forward(&a)?,
                 None => a,
             };
             a.transpose_axes(&[0, 2, 1, 3])
         };
-        let q = heads(
-            self.q_proj.forward(x)?,
-            self.num_heads,
-            self.q_norm.as_ref(),
-        )?;
-        let k = heads(
-            self.k_proj.forward(x)?,
-            self.num_kv_heads,
-            self.k_norm.as_ref(),
-        )?;
-        let v = heads(self.v_proj.forward(x)?, self.num_kv_heads, None)?;
+        let q = heads(q, self.num_heads, self.q_norm.as_ref())?;
+        let k = heads(k, self.num_kv_heads, self.k_norm.as_ref())?;
+        let v = heads(v, self.num_kv_heads, None)?;
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
         let out = cache::attend(&q, k, v, cache, segments, self.scale, self.kind)?;
@@ -218,15 +292,37 @@ impl Attention {
                 .reshape(&[b, l, self.num_heads * self.head_dim])?;
         self.o_proj.forward(&out)
     }
+
+    /// Queries, keys and values (B, L, heads · head_dim each).
+    fn project_qkv(&mut self, x: &Array) -> Result<(Array, Array, Array), Exception> {
+        if let Some(qkv) = &mut self.qkv_proj {
+            let fused = qkv.forward(x)?;
+            let q_end = self.num_heads * self.head_dim;
+            let k_end = q_end + self.num_kv_heads * self.head_dim;
+            let k_len = k_end - q_end;
+            let cols = |start: i32, len: i32| fused.index((.., .., start..start + len));
+            return Ok((cols(0, q_end), cols(q_end, k_len), cols(k_end, k_len)));
+        }
+        let missing = || Exception::custom("attention has neither q/k/v nor qkv projections");
+        Ok((
+            self.q_proj.as_mut().ok_or_else(missing)?.forward(x)?,
+            self.k_proj.as_mut().ok_or_else(missing)?.forward(x)?,
+            self.v_proj.as_mut().ok_or_else(missing)?.forward(x)?,
+        ))
+    }
 }
 
 #[derive(Debug, Clone, ModuleParameters)]
 #[module(root = mlx_rs)]
 pub struct Mlp {
+    /// Separate gate and up projections — or, Phi-3, `gate_up_proj`: both
+    /// in one (gate rows first).
     #[param]
-    pub gate_proj: Projection,
+    pub gate_proj: Option<Projection>,
     #[param]
-    pub up_proj: Projection,
+    pub up_proj: Option<Projection>,
+    #[param]
+    pub gate_up_proj: Option<Projection>,
     #[param]
     pub down_proj: Projection,
     pub activation: Activation,
@@ -234,7 +330,19 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
-        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
+        let (gate, up) = match (
+            &mut self.gate_up_proj,
+            &mut self.gate_proj,
+            &mut self.up_proj,
+        ) {
+            (Some(fused), _, _) => {
+                let both = fused.forward(x)?;
+                let half = both.shape()[2] / 2;
+                (both.index((.., .., ..half)), both.index((.., .., half..)))
+            }
+            (None, Some(gate), Some(up)) => (gate.forward(x)?, up.forward(x)?),
+            _ => return Err(Exception::custom("the MLP has no gate and up projections")),
+        };
         let gated = match self.activation {
             Activation::Silu => kernels::swiglu(&gate, &up)?,
             Activation::GeluTanh => gelu_tanh(&gate)?.multiply(&up)?,
@@ -288,6 +396,55 @@ pub struct LlamaModel {
     #[param]
     pub norm: RmsNorm,
 }
+
+impl DecoderLayer {
+    /// The layer's projections by their names inside it (those it has).
+    pub fn projections_mut(&mut self) -> Vec<(&'static str, &mut Projection)> {
+        let (a, f) = (&mut self.self_attn, &mut self.mlp);
+        let named = [
+            ("self_attn.q_proj", a.q_proj.as_mut()),
+            ("self_attn.k_proj", a.k_proj.as_mut()),
+            ("self_attn.v_proj", a.v_proj.as_mut()),
+            ("self_attn.qkv_proj", a.qkv_proj.as_mut()),
+            ("self_attn.o_proj", Some(&mut a.o_proj)),
+            ("mlp.gate_proj", f.gate_proj.as_mut()),
+            ("mlp.up_proj", f.up_proj.as_mut()),
+            ("mlp.gate_up_proj", f.gate_up_proj.as_mut()),
+            ("mlp.down_proj", Some(&mut f.down_proj)),
+        ];
+        named
+            .into_iter()
+            .filter_map(|(name, p)| p.map(|p| (name, p)))
+            .collect()
+    }
+
+    /// The layer's projections, read-only, in the same order.
+    pub fn projections(&self) -> Vec<&Projection> {
+        let (a, f) = (&self.self_attn, &self.mlp);
+        [
+            a.q_proj.as_ref(),
+            a.k_proj.as_ref(),
+            a.v_proj.as_ref(),
+            a.qkv_proj.as_ref(),
+            Some(&a.o_proj),
+            f.gate_proj.as_ref(),
+            f.up_proj.as_ref(),
+            f.gate_up_proj.as_ref(),
+            Some(&f.down_proj),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// Phi-3's projections, fused as PEFT and mlx-lm name them.
+pub const FUSED_TARGETS: &[&str] = &[
+    "self_attn.qkv_proj",
+    "self_attn.o_proj",
+    "mlp.gate_up_proj",
+    "mlp.down_proj",
+];
 
 /// The projections of one decoder layer, by their names inside it.
 pub const TARGETS: &[&str] = &[
@@ -438,17 +595,15 @@ impl Llama {
         self.model
             .layers
             .iter_mut()
-            .map(|l| {
-                vec![
-                    (TARGETS[0], &mut l.self_attn.q_proj),
-                    (TARGETS[1], &mut l.self_attn.k_proj),
-                    (TARGETS[2], &mut l.self_attn.v_proj),
-                    (TARGETS[3], &mut l.self_attn.o_proj),
-                    (TARGETS[4], &mut l.mlp.gate_proj),
-                    (TARGETS[5], &mut l.mlp.up_proj),
-                    (TARGETS[6], &mut l.mlp.down_proj),
-                ]
-            })
+            .map(DecoderLayer::projections_mut)
             .collect()
+    }
+
+    /// Names of the projections adapters can target.
+    pub fn targets(&self) -> &'static [&'static str] {
+        match self.model.layers.first() {
+            Some(l) if l.self_attn.qkv_proj.is_some() => FUSED_TARGETS,
+            _ => TARGETS,
+        }
     }
 }

@@ -97,16 +97,38 @@ impl Weights {
         for (i, &window) in windows.iter().enumerate() {
             let p = format!("model.layers.{i}");
             // Projections first: a missing layer is named by its q_proj.
-            let q_proj =
-                self.take_projection(&format!("{p}.self_attn.q_proj"), config.qkv_bias())?;
-            let k_proj =
-                self.take_projection(&format!("{p}.self_attn.k_proj"), config.qkv_bias())?;
-            let v_proj =
-                self.take_projection(&format!("{p}.self_attn.v_proj"), config.qkv_bias())?;
+            let take = |w: &mut Self, name: &str, bias: bool| -> Result<Option<Projection>> {
+                w.take_projection(&format!("{p}.{name}"), bias).map(Some)
+            };
+            let (q_proj, k_proj, v_proj, qkv_proj) = if arch.fused_projections {
+                let qkv = take(&mut self, "self_attn.qkv_proj", config.qkv_bias())?;
+                (None, None, None, qkv)
+            } else {
+                (
+                    take(&mut self, "self_attn.q_proj", config.qkv_bias())?,
+                    take(&mut self, "self_attn.k_proj", config.qkv_bias())?,
+                    take(&mut self, "self_attn.v_proj", config.qkv_bias())?,
+                    None,
+                )
+            };
             let o_proj = self.take_projection(&format!("{p}.self_attn.o_proj"), config.o_bias())?;
+            let (gate_proj, up_proj, gate_up_proj) = if arch.fused_projections {
+                (
+                    None,
+                    None,
+                    take(&mut self, "mlp.gate_up_proj", config.mlp_bias)?,
+                )
+            } else {
+                (
+                    take(&mut self, "mlp.gate_proj", config.mlp_bias)?,
+                    take(&mut self, "mlp.up_proj", config.mlp_bias)?,
+                    None,
+                )
+            };
             let mlp = Mlp {
-                gate_proj: self.take_projection(&format!("{p}.mlp.gate_proj"), config.mlp_bias)?,
-                up_proj: self.take_projection(&format!("{p}.mlp.up_proj"), config.mlp_bias)?,
+                gate_proj,
+                up_proj,
+                gate_up_proj,
                 down_proj: self.take_projection(&format!("{p}.mlp.down_proj"), config.mlp_bias)?,
                 activation,
             };
@@ -137,6 +159,7 @@ impl Weights {
                 q_proj,
                 k_proj,
                 v_proj,
+                qkv_proj,
                 o_proj,
                 q_norm,
                 k_norm,

@@ -233,6 +233,7 @@ fn info(spec: &Path, as_json: bool) -> anyhow::Result<()> {
     let loaded = model::load(&path, &LoadOptions::default())?;
     let m = &loaded.model;
     let quantized = m.quantization();
+    let (packed, projections) = m.quantized_projections();
     let facts = json!({
         "model": spec,
         "path": path,
@@ -244,8 +245,8 @@ fn info(spec: &Path, as_json: bool) -> anyhow::Result<()> {
         "quantization": quantized.map(|q| json!({
             "bits": q.bits,
             "group_size": q.group_size,
-            "quantized_projections": m.quantized_projections().0,
-            "projections": m.quantized_projections().1,
+            "quantized_projections": packed,
+            "projections": projections,
         })),
         "bytes_on_disk": folder_bytes(&path),
         "tokenizer_tokens": loaded.tokenizer.vocab_size(),
@@ -274,7 +275,6 @@ fn info(spec: &Path, as_json: bool) -> anyhow::Result<()> {
         m.parameter_count(),
         m.parameter_count() as f64 / 1e6
     );
-    let (packed, projections) = m.quantized_projections();
     match quantized {
         Some(q) if packed < projections => println!(
             "weights        {packed} of {projections} projections {}-bit (groups of {}), the rest dense float32",

@@ -20,11 +20,6 @@ impl KvCache {
         }
     }
 
-    /// Positions already cached.
-    pub fn offset(&self) -> i32 {
-        self.offset
-    }
-
     /// Starts a forward pass over `new_tokens` positions: returns the
     /// position of the first of them.
     pub fn begin(&mut self, new_tokens: i32) -> i32 {

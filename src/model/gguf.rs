@@ -102,10 +102,10 @@ pub fn load(path: &Path) -> Result<GgufModel> {
     let source = path.display().to_string();
     if arch_name == "gpt2" {
         let config = gpt2_config(&file, &vocab)?;
-        let tensors = read_tensors(&file, |_| false)?;
+        let tensors = read_tensors(&file, false)?;
         let weights = Weights {
             source,
-            tensors: rename_gpt2(tensors)?,
+            tensors: rename_gpt2(tensors),
             group_size: 32,
         };
         return Ok(GgufModel {
@@ -117,8 +117,8 @@ pub fn load(path: &Path) -> Result<GgufModel> {
         });
     }
     let arch = architecture::by_gguf_name(&arch_name).expect("checked above");
-    let config = llama_config(&file, arch, &vocab)?;
-    let mut tensors = read_tensors(&file, |_| true)?;
+    let mut config = llama_config(&file, arch, &vocab)?;
+    let mut tensors = read_tensors(&file, true)?;
     let rope_periods = match tensors.remove("rope_freqs.weight") {
         Some(factors) => Some(llama3_periods(&config, &factors)?),
         None => None,
@@ -135,7 +135,6 @@ pub fn load(path: &Path) -> Result<GgufModel> {
             }
         }
     }
-    let mut config = config;
     config.tie_word_embeddings = !tensors.contains_key("lm_head.weight");
     Ok(GgufModel {
         config: GgufConfig::Llama(config),
@@ -239,7 +238,12 @@ fn llama_config(file: &GgufFile, arch: &Architecture, vocab: &GgufVocab) -> Resu
         rope_scaling,
         rope_parameters: None,
         rope_local_base_freq: None,
-        sliding_window: size(file, &key("attention.sliding_window"))?,
+        // Qwen GGUFs keep no window switch: their window is off.
+        sliding_window: if arch.model_type.starts_with("qwen") {
+            None
+        } else {
+            size(file, &key("attention.sliding_window"))?
+        },
         use_sliding_window: None,
         max_window_layers: None,
         sliding_window_pattern: None,
@@ -257,15 +261,6 @@ fn llama_config(file: &GgufFile, arch: &Architecture, vocab: &GgufVocab) -> Resu
         max_position_embeddings: size(file, &key("context_length"))?,
         bos_token_id: vocab.bos_token_id.map(Into::into),
         eos_token_id: vocab.eos_token_id.map(Into::into),
-    };
-    // Qwen2 GGUFs keep no window switch: its window is off unless asked.
-    let config = if arch.model_type.starts_with("qwen") {
-        LlamaConfig {
-            sliding_window: None,
-            ..config
-        }
-    } else {
-        config
     };
     config
         .validate()
@@ -294,18 +289,15 @@ fn gpt2_config(file: &GgufFile, vocab: &GgufVocab) -> Result<Gpt2Config> {
     Ok(config)
 }
 
-/// Every tensor as an MLX array by its GGUF name: quantized types MLX
-/// represents exactly stay packed (`X.weight`, `X.scales`, `X.biases`)
-/// where `keep_packed(name)` allows, the rest become float32.
-fn read_tensors(
-    file: &GgufFile,
-    keep_packed: impl Fn(&str) -> bool,
-) -> Result<HashMap<String, Array>> {
+/// Every tensor as an MLX array by its GGUF name: with `keep_packed`,
+/// quantized types MLX represents exactly stay packed (`X.weight`,
+/// `X.scales`, `X.biases`); the rest become float32.
+fn read_tensors(file: &GgufFile, keep_packed: bool) -> Result<HashMap<String, Array>> {
     let mut tensors = HashMap::new();
     for t in file.tensors() {
         let shape = t.shape();
         let (stem, part) = t.name.rsplit_once('.').unwrap_or((&t.name, ""));
-        let packed = (part == "weight" && shape.len() == 2 && keep_packed(&t.name))
+        let packed = (keep_packed && part == "weight" && shape.len() == 2)
             .then(|| quants::to_mlx_affine(t.ggml_type, file.tensor_bytes(t), t.n_elements()))
             .flatten();
         match packed {
@@ -435,7 +427,7 @@ fn hf_name(name: &str, gemma: bool) -> String {
 
 /// GPT-2's GGUF names → Hugging Face's, with the projections turned back
 /// into `Conv1D`'s (in, out) layout (GGUF stores them (out, in)).
-fn rename_gpt2(tensors: HashMap<String, Array>) -> Result<HashMap<String, Array>> {
+fn rename_gpt2(tensors: HashMap<String, Array>) -> HashMap<String, Array> {
     let mut out = HashMap::new();
     for (name, t) in tensors {
         let (stem, part) = name.rsplit_once('.').unwrap_or((&name, ""));
@@ -463,7 +455,7 @@ fn rename_gpt2(tensors: HashMap<String, Array>) -> Result<HashMap<String, Array>
         let t = if conv1d && part == "weight" { t.t() } else { t };
         out.insert(format!("{hf}.{part}"), t);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

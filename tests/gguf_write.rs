@@ -1,0 +1,268 @@
+//! The building blocks of GGUF export against llama.cpp.
+//!
+//! - `finetune::gguf::quantize` must give, for every type, the very bytes
+//!   llama.cpp's `ggml_quantize_chunk` gives without an importance matrix
+//!   (what `llama-quantize` writes). `tests/fixtures/gguf/quantize_reference.safetensors`
+//!   holds the inputs (real weights of SmolLM2 and Gemma 3, edge cases) and
+//!   ggml's bytes, made by scripts/gguf_quantize_reference/run.sh; the larger
+//!   set that script leaves in `.cache/gguf-quantize-reference/` (whole
+//!   tensors, ten million values) is checked too when it is there.
+//! - dequantize(quantize(x)) comes back within each type's usual error.
+
+use finetune::gguf::quantize::{f32_to_bf16, f32_to_f16, quantize, QUANTIZABLE};
+use finetune::gguf::{quants, GgmlType};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A safetensors tensor: dtype, shape, bytes.
+type Raw = (String, Vec<usize>, Vec<u8>);
+
+fn read_safetensors(path: &Path) -> BTreeMap<String, Raw> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut out = BTreeMap::new();
+    for (name, info) in header.as_object().unwrap() {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape = info["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let off = info["data_offsets"].as_array().unwrap();
+        let (s, e) = (
+            off[0].as_u64().unwrap() as usize,
+            off[1].as_u64().unwrap() as usize,
+        );
+        let dtype = info["dtype"].as_str().unwrap().to_string();
+        out.insert(name.clone(), (dtype, shape, data[s..e].to_vec()));
+    }
+    out
+}
+
+fn floats(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn ty_named(name: &str) -> GgmlType {
+    *QUANTIZABLE
+        .iter()
+        .find(|t| t.name() == name)
+        .unwrap_or_else(|| panic!("no type {name}"))
+}
+
+#[test]
+fn quantize_matches_llama_cpp_fixture() {
+    let st = read_safetensors(&root().join("tests/fixtures/gguf/quantize_reference.safetensors"));
+    let mut per_type: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut cases = 0;
+    for (key, (dtype, shape, bytes)) in &st {
+        let Some(case) = key.strip_suffix(".input") else {
+            continue;
+        };
+        assert_eq!(dtype, "F32");
+        cases += 1;
+        let (row_len, x) = (shape[1], floats(bytes));
+        // F32 is a copy (run.sh checked ggml's bytes are the input's).
+        assert_eq!(&quantize(GgmlType::F32, &x, row_len).unwrap(), bytes);
+        for (k, (_, _, reference)) in st.range(format!("{case}.")..format!("{case}/")) {
+            let tname = &k[case.len() + 1..];
+            if tname == "input" {
+                continue;
+            }
+            let ty = ty_named(tname);
+            let mine = quantize(ty, &x, row_len).unwrap_or_else(|e| panic!("{key} {ty}: {e}"));
+            let blocks = mine.len() / ty.type_size();
+            let differ = mine
+                .chunks(ty.type_size())
+                .zip(reference.chunks(ty.type_size()))
+                .filter(|(a, b)| a != b)
+                .count();
+            assert_eq!(mine.len(), reference.len(), "{case} {ty}");
+            assert_eq!(differ, 0, "{case} {ty}: {differ} of {blocks} blocks differ");
+            let e = per_type.entry(ty.name()).or_default();
+            e.0 += 1;
+            e.1 += blocks;
+        }
+    }
+    assert_eq!(cases, 31);
+    // Every type was compared on every finite case (29 of 31; the two float_
+    // cases are F16/BF16 only).
+    assert_eq!(per_type.len(), 12, "{per_type:?}");
+    for (t, (n, _)) in &per_type {
+        let expected = if *t == "F16" || *t == "BF16" { 31 } else { 29 };
+        assert_eq!(*n, expected, "{t}");
+    }
+    eprintln!("bytes equal to llama.cpp's (cases, blocks): {per_type:?}");
+}
+
+/// The big set run.sh leaves in the cache: an FTQI input file, its case
+/// list and ggml's bytes per type.
+#[test]
+fn quantize_matches_llama_cpp_big_set_when_present() {
+    let dir = root().join(".cache/gguf-quantize-reference");
+    let (Ok(raw), Ok(meta)) = (
+        std::fs::read(dir.join("big.bin")),
+        std::fs::read(dir.join("big.json")),
+    ) else {
+        eprintln!("skipped: no {}", dir.display());
+        return;
+    };
+    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    let mut at = 8;
+    let mut cases = vec![];
+    for c in meta.as_array().unwrap() {
+        let row_len = c["row_len"].as_u64().unwrap() as usize;
+        let n = row_len * c["n_rows"].as_u64().unwrap() as usize;
+        at += 8;
+        cases.push((
+            c["name"].as_str().unwrap().to_string(),
+            row_len,
+            floats(&raw[at..at + 4 * n]),
+        ));
+        at += 4 * n;
+    }
+    assert_eq!(at, raw.len());
+    let total: usize = cases.iter().map(|c| c.2.len()).sum();
+    for ty in QUANTIZABLE {
+        // The harness names files as ggml does ("q4_K", "bf16").
+        let file = dir.join("big").join(format!(
+            "{}.bin",
+            ty.name().to_lowercase().replace("_k", "_K")
+        ));
+        let reference = std::fs::read(&file).unwrap();
+        let mut off = 0;
+        for (name, row_len, x) in &cases {
+            let mine = quantize(ty, x, *row_len).unwrap();
+            assert!(
+                mine == reference[off..off + mine.len()],
+                "{name} {ty} differs"
+            );
+            off += mine.len();
+        }
+        assert_eq!(off, reference.len(), "{ty}");
+    }
+    eprintln!(
+        "{} cases, {total} values: every type equal to llama.cpp's",
+        cases.len()
+    );
+}
+
+/// Deterministic N(0, σ²) values (xorshift + Box-Muller).
+fn gaussian(n: usize, sigma: f64, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    let mut u = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (u().max(1e-12), u());
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * sigma) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn dequantize_of_quantize_round_trips() {
+    let x = gaussian(256 * 64, 0.02, 12345);
+    let rms = |v: &mut dyn Iterator<Item = f64>| {
+        let (s, n) = v.fold((0.0, 0usize), |(s, n), e| (s + e * e, n + 1));
+        (s / n as f64).sqrt()
+    };
+    let x_rms = rms(&mut x.iter().map(|&v| v as f64));
+    // Relative RMS error bounds (measured: F16 2.0e-4, BF16 1.7e-3, Q8_0
+    // 5.4e-3, Q6_K 1.8e-2, Q5_K 3.6e-2, Q5_1 3.8e-2, Q5_0 4.3e-2, Q4_K
+    // 7.1e-2, Q4_1 7.8e-2, Q4_0 8.6e-2, Q3_K 0.15, Q2_K 0.30).
+    use GgmlType::*;
+    let bounds = [
+        (F32, 0.0),
+        (F16, 2.5e-4),
+        (BF16, 2.0e-3),
+        (Q8_0, 6.5e-3),
+        (Q6_K, 2.2e-2),
+        (Q5_K, 4.3e-2),
+        (Q5_1, 4.5e-2),
+        (Q5_0, 5.2e-2),
+        (Q4_K, 8.5e-2),
+        (Q4_1, 9.4e-2),
+        (Q4_0, 0.103),
+        (Q3_K, 0.18),
+        (Q2_K, 0.355),
+    ];
+    for (ty, bound) in bounds {
+        let q = quantize(ty, &x, 256).unwrap();
+        assert_eq!(q.len(), x.len() / ty.block_size() * ty.type_size());
+        let y = quants::dequantize(ty, &q, x.len()).unwrap();
+        let rel = rms(&mut x.iter().zip(&y).map(|(a, b)| (a - b) as f64)) / x_rms;
+        eprintln!("{ty}: relative RMS error {rel:.3e}");
+        assert!(
+            rel <= bound,
+            "{ty}: relative RMS error {rel:.3e} > {bound:.1e}"
+        );
+        if ty == F32 {
+            assert_eq!(x, y);
+        }
+    }
+    // F16 and BF16 are correctly rounded: each value comes back within half
+    // a unit in the last place, and values already representable come back
+    // exactly.
+    for &v in &x {
+        let h = quants::f16_to_f32(f32_to_f16(v));
+        let ulp = (quants::f16_to_f32(f32_to_f16(v.abs()) + 1) - h.abs()).abs();
+        assert!((h - v).abs() <= ulp / 2.0, "{v} -> {h}");
+        assert_eq!(f32_to_f16(h), f32_to_f16(v));
+        let b = f32::from_bits(u32::from(f32_to_bf16(v)) << 16);
+        assert!((b - v).abs() <= v.abs() * (1.0 / 256.0), "{v} -> {b}");
+    }
+}
+
+#[test]
+fn quantize_refuses_what_llama_cpp_cannot_store() {
+    use GgmlType::*;
+    let x = gaussian(512, 1.0, 7);
+    // Rows must be whole blocks.
+    assert!(quantize(Q4_K, &x, 128)
+        .unwrap_err()
+        .contains("blocks hold 256"));
+    assert!(quantize(Q8_0, &x, 48).is_err());
+    assert!(quantize(Q8_0, &x[..500], 32)
+        .unwrap_err()
+        .contains("whole rows"));
+    assert!(quantize(F16, &x, 0).is_err());
+    assert!(quantize(IQ4_NL, &x, 256)
+        .unwrap_err()
+        .contains("cannot quantize"));
+    // Non-finite values: block types refuse, float types convert.
+    let mut bad = x.clone();
+    bad[300] = f32::INFINITY;
+    for ty in [Q4_0, Q8_0, Q4_K, Q6_K] {
+        assert!(
+            quantize(ty, &bad, 256).unwrap_err().contains("not finite"),
+            "{ty}"
+        );
+    }
+    bad[301] = f32::NAN;
+    let h = quantize(F16, &bad, 256).unwrap();
+    assert_eq!(&h[600..604], &[0x00, 0x7c, 0x00, 0x7e]);
+    // A scale that overflows f16 (llama-quantize's validation refuses it).
+    let huge = vec![1e30f32; 256];
+    assert!(quantize(Q8_0, &huge, 256)
+        .unwrap_err()
+        .contains("overflows f16"));
+    assert!(quantize(Q4_K, &huge, 256)
+        .unwrap_err()
+        .contains("overflows f16"));
+}

@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 fixtures lint fmt clean-cache
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 fixtures llama-cpp lint fmt clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +82,9 @@ check-gemma3: build ## The real Gemma 3 270M Q4_K_M GGUF through ft: info, greed
 
 fixtures: setup ## Regenerate tests/fixtures/parity with PyTorch + transformers (makes a venv; rarely needed)
 	bash scripts/fixtures/run.sh
+
+llama-cpp: ## Build llama.cpp's tools from the llama-cpp-python sdist into the cache (a long build; outside make test)
+	bash scripts/build_llama_cpp.sh
 
 lint: setup ui ## rustfmt, clippy -D warnings, ESLint and svelte-check
 	$(CARGO) fmt --all -- --check

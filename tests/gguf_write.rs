@@ -9,6 +9,7 @@
 //!   tensors, ten million values) is checked too when it is there.
 //! - dequantize(quantize(x)) comes back within each type's usual error.
 
+use finetune::gguf::mix::{llama_order, tensor_types, FileType, ModelInfo, TensorDesc};
 use finetune::gguf::quantize::{f32_to_bf16, f32_to_f16, quantize, QUANTIZABLE};
 use finetune::gguf::{quants, GgmlType};
 use std::collections::BTreeMap;
@@ -265,4 +266,173 @@ fn quantize_refuses_what_llama_cpp_cannot_store() {
     assert!(quantize(Q4_K, &huge, 256)
         .unwrap_err()
         .contains("overflows f16"));
+}
+
+/// A mix fixture: the model line and (name, type, dims) per tensor.
+fn read_mix(file: &str) -> (Vec<(String, String)>, Vec<(String, String, Vec<u64>)>) {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/gguf").join(file)).unwrap();
+    let mut model = vec![];
+    let mut tensors = vec![];
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# arch=") {
+            model = format!("arch={rest}")
+                .split(' ')
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+        } else if !line.starts_with('#') {
+            let mut it = line.split(' ');
+            let (name, ty, dims) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+            let dims = dims.split(',').map(|d| d.parse().unwrap()).collect();
+            tensors.push((name.to_string(), ty.to_string(), dims));
+        }
+    }
+    (model, tensors)
+}
+
+/// Predicts every tensor's type of a file llama-quantize made and counts
+/// the right ones.
+fn check_mix(file: &str, ftype: FileType, n_tensors: usize) {
+    let (model, tensors) = read_mix(file);
+    let get = |k: &str| model.iter().find(|m| m.0 == k).unwrap().1.clone();
+    assert_eq!(get("file_type"), ftype.id().to_string());
+    let arch = get("arch");
+    let info = ModelInfo {
+        arch: &arch,
+        n_layer: get("n_layer").parse().unwrap(),
+        n_head: get("n_head").parse().unwrap(),
+        n_head_kv: get("n_head_kv").parse().unwrap(),
+        n_expert: 0,
+        is_70b: false,
+    };
+    // The converter writes 1-D tensors (norms) as F32.
+    let descs: Vec<TensorDesc> = tensors
+        .iter()
+        .map(|(name, _, dims)| TensorDesc {
+            name,
+            dims,
+            source: GgmlType::F32,
+        })
+        .collect();
+    let predicted = tensor_types(ftype, &info, &descs).unwrap();
+    let wrong: Vec<String> = tensors
+        .iter()
+        .zip(&predicted)
+        .filter(|((_, ty, _), p)| p.name() != ty)
+        .map(|((name, ty, _), p)| format!("{name}: file {ty}, predicted {p}"))
+        .collect();
+    assert_eq!(tensors.len(), n_tensors);
+    eprintln!(
+        "{file}: {} of {} tensor types predicted",
+        tensors.len() - wrong.len(),
+        tensors.len()
+    );
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn mix_predicts_gemma3_270m_q4_k_m() {
+    check_mix("mix_gemma3_270m_q4_k_m.txt", FileType::Q4_K_M, 236);
+    // llama-quantize writes tensors in its visiting order; this file shows it.
+    let (_, tensors) = read_mix("mix_gemma3_270m_q4_k_m.txt");
+    let names: Vec<&str> = tensors.iter().map(|t| t.0.as_str()).collect();
+    let order = llama_order(&names);
+    assert_eq!(order, (0..names.len()).collect::<Vec<_>>());
+}
+
+#[test]
+fn mix_predicts_smollm2_135m_q4_1() {
+    check_mix("mix_smollm2_135m_q4_1.txt", FileType::Q4_1, 272);
+}
+
+#[test]
+fn mix_rules() {
+    use GgmlType::*;
+    let dense = |n_layer| ModelInfo {
+        arch: "llama",
+        n_layer,
+        n_head: 32,
+        n_head_kv: 8,
+        n_expert: 0,
+        is_70b: false,
+    };
+    let mut names = vec![
+        "token_embd.weight".to_string(),
+        "output.weight".into(),
+        "output_norm.weight".into(),
+    ];
+    for l in 0..16 {
+        for t in ["attn_v", "ffn_down", "attn_q", "attn_norm"] {
+            names.push(format!("blk.{l}.{t}.weight"));
+        }
+    }
+    let dims2 = [4096u64, 4096];
+    let dims1 = [4096u64];
+    let descs: Vec<TensorDesc> = names
+        .iter()
+        .map(|n| TensorDesc {
+            name: n,
+            dims: if n.contains("norm") { &dims1 } else { &dims2 },
+            source: BF16,
+        })
+        .collect();
+    let types = |ft| tensor_types(ft, &dense(16), &descs).unwrap();
+    let of = |ts: &[GgmlType], name: &str| ts[names.iter().position(|n| n == name).unwrap()];
+    let q4km = types(FileType::Q4_K_M);
+    // Untied: output Q6_K, token_embd the default; norms keep their type.
+    assert_eq!(of(&q4km, "output.weight"), Q6_K);
+    assert_eq!(of(&q4km, "token_embd.weight"), Q4_K);
+    assert_eq!(of(&q4km, "output_norm.weight"), BF16);
+    // use_more_bits(i, 16): i < 2, i >= 14, (i - 2) % 3 == 2.
+    let more = [0, 1, 4, 7, 10, 13, 14, 15];
+    for l in 0..16 {
+        let want = if more.contains(&l) { Q6_K } else { Q4_K };
+        assert_eq!(of(&q4km, &format!("blk.{l}.attn_v.weight")), want, "{l}");
+        assert_eq!(of(&q4km, &format!("blk.{l}.ffn_down.weight")), want, "{l}");
+        assert_eq!(of(&q4km, &format!("blk.{l}.attn_q.weight")), Q4_K);
+    }
+    let q6 = types(FileType::Q6_K);
+    assert!(q6
+        .iter()
+        .zip(&names)
+        .all(|(t, n)| *t == if n.contains("norm") { BF16 } else { Q6_K }));
+    let f16 = types(FileType::F16);
+    assert_eq!(of(&f16, "output.weight"), F16);
+    assert_eq!(of(&f16, "blk.3.attn_v.weight"), F16);
+    let q80 = types(FileType::Q8_0);
+    assert_eq!(of(&q80, "output.weight"), Q8_0);
+    let q40 = types(FileType::Q4_0);
+    assert_eq!(of(&q40, "output.weight"), Q6_K);
+    assert_eq!(of(&q40, "blk.0.ffn_down.weight"), Q4_0);
+    // Q3_K_M: the first two attn_v get Q5_K; attn_output would be Q4_K.
+    let q3km = types(FileType::Q3_K_M);
+    assert_eq!(of(&q3km, "blk.0.attn_v.weight"), Q5_K);
+    assert_eq!(of(&q3km, "blk.2.attn_v.weight"), Q4_K);
+    assert_eq!(of(&q3km, "blk.0.ffn_down.weight"), Q5_K);
+    // Fallbacks for rows not a multiple of 256 (or of 32).
+    let odd = [576u64, 100];
+    let odder = [100u64, 100];
+    let one = |ft, dims: &[u64]| {
+        tensor_types(
+            ft,
+            &dense(16),
+            &[TensorDesc {
+                name: "blk.5.attn_q.weight",
+                dims,
+                source: F32,
+            }],
+        )
+        .unwrap()[0]
+    };
+    assert_eq!(one(FileType::Q4_K_M, &odd), Q5_0);
+    assert_eq!(one(FileType::Q5_K_M, &odd), Q5_1);
+    assert_eq!(one(FileType::Q6_K, &odd), Q8_0);
+    assert_eq!(one(FileType::Q2_K, &odd), Q4_0);
+    assert_eq!(one(FileType::Q4_K_M, &odder), F16);
+    assert_eq!(one(FileType::Q8_0, &odder), F16);
+    assert_eq!(one(FileType::BF16, &odder), BF16);
+    assert_eq!(FileType::from_name("q4_k_m"), Some(FileType::Q4_K_M));
+    assert_eq!(FileType::Q4_K_M.id(), 15);
 }

@@ -6,6 +6,7 @@
 //! or tensor) and says what is wrong; it never panics and never allocates
 //! from a declared count that the bytes left could not hold.
 
+pub mod mix;
 pub mod quantize;
 pub mod quants;
 

@@ -11,7 +11,8 @@
 
 use finetune::gguf::mix::{llama_order, tensor_types, FileType, ModelInfo, TensorDesc};
 use finetune::gguf::quantize::{f32_to_bf16, f32_to_f16, quantize, QUANTIZABLE};
-use finetune::gguf::{quants, GgmlType};
+use finetune::gguf::write::{GgufWriter, TensorSpec};
+use finetune::gguf::{quants, Array, GgmlType, GgufFile, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -435,4 +436,167 @@ fn mix_rules() {
     assert_eq!(one(FileType::BF16, &odder), BF16);
     assert_eq!(FileType::from_name("q4_k_m"), Some(FileType::Q4_K_M));
     assert_eq!(FileType::Q4_K_M.id(), 15);
+}
+
+/// Metadata of every GGUF value type, arrays of numbers, strings, bools and
+/// arrays; read_back.py checks the same values in gguf-py.
+fn sample_metadata() -> Vec<(String, Value)> {
+    vec![
+        ("general.architecture".into(), Value::String("llama".into())),
+        ("general.alignment".into(), Value::U32(64)),
+        ("t.u8".into(), Value::U8(200)),
+        ("t.i8".into(), Value::I8(-100)),
+        ("t.u16".into(), Value::U16(60000)),
+        ("t.i16".into(), Value::I16(-30000)),
+        ("t.u32".into(), Value::U32(4_000_000_000)),
+        ("t.i32".into(), Value::I32(-2_000_000_000)),
+        ("t.u64".into(), Value::U64(1 << 60)),
+        ("t.i64".into(), Value::I64(-(1 << 60))),
+        ("t.f32".into(), Value::F32(1.5e-3)),
+        ("t.f64".into(), Value::F64(-2.25e100)),
+        ("t.bool".into(), Value::Bool(true)),
+        ("t.string".into(), Value::String("héllo ▁wörld".into())),
+        (
+            "t.strings".into(),
+            Value::Array(Array::Strings(vec!["<s>".into(), "".into(), "▁the".into()])),
+        ),
+        (
+            "t.f32s".into(),
+            Value::Array(Array::F32(vec![0.0, -1.0, 3.5])),
+        ),
+        ("t.i32s".into(), Value::Array(Array::I32(vec![1, -2, 3]))),
+        ("t.u8s".into(), Value::Array(Array::U8(vec![1, 2, 255]))),
+        (
+            "t.bools".into(),
+            Value::Array(Array::Bool(vec![true, false])),
+        ),
+        ("t.u64s".into(), Value::Array(Array::U64(vec![u64::MAX]))),
+        ("t.empty".into(), Value::Array(Array::I64(vec![]))),
+        (
+            "t.nested".into(),
+            Value::Array(Array::Arrays(vec![
+                Array::I32(vec![7, 8]),
+                Array::Strings(vec!["x".into()]),
+            ])),
+        ),
+    ]
+}
+
+#[test]
+fn written_file_reads_back() {
+    use GgmlType::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.gguf");
+    let norm: Vec<f32> = (0..576).map(|i| 1.0 + i as f32 * 1e-3).collect();
+    let w = gaussian(256 * 6, 0.02, 99);
+    let specs = vec![
+        TensorSpec {
+            name: "output_norm.weight".into(),
+            dims: vec![576],
+            ggml_type: F32,
+        },
+        TensorSpec {
+            name: "blk.0.attn_q.weight".into(),
+            dims: vec![256, 6],
+            ggml_type: Q4_K,
+        },
+        TensorSpec {
+            name: "blk.0.attn_k.weight".into(),
+            dims: vec![256, 6],
+            ggml_type: F16,
+        },
+        TensorSpec {
+            name: "blk.0.ffn_down.weight".into(),
+            dims: vec![512, 3],
+            ggml_type: Q8_0,
+        },
+    ];
+    let data = [
+        quantize(F32, &norm, 576).unwrap(),
+        quantize(Q4_K, &w, 256).unwrap(),
+        quantize(F16, &w, 256).unwrap(),
+        quantize(Q8_0, &w, 512).unwrap(),
+    ];
+    let meta = sample_metadata();
+    let mut wr = GgufWriter::create(&path, &meta, &specs, false).unwrap();
+    assert_eq!(wr.alignment(), 64);
+    // Streamed in odd pieces that straddle tensors.
+    let all: Vec<u8> = data.concat();
+    for piece in all.chunks(1000) {
+        wr.write_data(piece).unwrap();
+    }
+    wr.finish().unwrap();
+    // Only the file itself is left (no temporary).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    let f = GgufFile::open(&path).unwrap();
+    assert_eq!(f.version(), 3);
+    assert_eq!(f.alignment(), 64);
+    assert_eq!(f.data_offset() % 64, 0);
+    assert_eq!(
+        f.keys().collect::<Vec<_>>(),
+        meta.iter().map(|m| m.0.as_str()).collect::<Vec<_>>()
+    );
+    for (k, v) in &meta {
+        assert_eq!(f.value(k), Some(v), "{k}");
+    }
+    assert_eq!(f.tensors().len(), 4);
+    for ((t, spec), bytes) in f.tensors().iter().zip(&specs).zip(&data) {
+        assert_eq!(
+            (&t.name, &t.dims, t.ggml_type),
+            (&spec.name, &spec.dims, spec.ggml_type)
+        );
+        assert_eq!((t.offset - f.data_offset()) % 64, 0);
+        assert_eq!(f.tensor_bytes(t), bytes.as_slice(), "{}", t.name);
+    }
+    assert_eq!(f.dequantize(&f.tensors()[0]).unwrap(), norm);
+    let q = f.dequantize(&f.tensors()[1]).unwrap();
+    assert_eq!(q, quants::dequantize(Q4_K, &data[1], w.len()).unwrap());
+    let err = w
+        .iter()
+        .zip(&q)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err < 0.01, "{err}");
+    // The file ends padded to the alignment.
+    assert_eq!(std::fs::metadata(&path).unwrap().len() % 64, 0);
+
+    // Never over an existing file unless asked.
+    let e = GgufWriter::create(&path, &meta, &specs, false)
+        .err()
+        .unwrap();
+    assert!(e.contains("exists"), "{e}");
+    let mut wr = GgufWriter::create(&path, &[], &specs[..1], true).unwrap();
+    wr.write_data(&data[0]).unwrap();
+    wr.finish().unwrap();
+    assert_eq!(GgufFile::open(&path).unwrap().tensors().len(), 1);
+    // Unfinished or overfull data is an error; the temporary goes away.
+    let other = dir.path().join("other.gguf");
+    let mut wr = GgufWriter::create(&other, &[], &specs[..1], false).unwrap();
+    wr.write_data(&data[0][..10]).unwrap();
+    assert!(wr.finish().unwrap_err().contains("10 of its 2304 bytes"));
+    let mut wr = GgufWriter::create(&other, &[], &specs[..1], false).unwrap();
+    assert!(wr.write_data(&[0; 3000]).is_err());
+    drop(wr);
+    assert!(!other.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // Shapes that are not whole blocks, duplicates, bad alignment.
+    let bad = TensorSpec {
+        name: "x".into(),
+        dims: vec![100, 2],
+        ggml_type: Q4_K,
+    };
+    assert!(GgufWriter::create(&other, &[], &[bad], false).is_err());
+    assert!(GgufWriter::create(&other, &[], &[specs[0].clone(), specs[0].clone()], false).is_err());
+    let a = vec![("general.alignment".to_string(), Value::U32(48))];
+    assert!(GgufWriter::create(&other, &a, &specs, false).is_err());
+
+    // For read_back.py (gguf-py): the same file, kept where it can find it.
+    if let Ok(keep) = std::env::var("FT_GGUF_WRITE_KEEP") {
+        let mut wr = GgufWriter::create(Path::new(&keep), &meta, &specs, true).unwrap();
+        wr.write_data(&all).unwrap();
+        wr.finish().unwrap();
+        let raw: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(format!("{keep}.weights.f32"), raw).unwrap();
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod mix;
 pub mod quantize;
+pub mod write;
 pub mod quants;
 
 pub use quants::{to_mlx_affine, Affine};

@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 fixtures llama-cpp lint fmt clean-cache
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 fixtures llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,13 @@ else
 	$(CARGO) test -p finetune --test training --test adapters --test resume
 endif
 
+test-kill: setup ## 60 SIGKILLs at random moments of a run, each resumed; the run must end bit-identical to an uninterrupted one (~30 s)
+ifeq ($(NEXTEST),yes)
+	FINETUNE_KILLS=60 $(CARGO) nextest run -p finetune --test kill --no-capture
+else
+	FINETUNE_KILLS=60 $(CARGO) test -p finetune --test kill -- --nocapture
+endif
+
 test-lora-quick: setup ## A fast functional check of LoRA training (a few seconds)
 	$(CARGO) test -p finetune --test training -- loss_falls first_step_loss adapters_are_written
 
@@ -85,6 +92,12 @@ fixtures: setup ## Regenerate tests/fixtures/parity with PyTorch + transformers 
 
 llama-cpp: ## Build llama.cpp's tools from the llama-cpp-python sdist into the cache (a long build; outside make test)
 	bash scripts/build_llama_cpp.sh
+
+quantized-ggufs: llama-cpp ## Requantize the real Gemma 3 / SmolLM2 GGUFs with llama-quantize (Q2_K, Q3_K_M, Q5_K_M, IQ4_NL, IQ4_XS) into the cache
+	bash scripts/make_quantized_ggufs.sh
+
+gguf-fixtures: llama-cpp ## Regenerate tests/fixtures/gguf/architectures with llama.cpp's convert_hf_to_gguf.py (uses the fixtures venv)
+	$${FINETUNE_CACHE:-.cache}/venv-fixtures/bin/python scripts/fixtures/make_gguf_architectures.py
 
 lint: setup ui ## rustfmt, clippy -D warnings, ESLint and svelte-check
 	$(CARGO) fmt --all -- --check

@@ -69,23 +69,8 @@ fn write_folder(
     shard_bytes: usize,
     quantization: Option<Quantization>,
 ) -> Result<()> {
-    if dir.exists() {
-        return Err(Error::Invalid(format!(
-            "{}: already exists; choose a new folder",
-            dir.display()
-        )));
-    }
-    let tmp = dir.with_extension("tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|source| Error::Io {
-            path: tmp.clone(),
-            source,
-        })?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|source| Error::Io {
-        path: tmp.clone(),
-        source,
-    })?;
+    let staging = crate::files::Staging::new(dir)?;
+    let tmp = staging.path();
 
     let params: HashMap<String, Array> = loaded.model.hf_tensors().into_iter().collect();
     let mut names: Vec<&str> = params.keys().map(String::as_str).collect();
@@ -140,11 +125,7 @@ fn write_folder(
         tokenizer_config["chat_template"] = json!(template.source);
     }
     write_json(&tmp.join("tokenizer_config.json"), &tokenizer_config)?;
-
-    std::fs::rename(&tmp, dir).map_err(|source| Error::Io {
-        path: dir.into(),
-        source,
-    })
+    staging.publish().map(|_| ())
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
@@ -203,22 +184,19 @@ pub fn export_run(
     }
     match format {
         ExportFormat::Mlx => {
-            std::fs::create_dir_all(&output).map_err(|source| Error::Io {
-                path: output.clone(),
-                source,
-            })?;
+            let staging = crate::files::Staging::new(&output)?;
             for file in ["adapters.safetensors", "adapter_config.json"] {
-                std::fs::copy(adapters.join(file), output.join(file)).map_err(|source| {
-                    Error::Io {
-                        path: output.join(file),
-                        source,
-                    }
-                })?;
+                let to = staging.path().join(file);
+                std::fs::copy(adapters.join(file), &to)
+                    .map_err(|source| Error::Io { path: to, source })?;
             }
+            staging.publish()?;
         }
         ExportFormat::Peft => {
+            let staging = crate::files::Staging::new(&output)?;
             let base = config.model.display().to_string();
-            crate::peft::mlx_to_peft(&adapters, &output, &base)?;
+            crate::peft::mlx_to_peft(&adapters, staging.path(), &base)?;
+            staging.publish()?;
         }
         ExportFormat::Fused => {
             let options = crate::model::LoadOptions {

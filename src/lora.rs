@@ -225,11 +225,18 @@ pub fn save_mlx_adapters(model: &Model, config: &LoraConfig, dir: &Path) -> Resu
 /// Attaches the adapters in `dir` to `model`, in mlx-lm's or PEFT's format.
 pub fn load_adapters(model: &mut Model, dir: &Path) -> Result<LoraConfig> {
     if dir.join("adapter_model.safetensors").exists() {
-        let converted = std::env::temp_dir().join(format!("finetune-peft-{}", std::process::id()));
+        // A folder of this call's own (removed when dropped): two loads at
+        // once, in one process or two, never share one.
+        let scratch = tempfile::Builder::new()
+            .prefix("finetune-peft-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let converted = scratch.path().join("mlx");
         crate::peft::peft_to_mlx(dir, &converted)?;
-        let result = load_mlx_adapters(model, &converted);
-        let _ = std::fs::remove_dir_all(&converted);
-        return result;
+        return load_mlx_adapters(model, &converted);
     }
     load_mlx_adapters(model, dir)
 }

@@ -64,39 +64,53 @@ fn info(run: &Run) -> finetune::Result<RunInfo> {
     Ok(info)
 }
 
+/// The history, read on a worker thread: parsing every run's events can
+/// take a while with many long runs, and the window must not wait on it.
 #[tauri::command]
-pub fn list_runs(
+pub async fn list_runs(
     state: tauri::State<'_, crate::TrainingState>,
 ) -> Result<Vec<RunInfo>, CommandError> {
     let running = state.running();
-    let runs = finetune::runs::list(&runs_dir())?;
-    Ok(runs
-        .iter()
-        .filter_map(|r| info(r).ok())
-        .map(|mut i| {
-            if running.as_deref() == Some(i.id.as_str()) {
-                i.status = "running".into();
-                i.resumable = false;
-            }
-            i
-        })
-        .collect())
+    background(move || {
+        let runs = finetune::runs::list(&runs_dir())?;
+        Ok(runs
+            .iter()
+            .filter_map(|r| info(r).map(|i| (r, i)).ok())
+            .map(|(run, mut i)| {
+                // This window's job, or a run another process (`ft train`)
+                // holds: either way not resumable from here.
+                if running.as_deref() == Some(i.id.as_str()) || run.in_use().is_some() {
+                    i.status = "running".into();
+                    i.resumable = false;
+                }
+                i
+            })
+            .collect())
+    })
+    .await
 }
 
 #[tauri::command]
-pub fn run_events(id: String) -> Result<Vec<TrainEvent>, CommandError> {
-    Ok(Run::open(&runs_dir(), &id)?.read_events()?)
+pub async fn run_events(id: String) -> Result<Vec<TrainEvent>, CommandError> {
+    background(move || Run::open(&runs_dir(), &id)?.read_events()).await
+}
+
+async fn background<T: Send + 'static>(
+    work: impl FnOnce() -> finetune::Result<T> + Send + 'static,
+) -> Result<T, CommandError> {
+    tauri::async_runtime::spawn_blocking(work)
+        .await
+        .map_err(|e| CommandError::Background(e.to_string()))?
+        .map_err(CommandError::from)
 }
 
 /// Writes the run's adapters in `format`; returns the folder written.
 #[tauri::command]
 pub async fn export_adapters(id: String, format: ExportFormat) -> Result<String, CommandError> {
-    tauri::async_runtime::spawn_blocking(move || -> finetune::Result<PathBuf> {
+    background(move || -> finetune::Result<PathBuf> {
         let run = Run::open(&runs_dir(), &id)?;
         export_run(&run, format, None)
     })
     .await
-    .map_err(|e| CommandError::Background(e.to_string()))?
     .map(|p| p.display().to_string())
-    .map_err(CommandError::from)
 }

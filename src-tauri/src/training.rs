@@ -76,20 +76,22 @@ struct JobSlots {
 }
 
 impl JobSlots {
+    /// Empties both slots (a lock poisoned by a panic elsewhere is still
+    /// emptied: the slots hold no invariant a panic could break).
     fn clear(&self) {
-        if let Ok(mut control) = self.control.lock() {
-            *control = None;
-        }
-        if let Ok(mut id) = self.id.lock() {
-            *id = None;
-        }
+        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.id.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
 impl TrainingState {
     /// The run in progress, if any.
     pub fn running(&self) -> Option<String> {
-        self.job.id.lock().ok().and_then(|id| id.clone())
+        self.job
+            .id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -202,7 +204,7 @@ pub fn resume_run(
 ) -> Result<String, CommandError> {
     let mut current = idle_job(&state)?;
     let run = Run::open(&runs_dir(), &id)?;
-    let config = run.read_config()?;
+    let config = run.resume_config()?;
     spawn(&mut current, &state, run, config, on_event, true)
 }
 
@@ -210,7 +212,7 @@ pub fn resume_run(
 fn idle_job<'a>(
     state: &'a State<'_, TrainingState>,
 ) -> Result<std::sync::MutexGuard<'a, Option<TrainControl>>, CommandError> {
-    let current = state.job.control.lock().expect("training state lock");
+    let current = state.job.control.lock().unwrap_or_else(|p| p.into_inner());
     if current.is_some() {
         return Err(CommandError::Busy(
             "a training run is already in progress".into(),
@@ -228,35 +230,68 @@ fn spawn(
     on_event: Channel<TrainEvent>,
     resuming: bool,
 ) -> Result<String, CommandError> {
+    // Taken here, so that a run in use elsewhere (`ft train` in a terminal)
+    // is refused before anything starts.
+    let lock = run.lock()?;
     let control = TrainControl::default();
     *current = Some(control.clone());
     let recorder = run.recorder().ok();
     let id = run.id.clone();
     let job = state.job.clone();
-    if let Ok(mut current_id) = job.id.lock() {
-        *current_id = Some(id.clone());
-    }
-    std::thread::Builder::new()
+    *job.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+    let spawned = std::thread::Builder::new()
         .name("training".into())
         .spawn(move || {
-            crate::priority::lower_training_threads(crate::priority::TRAINING_NICE);
+            let _lock = lock;
+            // Restored when training ends: chat and export after it run at
+            // the normal priority.
+            let _lowered = crate::priority::lower_training_threads(crate::priority::TRAINING_NICE);
             let mut observer = ChannelObserver {
                 channel: on_event,
                 recorder,
                 job: job.clone(),
             };
-            // Errors reach the window as a `failed` event.
-            let _ = if resuming {
-                finetune::train::resume(&config, &mut observer, &control)
-            } else {
-                train(&config, &mut observer, &control)
-            };
+            // Errors reach the window as a `failed` event; so does a panic,
+            // which would otherwise leave the job slot full and refuse
+            // every later Start.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if resuming {
+                    finetune::train::resume(&config, &mut observer, &control)
+                } else {
+                    train(&config, &mut observer, &control)
+                }
+            }));
+            if let Err(panic) = outcome {
+                let failed = TrainEvent::Failed {
+                    error: format!(
+                        "training stopped on an internal error ({}); please report it",
+                        panic_message(panic.as_ref())
+                    ),
+                };
+                // The observer itself may be what panicked.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    observer.on_event(&failed)
+                }));
+            }
             // Every end sends a last event that empties the slots; this
             // covers an end that somehow did not.
             job.clear();
-        })
-        .map_err(|e| CommandError::Background(e.to_string()))?;
+        });
+    if let Err(e) = spawned {
+        *current = None;
+        *state.job.id.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        return Err(CommandError::Background(e.to_string()));
+    }
     Ok(id)
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn with_job(
@@ -267,7 +302,7 @@ fn with_job(
         .job
         .control
         .lock()
-        .expect("training state lock")
+        .unwrap_or_else(|p| p.into_inner())
         .as_ref()
     {
         Some(control) => {

@@ -2,9 +2,12 @@
 //! loop's counters. The data order is a pure function of the seed and the
 //! epoch, so the step number alone says where in the data a run was.
 //!
-//! Each checkpoint is written into a temporary folder that is renamed into
-//! place, then `latest` is replaced atomically: a crash at any moment leaves
-//! the previous checkpoint intact.
+//! Each checkpoint is written into a temporary folder of its own, every
+//! file fsynced, renamed into place, then `latest` is replaced atomically,
+//! and only then are older checkpoints removed: a crash (or a kill) at any
+//! moment leaves a complete newest checkpoint. Only the process holding the
+//! run's lock writes here, so temporary folders found here are a dead
+//! writer's and are removed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::optimizer::TrainOptimizer;
 use crate::error::{Error, Result};
-use crate::files::{load_arrays, write_atomic};
+use crate::files::{self, load_arrays, write_atomic};
 use crate::lora;
 use crate::model::Model;
 
@@ -49,28 +52,49 @@ pub fn save(
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(io(root))?;
     let name = format!("step-{:08}", state.step);
-    let tmp = root.join(format!("{name}.tmp"));
     let dir = root.join(&name);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    // A checkpoint of this step is already there (a stop right after a
+    // periodic checkpoint): the same step is the same state.
+    if !dir.join(STATE).exists() {
+        let tmp = files::temp_sibling(&dir, "");
+        std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+        let written =
+            write_contents(&tmp, model, optimizer, state).and_then(|()| publish(&tmp, &dir, root));
+        if written.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        written?;
     }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    write_atomic(&root.join("latest"), name.as_bytes())?;
+    prune(root)?;
+    Ok(dir)
+}
 
+/// The file whose presence marks a complete checkpoint (written last).
+const STATE: &str = "state.json";
+
+fn write_contents(
+    tmp: &Path,
+    model: &Model,
+    optimizer: &mut TrainOptimizer,
+    state: &LoopState,
+) -> Result<()> {
     save_arrays(
         &lora::adapter_weights(model),
         &tmp.join("adapters.safetensors"),
     )?;
     optimizer.save(&tmp.join("optimizer.safetensors"))?;
     let json = serde_json::to_string_pretty(state).expect("serializable");
-    std::fs::write(tmp.join("state.json"), json).map_err(io(&tmp))?;
-
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::write(tmp.join(STATE), json).map_err(io(tmp))?;
+    for file in ["adapters.safetensors", "optimizer.safetensors", STATE] {
+        files::sync_file(&tmp.join(file))?;
     }
-    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
-    write_atomic(&root.join("latest"), name.as_bytes())?;
-    prune(root)?;
-    Ok(dir)
+    files::sync_dir(tmp)
+}
+
+fn publish(tmp: &Path, dir: &Path, root: &Path) -> Result<()> {
+    std::fs::rename(tmp, dir).map_err(io(dir))?;
+    files::sync_dir(root)
 }
 
 fn save_arrays(arrays: &HashMap<String, Array>, path: &Path) -> Result<()> {
@@ -78,42 +102,66 @@ fn save_arrays(arrays: &HashMap<String, Array>, path: &Path) -> Result<()> {
         .map_err(|e| Error::Invalid(format!("{}: cannot write: {e}", path.display())))
 }
 
-fn prune(root: &Path) -> Result<()> {
+/// The complete checkpoints under `root`, oldest first.
+fn complete(root: &Path) -> Result<Vec<PathBuf>> {
     let mut steps: Vec<PathBuf> = std::fs::read_dir(root)
         .map_err(io(root))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("step-"))
+                .is_some_and(|n| n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
+                && p.join(STATE).is_file()
         })
         .collect();
     steps.sort();
-    for old in steps.iter().rev().skip(KEEP) {
+    Ok(steps)
+}
+
+/// Keeps the newest [`KEEP`] checkpoints (the one `latest` names among
+/// them) and removes dead writers' temporary folders.
+fn prune(root: &Path) -> Result<()> {
+    for old in complete(root)?.iter().rev().skip(KEEP) {
         std::fs::remove_dir_all(old).map_err(io(old))?;
+    }
+    for entry in std::fs::read_dir(root).map_err(io(root))?.flatten() {
+        if entry.file_name().to_str().is_some_and(files::is_temp_name) {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
     }
     Ok(())
 }
 
-/// The newest complete checkpoint under `root`, if any.
+/// The newest complete checkpoint under `root`, if any: the one `latest`
+/// names, or, should that be missing, the newest complete one there is.
 pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
     let pointer = root.join("latest");
     match std::fs::read_to_string(&pointer) {
         Ok(name) => {
             let dir = root.join(name.trim());
-            if dir.join("state.json").exists() {
-                Ok(Some(dir))
-            } else {
-                Err(Error::Invalid(format!(
-                    "{}: points at a missing checkpoint",
-                    pointer.display()
-                )))
+            if dir.join(STATE).is_file() {
+                return Ok(Some(dir));
             }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Io {
+                path: pointer,
+                source,
+            })
+        }
+    }
+    match std::fs::read_dir(root) {
+        Ok(_) => Ok(complete(root)?.pop()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(Error::Io {
-            path: pointer,
+            path: root.into(),
             source,
         }),
     }
@@ -124,7 +172,7 @@ pub fn restore(dir: &Path, model: &mut Model, optimizer: &mut TrainOptimizer) ->
     let adapters = dir.join("adapters.safetensors");
     lora::set_adapter_weights(model, load_arrays(&adapters)?, &adapters)?;
     optimizer.load(&dir.join("optimizer.safetensors"), model)?;
-    let path = dir.join("state.json");
+    let path = dir.join(STATE);
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
 }

@@ -110,6 +110,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    finetune::error::install_panic_hook("ft", &[]);
     finetune::blas::shorten_idle_spin();
     let cli = Cli::parse();
     match run(cli) {

@@ -173,7 +173,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             json,
         } => {
             let run = Run::open(&dir.unwrap_or_else(runs_dir), &run)?;
-            let config = run.read_config()?;
+            let config = run.resume_config()?;
             eprintln!("resuming run {} in {}", run.id, run.dir.display());
             return execute(&run, &config, json, true);
         }
@@ -249,6 +249,8 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
 
 /// Trains (or resumes), recording events in the run and rendering them.
 fn execute(run: &Run, config: &TrainConfig, json: bool, resuming: bool) -> anyhow::Result<()> {
+    // Held until training ends: nothing else may resume this run meanwhile.
+    let _lock = run.lock()?;
     // A hub model is downloaded here, with a progress bar, before training.
     crate::models::fetch_if_hub_id(&config.model)?;
     let mut recorder = run.recorder()?;

@@ -114,6 +114,31 @@ describe("TrainPanel", () => {
     expect(document.querySelector('[data-testid="resume"]')).not.toBeNull();
   });
 
+  it("stops on Escape only from the training controls", async () => {
+    const calls: string[] = [];
+    mockIPC((cmd, args) => {
+      calls.push(cmd);
+      if (cmd === "start_training") {
+        const channel = (args as { onEvent: Channel<TrainEvent> }).onEvent;
+        setTimeout(() => feed(channel, [started, step(1, 3.5)]), 0);
+        return "20261127-run";
+      }
+      return null;
+    });
+    const outside = document.createElement("input");
+    document.body.appendChild(outside);
+    app = mount(TrainPanel, { target: document.body });
+    (document.querySelector('[data-testid="start"]') as HTMLButtonElement).click();
+    await settle();
+    outside.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true }));
+    await settle();
+    expect(calls).not.toContain("stop_training");
+    const pause = document.querySelector('[data-testid="pause"]') as HTMLButtonElement;
+    pause.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true }));
+    await settle();
+    expect(calls).toContain("stop_training");
+  });
+
   it("shows the engine's error when a run cannot start", async () => {
     mockIPC((cmd) => {
       if (cmd === "start_training") throw { kind: "engine", message: "train.jsonl:3: malformed JSON" };

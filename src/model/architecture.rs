@@ -82,8 +82,7 @@ pub const ARCHITECTURES: &[Architecture] = &[
     Architecture {
         model_type: "phi3",
         hf_class: "Phi3ForCausalLM",
-        // llama.cpp's Phi-3 GGUF layout is not read yet.
-        gguf: "",
+        gguf: "phi3",
         qk_norm: false,
         gemma: false,
         gguf_permuted_qk: false,

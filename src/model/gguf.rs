@@ -4,6 +4,14 @@
 //! header value checked). Q4_0 / Q4_1 / Q8_0 tensors stay MLX-quantized
 //! (group 32, exact); every other type (K-quants, Q5_x, F16, BF16) is
 //! dequantized to float32.
+//!
+//! Read as llama.cpp reads them: Phi-3's fused `attn_qkv` (q, k, v rows) and
+//! `ffn_up` (gate rows, then up) become `qkv_proj` / `gate_up_proj`, its
+//! LongRoPE factors come from the `rope_factors_long` / `rope_factors_short`
+//! tensors; Gemma 3's layer pattern and local RoPE base come from
+//! `attention.sliding_window_pattern` (6 when absent, as llama.cpp) and
+//! `rope.freq_base_swa`. Checked against transformers on tiny models that
+//! llama.cpp's own converter wrote (tests/gguf_architectures.rs).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -119,6 +127,7 @@ pub fn load(path: &Path) -> Result<GgufModel> {
     let arch = architecture::by_gguf_name(&arch_name).expect("checked above");
     let mut config = llama_config(&file, arch, &vocab)?;
     let mut tensors = read_tensors(&file, true)?;
+    long_rope_factors(&file, &mut config, &mut tensors)?;
     let rope_periods = match tensors.remove("rope_freqs.weight") {
         Some(factors) => Some(llama3_periods(&config, &factors)?),
         None => None,
@@ -195,6 +204,19 @@ fn llama_config(file: &GgufFile, arch: &Architecture, vocab: &GgufVocab) -> Resu
     let heads = required_size(file, &key("attention.head_count"))?;
     let layers = required_size(file, &key("block_count"))?;
     let head_dim = size(file, &key("attention.key_length"))?;
+    // llama.cpp writes a window of 0 for "none" (Phi-3).
+    let window = match file.get_u64(&key("attention.sliding_window"))? {
+        Some(0) => None,
+        _ => size(file, &key("attention.sliding_window"))?,
+    };
+    let (sliding_window_pattern, layer_types) =
+        window_pattern(file, &key("attention.sliding_window_pattern"), layers)?;
+    // RoPE on the first `rope.dimension_count` features of each head only.
+    let head = head_dim.unwrap_or(hidden / heads);
+    let partial_rotary_factor = match size(file, &key("rope.dimension_count"))? {
+        Some(d) if d < head => Some(d as f32 / head as f32),
+        _ => None,
+    };
     let rope_scaling = match file.get_str(&key("rope.scaling.type"))? {
         None | Some("none") => None,
         Some("linear") => Some(RopeScaling {
@@ -237,22 +259,22 @@ fn llama_config(file: &GgufFile, arch: &Architecture, vocab: &GgufVocab) -> Resu
         rope_theta: positive_float(file, &key("rope.freq_base"))?.unwrap_or(10_000.0),
         rope_scaling,
         rope_parameters: None,
-        rope_local_base_freq: None,
+        rope_local_base_freq: positive_float(file, &key("rope.freq_base_swa"))?,
         // Qwen GGUFs keep no window switch: their window is off.
         sliding_window: if arch.model_type.starts_with("qwen") {
             None
         } else {
-            size(file, &key("attention.sliding_window"))?
+            window
         },
         use_sliding_window: None,
         max_window_layers: None,
-        sliding_window_pattern: None,
-        layer_types: None,
+        sliding_window_pattern,
+        layer_types,
         query_pre_attn_scalar,
         attn_logit_softcapping: positive_float(file, &key("attn_logit_softcapping"))?,
         final_logit_softcapping: positive_float(file, &key("final_logit_softcapping"))?,
-        original_max_position_embeddings: None,
-        partial_rotary_factor: None,
+        original_max_position_embeddings: size(file, &key("rope.scaling.original_context_length"))?,
+        partial_rotary_factor,
         hidden_act: None,
         hidden_activation: None,
         tie_word_embeddings: false,
@@ -266,6 +288,87 @@ fn llama_config(file: &GgufFile, arch: &Architecture, vocab: &GgufVocab) -> Resu
         .validate()
         .map_err(|e| Error::Invalid(format!("{}: {e}", file.path().display())))?;
     Ok(config)
+}
+
+/// llama.cpp's `attention.sliding_window_pattern`: an integer n (every n-th
+/// layer global; only Gemma 3 reads it) or one bool per layer (true: sliding).
+fn window_pattern(
+    file: &GgufFile,
+    key: &str,
+    layers: i32,
+) -> Result<(Option<i32>, Option<Vec<String>>)> {
+    match file.value(key) {
+        None => Ok((None, None)),
+        Some(crate::gguf::Value::Array(crate::gguf::Array::Bool(flags))) => {
+            if flags.len() != layers as usize {
+                return Err(Error::Invalid(format!(
+                    "{}: `{key}` lists {} layers, the model has {layers}",
+                    file.path().display(),
+                    flags.len()
+                )));
+            }
+            let kinds = flags
+                .iter()
+                .map(|&s| {
+                    if s {
+                        "sliding_attention"
+                    } else {
+                        "full_attention"
+                    }
+                    .to_string()
+                })
+                .collect();
+            Ok((None, Some(kinds)))
+        }
+        Some(_) => Ok((Some(required_size(file, key)?), None)),
+    }
+}
+
+/// Phi-3's LongRoPE in GGUF: the factor sets are the tensors
+/// `rope_factors_long.weight` / `rope_factors_short.weight`, the attention
+/// factor `rope.scaling.attn_factor`, the original context
+/// `rope.scaling.original_context_length` (already in `config`).
+fn long_rope_factors(
+    file: &GgufFile,
+    config: &mut LlamaConfig,
+    tensors: &mut HashMap<String, Array>,
+) -> Result<()> {
+    let long = tensors.remove("rope_factors_long.weight");
+    let short = tensors.remove("rope_factors_short.weight");
+    let (long, short) = match (long, short) {
+        (None, None) => return Ok(()),
+        (Some(l), Some(s)) => (l, s),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{}: LongRoPE needs both rope_factors_long and rope_factors_short",
+                file.path().display()
+            )))
+        }
+    };
+    if config.original_max_position_embeddings.is_none() {
+        return Err(missing(
+            file,
+            &format!("{}.rope.scaling.original_context_length", file_arch(file)?),
+        ));
+    }
+    let attn_key = format!("{}.rope.scaling.attn_factor", file_arch(file)?);
+    config.rope_scaling = Some(RopeScaling {
+        rope_type: "longrope".into(),
+        rope_theta: None,
+        factor: 1.0,
+        low_freq_factor: None,
+        high_freq_factor: None,
+        original_max_position_embeddings: config.original_max_position_embeddings,
+        short_factor: Some(short.as_slice::<f32>().to_vec()),
+        long_factor: Some(long.as_slice::<f32>().to_vec()),
+        attention_factor: positive_float(file, &attn_key)?,
+        partial_rotary_factor: None,
+    });
+    Ok(())
+}
+
+fn file_arch(file: &GgufFile) -> Result<&str> {
+    required_str(file, "general.architecture")
 }
 
 fn gpt2_config(file: &GgufFile, vocab: &GgufVocab) -> Result<Gpt2Config> {
@@ -380,15 +483,17 @@ fn unpermute_rows(t: &Array, heads: i32) -> Result<Array> {
 fn rename_llama(tensors: HashMap<String, Array>, arch: &Architecture) -> HashMap<String, Array> {
     tensors
         .into_iter()
-        .map(|(name, t)| (hf_name(&name, arch.gemma), t))
+        .map(|(name, t)| (hf_name(&name, arch), t))
         .collect()
 }
 
-/// GGUF tensor names → Hugging Face names (Llama family). `ffn_norm` is
+/// GGUF tensor names → Hugging Face names (Llama family; Phi-3's fused
+/// `attn_qkv` / `ffn_up` are `qkv_proj` / `gate_up_proj`). `ffn_norm` is
 /// the norm before the MLP: Llama's `post_attention_layernorm`, Gemma's
 /// `pre_feedforward_layernorm` (Gemma's `post_attention_norm` is the norm of
 /// the attention's output).
-fn hf_name(name: &str, gemma: bool) -> String {
+fn hf_name(name: &str, arch: &Architecture) -> String {
+    let (gemma, fused) = (arch.gemma, arch.fused_projections);
     let (stem, part) = name.rsplit_once('.').unwrap_or((name, ""));
     let stem = match stem {
         "token_embd" => "model.embed_tokens".to_string(),
@@ -400,6 +505,8 @@ fn hf_name(name: &str, gemma: bool) -> String {
                     "attn_q" => "self_attn.q_proj",
                     "attn_k" => "self_attn.k_proj",
                     "attn_v" => "self_attn.v_proj",
+                    "attn_qkv" => "self_attn.qkv_proj",
+                    "ffn_up" if fused => "mlp.gate_up_proj",
                     "attn_output" => "self_attn.o_proj",
                     "attn_q_norm" => "self_attn.q_norm",
                     "attn_k_norm" => "self_attn.k_norm",
@@ -462,6 +569,32 @@ fn rename_gpt2(tensors: HashMap<String, Array>) -> HashMap<String, Array> {
 mod tests {
     use super::*;
 
+    fn llama() -> &'static Architecture {
+        architecture::by_gguf_name("llama").unwrap()
+    }
+
+    fn gemma() -> &'static Architecture {
+        architecture::by_gguf_name("gemma3").unwrap()
+    }
+
+    #[test]
+    fn phi3_fused_names_map_to_the_fused_projections() {
+        let phi3 = architecture::by_gguf_name("phi3").unwrap();
+        assert_eq!(
+            hf_name("blk.1.attn_qkv.weight", phi3),
+            "model.layers.1.self_attn.qkv_proj.weight"
+        );
+        assert_eq!(
+            hf_name("blk.1.ffn_up.weight", phi3),
+            "model.layers.1.mlp.gate_up_proj.weight"
+        );
+        // elsewhere ffn_up is the up projection alone
+        assert_eq!(
+            hf_name("blk.1.ffn_up.weight", llama()),
+            "model.layers.1.mlp.up_proj.weight"
+        );
+    }
+
     /// llama.cpp's conversion-time permutation, for checking our inverse.
     fn permute(t: &Array, heads: i32) -> Array {
         let shape = t.shape().to_vec();
@@ -489,37 +622,37 @@ mod tests {
     #[test]
     fn gguf_names_map_to_hugging_face_names() {
         assert_eq!(
-            hf_name("token_embd.weight", false),
+            hf_name("token_embd.weight", llama()),
             "model.embed_tokens.weight"
         );
         assert_eq!(
-            hf_name("blk.7.attn_q.scales", false),
+            hf_name("blk.7.attn_q.scales", llama()),
             "model.layers.7.self_attn.q_proj.scales"
         );
         assert_eq!(
-            hf_name("blk.0.ffn_norm.weight", false),
+            hf_name("blk.0.ffn_norm.weight", llama()),
             "model.layers.0.post_attention_layernorm.weight"
         );
-        assert_eq!(hf_name("output.weight", false), "lm_head.weight");
-        assert_eq!(hf_name("output_norm.weight", false), "model.norm.weight");
+        assert_eq!(hf_name("output.weight", llama()), "lm_head.weight");
+        assert_eq!(hf_name("output_norm.weight", llama()), "model.norm.weight");
     }
 
     #[test]
     fn gemma_norm_names_map_to_the_sandwich_norms() {
         assert_eq!(
-            hf_name("blk.3.ffn_norm.weight", true),
+            hf_name("blk.3.ffn_norm.weight", gemma()),
             "model.layers.3.pre_feedforward_layernorm.weight"
         );
         assert_eq!(
-            hf_name("blk.3.post_attention_norm.weight", true),
+            hf_name("blk.3.post_attention_norm.weight", gemma()),
             "model.layers.3.post_attention_layernorm.weight"
         );
         assert_eq!(
-            hf_name("blk.3.post_ffw_norm.weight", true),
+            hf_name("blk.3.post_ffw_norm.weight", gemma()),
             "model.layers.3.post_feedforward_layernorm.weight"
         );
         assert_eq!(
-            hf_name("blk.3.attn_k_norm.weight", true),
+            hf_name("blk.3.attn_k_norm.weight", gemma()),
             "model.layers.3.self_attn.k_norm.weight"
         );
     }

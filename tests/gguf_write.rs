@@ -270,7 +270,10 @@ fn quantize_refuses_what_llama_cpp_cannot_store() {
 }
 
 /// A mix fixture: the model line and (name, type, dims) per tensor.
-fn read_mix(file: &str) -> (Vec<(String, String)>, Vec<(String, String, Vec<u64>)>) {
+/// (name, type, dims) of one tensor in a mix fixture.
+type MixRow = (String, String, Vec<u64>);
+
+fn read_mix(file: &str) -> (Vec<(String, String)>, Vec<MixRow>) {
     let text = std::fs::read_to_string(root().join("tests/fixtures/gguf").join(file)).unwrap();
     let mut model = vec![];
     let mut tensors = vec![];

@@ -55,6 +55,7 @@ done
 "$PY" "$ROOT/scripts/gguf_quantize_reference/pack_fixture.py" "$WORK" \
     "$ROOT/tests/fixtures/gguf/quantize_reference.safetensors"
 
-if [ -n "${READ_BACK_GGUF:-}" ]; then
-    "$PY" "$ROOT/scripts/gguf_quantize_reference/read_back.py" "$READ_BACK_GGUF"
-fi
+# A file written by write.rs, read by gguf-py.
+(cd "$ROOT" && FT_GGUF_WRITE_KEEP="$WORK/readback.gguf" \
+    cargo nextest run -p finetune --test gguf_write -E 'test(written_file_reads_back)')
+"$PY" "$ROOT/scripts/gguf_quantize_reference/read_back.py" "$WORK/readback.gguf"

@@ -276,11 +276,8 @@ pub fn tensor_types(
     let quantized = default.block_size() > 1;
     let falcon = model.arch == "falcon";
     let n_expert = model.n_expert.max(1);
-    let n_gqa = if model.n_head_kv == 0 {
-        0
-    } else {
-        model.n_head / model.n_head_kv
-    };
+    // hparams.n_gqa(): 0 when there are no KV heads.
+    let n_gqa = model.n_head.checked_div(model.n_head_kv).unwrap_or(0);
     let n_layer = model.n_layer as i64;
     let tied = !tensors.iter().any(|t| t.name == "output.weight");
     let n_attention_wv = tensors

@@ -148,6 +148,19 @@ impl GgufWriter {
             .suffix(".partial")
             .tempfile_in(dir)
             .map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
+        // Temporary files are private (0600); a model file is not.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(
+                |e| {
+                    format!(
+                        "cannot set the permissions of {}: {e}",
+                        tmp.path().display()
+                    )
+                },
+            )?;
+        }
         let mut out = BufWriter::with_capacity(1 << 20, tmp);
         out.write_all(&header)
             .map_err(|e| format!("writing {shown}: {e}"))?;

@@ -8,8 +8,8 @@
 
 pub mod mix;
 pub mod quantize;
-pub mod write;
 pub mod quants;
+pub mod write;
 
 pub use quants::{to_mlx_affine, Affine};
 

@@ -213,6 +213,14 @@ fn broken_files_give_exact_errors() {
             ":1: the conversation has no assistant message to learn".into(),
         ),
         (
+            write(d, "robot.jsonl", br#"{"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "beep"}]}"#),
+            ":1: messages[1]: unknown role `robot` (expected system, user, assistant or tool)".into(),
+        ),
+        (
+            write(d, "nullreply.jsonl", br#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": null}]}"#),
+            ":1: messages[1]: the assistant's `content` is null and it makes no `tool_calls`: there is no reply to learn".into(),
+        ),
+        (
             write(d, "badturn.json", br#"[{"conversations": [{"from": "narrator", "value": "x"}]}]"#),
             ": record 1: conversations[0]: unknown speaker `narrator` (expected human, gpt, system or tool)".into(),
         ),

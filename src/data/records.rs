@@ -342,8 +342,26 @@ fn openai_messages(messages: &Value) -> std::result::Result<Vec<Message>, String
                 .get("role")
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("messages[{i}] needs a string `role`"))?;
+            let role = match role {
+                "system" | "developer" | "user" | "assistant" | "tool" | "function" | "ipython" => {
+                    role
+                }
+                // Gemma's name for the assistant.
+                "model" => "assistant",
+                other => {
+                    return Err(format!(
+                        "messages[{i}]: unknown role `{other}` (expected system, user, assistant or tool)"
+                    ))
+                }
+            };
             if !m.contains_key("content") && !m.contains_key("tool_calls") {
                 return Err(format!("messages[{i}] needs `content`"));
+            }
+            let no_calls = m.get("tool_calls").is_none_or(Value::is_null);
+            if role == "assistant" && m.get("content").is_some_and(Value::is_null) && no_calls {
+                return Err(format!(
+                    "messages[{i}]: the assistant's `content` is null and it makes no `tool_calls`: there is no reply to learn"
+                ));
             }
             Ok(Message::new(role, &content_text(m, i)?))
         })

@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 fixtures llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 fixtures llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,14 @@ endif
 
 test-lora-quick: setup ## A fast functional check of LoRA training (a few seconds)
 	$(CARGO) test -p finetune --test training -- loss_falls first_step_loss adapters_are_written
+
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS := gguf safetensors bin config-json tokenizer data yaml template
+fuzz: setup ## Fuzz every file reader for FUZZ_SECONDS (600) each, on stable (ft-fuzz: child workers, 4 GiB limit); findings in fuzz/crashes/
+	$(CARGO) build -p ft-fuzz
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+		target/debug/ft-fuzz $$t --seconds $(FUZZ_SECONDS) || failed="$$failed $$t"; \
+	done; if [ -n "$$failed" ]; then echo "fuzz: findings in:$$failed (see fuzz/crashes/)"; exit 1; fi
 
 test-ui: ## UI unit tests (Vitest, happy-dom)
 	npm --prefix ui test

@@ -21,6 +21,9 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "phi3",
 ];
 
+/// The most decoder layers a config may declare.
+pub const MAX_LAYERS: i32 = 1 << 12;
+
 /// A parsed `config.json`, by architecture.
 #[derive(Debug, Clone, PartialEq)]
 // One value per loaded model: the size difference between variants costs nothing.
@@ -55,6 +58,7 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
         let config: Gpt2Config =
             serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
         config.validate().map_err(invalid)?;
+        check_gpt2_bounds(&config).map_err(invalid)?;
         Ok(ModelConfig::Gpt2(config))
     } else {
         let mut config: LlamaConfig =
@@ -63,6 +67,34 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
         config.validate().map_err(invalid)?;
         Ok(ModelConfig::Llama(config))
     }
+}
+
+/// Upper bounds far above any real GPT-2, and the settings
+/// `Gpt2Config::validate` leaves unchecked.
+fn check_gpt2_bounds(c: &Gpt2Config) -> std::result::Result<(), String> {
+    for (name, v, max) in [
+        ("vocab_size", c.vocab_size, 1 << 24),
+        ("n_positions", c.n_positions, 1 << 24),
+        ("n_embd", c.n_embd, 1 << 17),
+        ("n_layer", c.n_layer, MAX_LAYERS),
+        ("n_head", c.n_head, 1 << 12),
+    ] {
+        if v > max {
+            return Err(format!("{name}: expected at most {max}, got {v}"));
+        }
+    }
+    if let Some(inner) = c.n_inner {
+        if !(1..=1 << 20).contains(&inner) {
+            return Err(format!("n_inner: expected 1 to {}, got {inner}", 1 << 20));
+        }
+    }
+    if !(c.layer_norm_epsilon.is_finite() && c.layer_norm_epsilon > 0.0) {
+        return Err(format!(
+            "layer_norm_epsilon: expected a finite positive number, got {}",
+            c.layer_norm_epsilon
+        ));
+    }
+    Ok(())
 }
 
 /// A multimodal Gemma 3 checkpoint (`model_type: gemma3`) keeps its
@@ -247,8 +279,11 @@ impl LlamaConfig {
     }
 
     pub fn head_dim(&self) -> i32 {
-        self.head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim.unwrap_or_else(|| {
+            self.hidden_size
+                .checked_div(self.num_attention_heads)
+                .unwrap_or(0)
+        })
     }
 
     /// Whether q/k/v carry biases.
@@ -321,14 +356,111 @@ impl LlamaConfig {
             ("vocab_size", self.vocab_size),
         ];
         if let Some((name, v)) = positive.iter().find(|(_, v)| *v <= 0) {
-            return Err(format!("{name} must be positive, got {v}"));
+            return Err(format!("{name}: expected a positive number, got {v}"));
         }
-        if self.kv_heads() <= 0 || self.head_dim() <= 0 {
+        // Upper bounds far above any real model: sizes the loader allocates
+        // by (layers, RoPE tables) must not be whatever the file says.
+        let bounded = [
+            ("hidden_size", self.hidden_size, 1 << 17),
+            ("intermediate_size", self.intermediate_size, 1 << 20),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, 1 << 12),
+            ("vocab_size", self.vocab_size, 1 << 24),
+        ];
+        if let Some((name, v, max)) = bounded.iter().find(|(_, v, max)| v > max) {
+            return Err(format!("{name}: expected at most {max}, got {v}"));
+        }
+        if self.kv_heads() <= 0 {
             return Err(format!(
-                "num_key_value_heads ({}) and head_dim ({}) must be positive",
-                self.kv_heads(),
+                "num_key_value_heads: expected a positive number, got {}",
+                self.kv_heads()
+            ));
+        }
+        if self.head_dim() <= 0 || self.head_dim() > 1 << 13 {
+            return Err(format!(
+                "head_dim: expected 1 to {} (hidden_size / num_attention_heads when absent), got {}",
+                1 << 13,
                 self.head_dim()
             ));
+        }
+        let finite_positive = [
+            ("rms_norm_eps", Some(self.rms_norm_eps)),
+            ("rope_theta", Some(self.rope_theta)),
+            ("rope_local_base_freq", self.rope_local_base_freq),
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("attn_logit_softcapping", self.attn_logit_softcapping),
+            ("final_logit_softcapping", self.final_logit_softcapping),
+        ];
+        for (name, v) in finite_positive {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(format!(
+                        "{name}: expected a finite positive number, got {v}"
+                    ));
+                }
+            }
+        }
+        for (name, v) in [
+            ("max_position_embeddings", self.max_position_embeddings),
+            (
+                "original_max_position_embeddings",
+                self.original_max_position_embeddings,
+            ),
+        ] {
+            if v.is_some_and(|v| v <= 0) {
+                return Err(format!(
+                    "{name}: expected a positive number, got {}",
+                    v.unwrap_or(0)
+                ));
+            }
+        }
+        if let Some(scaling) = &self.rope_scaling {
+            if !(scaling.factor.is_finite() && scaling.factor > 0.0) {
+                return Err(format!(
+                    "rope_scaling.factor: expected a finite positive number, got {}",
+                    scaling.factor
+                ));
+            }
+            for (name, v) in [
+                ("low_freq_factor", scaling.low_freq_factor),
+                ("high_freq_factor", scaling.high_freq_factor),
+                ("attention_factor", scaling.attention_factor),
+            ] {
+                if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                    return Err(format!(
+                        "rope_scaling.{name}: expected a finite positive number, got {}",
+                        v.unwrap_or(0.0)
+                    ));
+                }
+            }
+            if scaling
+                .original_max_position_embeddings
+                .is_some_and(|v| v <= 0)
+            {
+                return Err(
+                    "rope_scaling.original_max_position_embeddings: expected a positive number"
+                        .into(),
+                );
+            }
+            let half = (self.rotary_dims() / 2) as usize;
+            for (name, factors) in [
+                ("short_factor", &scaling.short_factor),
+                ("long_factor", &scaling.long_factor),
+            ] {
+                if let Some(f) = factors {
+                    if f.len() != half {
+                        return Err(format!(
+                            "rope_scaling.{name}: expected {half} factors (rotary dimensions / 2), got {}",
+                            f.len()
+                        ));
+                    }
+                    if let Some(x) = f.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+                        return Err(format!(
+                            "rope_scaling.{name}: expected finite positive factors, got {x}"
+                        ));
+                    }
+                }
+            }
         }
         if let Some(share) = self.partial_rotary_factor {
             if !(share > 0.0 && share <= 1.0) {
@@ -338,7 +470,7 @@ impl LlamaConfig {
             }
         }
         if self.sliding_window.is_some_and(|w| w <= 0) {
-            return Err("sliding_window must be positive".into());
+            return Err("sliding_window: expected a positive number".into());
         }
         if let Some(types) = &self.layer_types {
             if types.len() != self.num_hidden_layers as usize {

@@ -80,6 +80,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
             path.display()
         )));
     };
+    check_token_ids(&loaded, path)?;
     loaded.model.cast_floats(options.dtype)?;
     if options.dequantize {
         loaded.model.dequantize()?;
@@ -89,6 +90,32 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     // otherwise be recomputed on every forward pass.
     loaded.model.eval_parameters()?;
     Ok(loaded)
+}
+
+/// Every id the tokenizer can produce must have an embedding row: MLX's
+/// gather does not check, and an id past the end reads garbage (a NaN loss
+/// much later) instead of failing.
+fn check_token_ids(loaded: &LoadedModel, path: &Path) -> Result<()> {
+    let rows = loaded.model.vocab_size().max(0) as usize;
+    let ids = loaded.tokenizer.vocab_size();
+    if ids > rows {
+        return Err(Error::Invalid(format!(
+            "{}: tokenizer: {ids} token ids, expected at most {rows} (the embedding's rows, vocab_size)",
+            path.display()
+        )));
+    }
+    for (name, id) in [
+        ("bos_token", loaded.tokenizer.bos_token_id()),
+        ("eos_token", loaded.tokenizer.eos_token_id()),
+    ] {
+        if let Some(id) = id.filter(|&id| id as usize >= rows) {
+            return Err(Error::Invalid(format!(
+                "{}: tokenizer: {name} has id {id}, expected below {rows} (the embedding's rows, vocab_size)",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn load_gguf(path: &Path) -> Result<LoadedModel> {

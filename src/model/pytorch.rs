@@ -63,6 +63,13 @@ pub fn read_bin(path: &Path) -> Result<HashMap<String, Array>> {
         path: path.into(),
         source,
     })?;
+    let file_len = file
+        .metadata()
+        .map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?
+        .len();
     let mut archive = zip::ZipArchive::new(file).map_err(|e| {
         bad(
             path,
@@ -75,7 +82,7 @@ pub fn read_bin(path: &Path) -> Result<HashMap<String, Array>> {
         .map(str::to_string)
         .ok_or_else(|| bad(path, "no data.pkl inside"))?;
     let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
-    let pickle = read_entry(&mut archive, &pickle_name, path)?;
+    let pickle = read_entry(&mut archive, &pickle_name, path, file_len)?;
     let root = Unpickler::new(&pickle, path).run()?;
     let entries = match root {
         Value::Dict(entries) => entries,
@@ -93,7 +100,12 @@ pub fn read_bin(path: &Path) -> Result<HashMap<String, Array>> {
             continue; // non-tensor entries (e.g. `_metadata`) carry no weights
         };
         if !storages.contains_key(&t.key) {
-            let bytes = read_entry(&mut archive, &format!("{prefix}data/{}", t.key), path)?;
+            let bytes = read_entry(
+                &mut archive,
+                &format!("{prefix}data/{}", t.key),
+                path,
+                file_len,
+            )?;
             storages.insert(t.key.clone(), bytes);
         }
         let array = tensor(&t, &storages[&t.key])
@@ -107,30 +119,99 @@ fn read_entry(
     archive: &mut zip::ZipArchive<std::fs::File>,
     name: &str,
     path: &Path,
+    file_len: u64,
 ) -> Result<Vec<u8>> {
     let mut entry = archive
         .by_name(name)
         .map_err(|e| bad(path, format!("`{name}`: {e}")))?;
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
-    entry
+    // The declared size is the zip's word, not the file's: an entry can
+    // hold no more than the archive (torch.save stores, never compresses).
+    let declared = entry.size();
+    let limit = if entry.compression() == zip::CompressionMethod::Stored {
+        entry.compressed_size().min(file_len)
+    } else {
+        file_len
+    };
+    if declared > limit {
+        return Err(bad(
+            path,
+            format!(
+                "`{name}`: size: the zip header declares {declared} bytes, expected at most {limit} (the bytes the file holds)"
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(declared as usize);
+    (&mut entry)
+        .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| bad(path, format!("`{name}`: {e}")))?;
+    if bytes.len() as u64 != declared {
+        return Err(bad(
+            path,
+            format!(
+                "`{name}`: size: {} bytes read, the zip header declares {declared}",
+                bytes.len()
+            ),
+        ));
+    }
     Ok(bytes)
 }
 
 /// Builds the array a tensor view describes over its storage's bytes.
+/// Every size, stride and offset is checked before MLX sees it: negative
+/// or overflowing values, and views reaching past the storage, are refused.
 fn tensor(t: &TensorRef, storage: &[u8]) -> std::result::Result<Array, String> {
     let size = element_size(t.dtype);
     let elements = storage.len() / size;
-    // The furthest element the view touches must lie inside the storage.
-    let last = t.offset
+    if elements > i32::MAX as usize {
+        return Err(format!(
+            "storage: {elements} elements, expected at most {}",
+            i32::MAX
+        ));
+    }
+    if t.offset < 0 || t.offset > i32::MAX as i64 {
+        return Err(format!(
+            "storage_offset: expected 0 to {}, got {}",
+            i32::MAX,
+            t.offset
+        ));
+    }
+    if let Some(&d) = t
+        .shape
+        .iter()
+        .find(|&&d| !(0..=i32::MAX as i64).contains(&d))
+    {
+        return Err(format!(
+            "size: expected dimensions from 0 to {}, got {d}",
+            i32::MAX
+        ));
+    }
+    if let Some(&s) = t
+        .strides
+        .iter()
+        .find(|&&s| !(0..=i32::MAX as i64).contains(&s))
+    {
+        return Err(format!(
+            "stride: expected strides from 0 to {}, got {s}",
+            i32::MAX
+        ));
+    }
+    let n = t
+        .shape
+        .iter()
+        .try_fold(1i64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i32::MAX as i64)
+        .ok_or_else(|| format!("size: {:?} holds more than {} elements", t.shape, i32::MAX))?;
+    let empty = n == 0;
+    // The furthest element the view touches must lie inside the storage
+    // (in i128: each term is below 2^62, the rank is unbounded).
+    let last = t.offset as i128
         + t.shape
             .iter()
             .zip(&t.strides)
-            .map(|(&n, &s)| (n - 1).max(0) * s)
-            .sum::<i64>();
-    let empty = t.shape.contains(&0);
-    if !empty && (t.offset < 0 || last >= elements as i64) {
+            .map(|(&n, &s)| (n as i128 - 1).max(0) * s as i128)
+            .sum::<i128>();
+    if !empty && last >= elements as i128 {
         return Err(format!(
             "its view reaches element {last} of a storage of {elements} (truncated file?)"
         ));
@@ -151,14 +232,15 @@ fn tensor(t: &TensorRef, storage: &[u8]) -> std::result::Result<Array, String> {
         }
         ok
     };
-    let result = if row_major {
-        let n: i64 = t.shape.iter().product();
+    let result = if empty {
+        flat.index(0..0).reshape(&shape)
+    } else if row_major {
         flat.index(t.offset as i32..(t.offset + n) as i32)
             .reshape(&shape)
     } else {
         flat.as_strided(&shape[..], &t.strides[..], t.offset as usize)
     };
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| crate::error::without_source_locations(&e.to_string()))
 }
 
 fn kind(v: &Value) -> String {
@@ -204,12 +286,39 @@ fn storage_dtype(name: &str) -> Option<Dtype> {
     })
 }
 
+/// The deepest nesting of tuples, lists and dicts accepted (a state dict
+/// needs four or five levels): deeper values would make every recursive
+/// walk (cloning, dropping) a stack overflow risk.
+const MAX_DEPTH: u32 = 100;
+
 struct Unpickler<'a> {
     data: &'a [u8],
     pos: usize,
-    stack: Vec<Value>,
-    memo: HashMap<u32, Value>,
+    /// Values with their nesting depth.
+    stack: Vec<(Value, u32)>,
+    memo: HashMap<u32, (Value, u32)>,
+    /// Nodes copied into and out of the memo so far, and the most allowed:
+    /// a few bytes of pickle can otherwise copy a value exponentially often.
+    copied: usize,
+    copy_budget: usize,
     source: &'a Path,
+}
+
+/// The nodes of a value (its depth is bounded, so the recursion is).
+fn nodes(v: &Value) -> usize {
+    match v {
+        Value::Str(s) | Value::Global(s) | Value::Opaque(s) => 1 + s.len() / 16,
+        Value::Tuple(xs) | Value::List(xs) => 1 + xs.iter().map(nodes).sum::<usize>(),
+        Value::Dict(pairs) => {
+            1 + pairs
+                .iter()
+                .map(|(k, v)| nodes(k) + nodes(v))
+                .sum::<usize>()
+        }
+        Value::Tensor(t) => 1 + t.shape.len() + t.key.len() / 16,
+        Value::Storage { key, .. } => 1 + key.len() / 16,
+        _ => 1,
+    }
 }
 
 impl<'a> Unpickler<'a> {
@@ -219,6 +328,8 @@ impl<'a> Unpickler<'a> {
             pos: 0,
             stack: Vec::new(),
             memo: HashMap::new(),
+            copied: 0,
+            copy_budget: (1 << 22) + 16 * data.len(),
             source,
         }
     }
@@ -228,6 +339,49 @@ impl<'a> Unpickler<'a> {
             self.source,
             format!("data.pkl at byte {}: {what}", self.pos),
         )
+    }
+
+    fn push(&mut self, v: Value) {
+        self.stack.push((v, 0));
+    }
+
+    fn push_nested(&mut self, v: Value, depth: u32) -> Result<()> {
+        self.check_depth(depth)?;
+        self.stack.push((v, depth));
+        Ok(())
+    }
+
+    fn check_depth(&self, depth: u32) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(format!(
+                "nesting: expected at most {MAX_DEPTH} levels of tuples, lists and dicts"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts `n` nodes copied into or out of the memo against the budget.
+    fn count_copy(&mut self, n: usize) -> Result<()> {
+        self.copied = self.copied.saturating_add(n);
+        if self.copied > self.copy_budget {
+            return Err(self.err(format!(
+                "memo: copies of memoized values exceed {} nodes for a pickle of {} bytes (a memo bomb?)",
+                self.copy_budget,
+                self.data.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn memo_put(&mut self, i: u32) -> Result<()> {
+        let top = self
+            .stack
+            .last()
+            .ok_or_else(|| self.err("stack underflow"))?;
+        self.count_copy(nodes(&top.0))?;
+        let top = self.stack.last().cloned().expect("checked above");
+        self.memo.insert(i, top);
+        Ok(())
     }
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -260,10 +414,14 @@ impl<'a> Unpickler<'a> {
     }
 
     fn pop(&mut self) -> Result<Value> {
+        self.pop_nested().map(|(v, _)| v)
+    }
+
+    fn pop_nested(&mut self) -> Result<(Value, u32)> {
         self.stack.pop().ok_or_else(|| self.err("stack underflow"))
     }
 
-    fn top(&mut self) -> Result<&mut Value> {
+    fn top(&mut self) -> Result<&mut (Value, u32)> {
         match self.stack.last_mut() {
             Some(v) => Ok(v),
             None => Err(bad(self.source, "data.pkl: stack underflow")),
@@ -271,15 +429,40 @@ impl<'a> Unpickler<'a> {
     }
 
     /// Pops everything above the last mark (and the mark).
-    fn pop_mark(&mut self) -> Result<Vec<Value>> {
+    fn pop_mark(&mut self) -> Result<Vec<(Value, u32)>> {
         let at = self
             .stack
             .iter()
-            .rposition(|v| matches!(v, Value::Mark))
+            .rposition(|v| matches!(v.0, Value::Mark))
             .ok_or_else(|| self.err("no mark"))?;
         let items = self.stack.split_off(at + 1);
         self.stack.pop();
         Ok(items)
+    }
+
+    /// `items` made one container's children: its depth, checked.
+    fn depth_of(&self, items: &[(Value, u32)]) -> Result<u32> {
+        let depth = 1 + items.iter().map(|i| i.1).max().unwrap_or(0);
+        self.check_depth(depth)?;
+        Ok(depth)
+    }
+
+    /// Adds children to the container on top, raising its depth.
+    fn extend_top(&mut self, items: Vec<(Value, u32)>, what: &str) -> Result<()> {
+        let depth = self.depth_of(&items)?;
+        let top = self.top()?;
+        top.1 = top.1.max(depth);
+        match (&mut top.0, what) {
+            (Value::List(l), "list") => l.extend(items.into_iter().map(|i| i.0)),
+            (Value::Dict(d), "dict") => {
+                let mut it = items.into_iter().map(|i| i.0);
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.push((k, v));
+                }
+            }
+            _ => return Err(self.err(format!("adding items to a non-{what}"))),
+        }
+        Ok(())
     }
 
     fn run(mut self) -> Result<Value> {
@@ -293,23 +476,23 @@ impl<'a> Unpickler<'a> {
                     self.uint(8)?; // FRAME
                 }
                 b'.' => return self.pop(),
-                b'(' => self.stack.push(Value::Mark),
-                b'N' => self.stack.push(Value::None),
-                0x88 | 0x89 => self.stack.push(Value::Scalar),
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
+                b'(' => self.push(Value::Mark),
+                b'N' => self.push(Value::None),
+                0x88 | 0x89 => self.push(Value::Scalar),
+                b'}' => self.push_nested(Value::Dict(Vec::new()), 1)?,
+                b']' => self.push_nested(Value::List(Vec::new()), 1)?,
+                b')' => self.push_nested(Value::Tuple(Vec::new()), 1)?,
                 b'K' => {
                     let v = self.uint(1)? as i64;
-                    self.stack.push(Value::Int(v))
+                    self.push(Value::Int(v))
                 }
                 b'M' => {
                     let v = self.uint(2)? as i64;
-                    self.stack.push(Value::Int(v))
+                    self.push(Value::Int(v))
                 }
                 b'J' => {
                     let v = self.uint(4)? as u32 as i32 as i64;
-                    self.stack.push(Value::Int(v))
+                    self.push(Value::Int(v))
                 }
                 0x8a => {
                     // LONG1: little-endian two's complement of n bytes.
@@ -325,71 +508,68 @@ impl<'a> Unpickler<'a> {
                     if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
                         v -= 1i64 << (8 * n);
                     }
-                    self.stack.push(Value::Int(v))
+                    self.push(Value::Int(v))
                 }
                 b'G' => {
                     self.bytes(8)?;
-                    self.stack.push(Value::Scalar)
+                    self.push(Value::Scalar)
                 }
                 b'X' => {
                     let n = self.uint(4)? as usize;
                     let v = self.text(n)?;
-                    self.stack.push(v)
+                    self.push(v)
                 }
                 0x8c | b'U' => {
                     let n = self.uint(1)? as usize;
                     let v = self.text(n)?;
-                    self.stack.push(v)
+                    self.push(v)
                 }
                 0x8d => {
                     let n = self.uint(8)? as usize;
                     let v = self.text(n)?;
-                    self.stack.push(v)
+                    self.push(v)
                 }
                 b'T' => {
                     let n = self.uint(4)? as usize;
                     let v = self.text(n)?;
-                    self.stack.push(v)
+                    self.push(v)
                 }
                 b'C' => {
                     let n = self.uint(1)? as usize;
                     self.bytes(n)?;
-                    self.stack.push(Value::Scalar)
+                    self.push(Value::Scalar)
                 }
                 b'B' => {
                     let n = self.uint(4)? as usize;
                     self.bytes(n)?;
-                    self.stack.push(Value::Scalar)
+                    self.push(Value::Scalar)
                 }
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.stack.push(Value::Global(format!("{module}.{name}")))
+                    self.push(Value::Global(format!("{module}.{name}")))
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
                         (Value::Str(m), Value::Str(n)) => {
-                            self.stack.push(Value::Global(format!("{m}.{n}")))
+                            self.push(Value::Global(format!("{m}.{n}")))
                         }
                         _ => return Err(self.err("STACK_GLOBAL needs two strings")),
                     }
                 }
                 b'q' => {
                     let i = self.uint(1)? as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i, v);
+                    self.memo_put(i)?;
                 }
                 b'r' => {
                     let i = self.uint(4)? as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i, v);
+                    self.memo_put(i)?;
                 }
                 0x94 => {
                     let i = self.memo.len() as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i, v);
+                    self.memo_put(i)?;
                 }
                 b'h' | b'j' => {
                     let i = self.uint(if op == b'h' { 1 } else { 4 })? as u32;
@@ -398,11 +578,14 @@ impl<'a> Unpickler<'a> {
                         .get(&i)
                         .cloned()
                         .ok_or_else(|| self.err(format!("memo {i} is unset")))?;
+                    self.count_copy(nodes(&v.0))?;
                     self.stack.push(v)
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items))
+                    let depth = self.depth_of(&items)?;
+                    let items = items.into_iter().map(|i| i.0).collect();
+                    self.push_nested(Value::Tuple(items), depth)?
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -410,55 +593,40 @@ impl<'a> Unpickler<'a> {
                         return Err(self.err("stack underflow"));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items))
+                    let depth = self.depth_of(&items)?;
+                    let items = items.into_iter().map(|i| i.0).collect();
+                    self.push_nested(Value::Tuple(items), depth)?
                 }
                 b'a' => {
-                    let v = self.pop()?;
-                    match self.top()? {
-                        Value::List(l) => l.push(v),
-                        _ => return Err(self.err("APPEND to a non-list")),
-                    }
+                    let v = self.pop_nested()?;
+                    self.extend_top(vec![v], "list")?;
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
-                    match self.top()? {
-                        Value::List(l) => l.extend(items),
-                        _ => return Err(self.err("APPENDS to a non-list")),
-                    }
+                    self.extend_top(items, "list")?;
                 }
                 b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    match self.top()? {
-                        Value::Dict(d) => d.push((k, v)),
-                        _ => return Err(self.err("SETITEM on a non-dict")),
-                    }
+                    let v = self.pop_nested()?;
+                    let k = self.pop_nested()?;
+                    self.extend_top(vec![k, v], "dict")?;
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
                     if items.len() % 2 != 0 {
                         return Err(self.err("SETITEMS with an odd count"));
                     }
-                    let mut it = items.into_iter();
-                    let mut pairs = Vec::new();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        pairs.push((k, v));
-                    }
-                    match self.top()? {
-                        Value::Dict(d) => d.extend(pairs),
-                        _ => return Err(self.err("SETITEMS on a non-dict")),
-                    }
+                    self.extend_top(items, "dict")?;
                 }
                 b'Q' => {
                     let pid = self.pop()?;
                     let storage = self.storage(pid)?;
-                    self.stack.push(storage)
+                    self.push(storage)
                 }
                 b'R' => {
                     let args = self.pop()?;
                     let func = self.pop()?;
                     let value = self.reduce(func, args)?;
-                    self.stack.push(value)
+                    self.push(value)
                 }
                 0x81 => {
                     // NEWOBJ: cls.__new__(cls, *args), kept inert.
@@ -468,7 +636,7 @@ impl<'a> Unpickler<'a> {
                         Value::Global(n) => n,
                         _ => "object".into(),
                     };
-                    self.stack.push(Value::Opaque(name))
+                    self.push(Value::Opaque(name))
                 }
                 b'b' => {
                     // BUILD sets an object's state (an OrderedDict's

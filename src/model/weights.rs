@@ -35,25 +35,119 @@ impl Weights {
         } else {
             self.tensors.remove(&format!("{prefix}.bias"))
         };
+        if let Some(b) = &bias {
+            if b.ndim() != 1 {
+                return Err(Error::Invalid(format!(
+                    "{}: tensor `{prefix}.bias`: shape: expected a vector, got {:?}",
+                    self.source,
+                    b.shape()
+                )));
+            }
+        }
         match self.tensors.remove(&format!("{prefix}.scales")) {
             Some(scales) => {
                 let biases = self.take(&format!("{prefix}.biases"))?;
-                // Each group of `group_size` inputs packs into bits·group/32 words.
-                let words_per_group = weight.shape()[1] / scales.shape()[1];
-                let bits = words_per_group * 32 / self.group_size;
+                let quantization = self.check_quantized(prefix, &weight, &scales, &biases)?;
                 Ok(Projection::quantized(
                     weight,
                     scales,
                     biases,
                     bias,
-                    Quantization {
-                        group_size: self.group_size,
-                        bits,
-                    },
+                    quantization,
                 ))
             }
-            None => Ok(Projection::dense(weight, bias)),
+            None => {
+                if weight.ndim() != 2 {
+                    return Err(Error::Invalid(format!(
+                        "{}: tensor `{prefix}.weight`: shape: expected a matrix, got {:?}",
+                        self.source,
+                        weight.shape()
+                    )));
+                }
+                Ok(Projection::dense(weight, bias))
+            }
         }
+    }
+
+    /// Checks a quantized layer's packed weight, scales and biases against
+    /// each other and the group size, and returns its quantization.
+    fn check_quantized(
+        &self,
+        prefix: &str,
+        weight: &Array,
+        scales: &Array,
+        biases: &Array,
+    ) -> Result<Quantization> {
+        let bad = |what: String| Error::Invalid(format!("{}: `{prefix}`: {what}", self.source));
+        let group_size = self.group_size;
+        if !matches!(group_size, 32 | 64 | 128) {
+            return Err(bad(format!(
+                "group_size: expected 32, 64 or 128, got {group_size}"
+            )));
+        }
+        if weight.dtype() != mlx_rs::Dtype::Uint32 {
+            return Err(bad(format!(
+                "weight: expected packed uint32 values beside scales, got {:?}",
+                weight.dtype()
+            )));
+        }
+        let (w, s) = (weight.shape(), scales.shape());
+        if w.len() != 2 || s.len() != 2 || s[0] != w[0] || s[1] <= 0 || w[1] <= 0 {
+            return Err(bad(format!(
+                "scales: shape {s:?} does not fit weight {w:?}: expected (rows, groups) with the weight's rows"
+            )));
+        }
+        if biases.shape() != s {
+            return Err(bad(format!(
+                "biases: expected the scales' shape {s:?}, got {:?}",
+                biases.shape()
+            )));
+        }
+        // Each group of `group_size` inputs packs into bits·group/32 words.
+        let bits = if w[1] % s[1] == 0 {
+            let words_per_group = w[1] / s[1];
+            (words_per_group * 32 % group_size == 0).then(|| words_per_group * 32 / group_size)
+        } else {
+            None
+        };
+        match bits {
+            Some(bits @ (2 | 3 | 4 | 5 | 6 | 8)) => Ok(Quantization { group_size, bits }),
+            _ => Err(bad(format!(
+                "scales: {} groups of {group_size} over {} packed words per row give no bit width of 2, 3, 4, 5, 6 or 8",
+                s[1], w[1]
+            ))),
+        }
+    }
+
+    /// Checks that a projection maps `inputs` features to `outputs`.
+    fn check_dims(
+        &self,
+        name: &str,
+        p: &Projection,
+        outputs: i32,
+        inputs: i32,
+        what: &str,
+    ) -> Result<()> {
+        let (o, i) = (p.output_dims(), p.input_dims());
+        if (o, i) != (outputs, inputs) {
+            return Err(Error::Invalid(format!(
+                "{}: tensor `{name}.weight`: shape: expected {outputs} × {inputs} ({what} in config.json), got {o} × {i}",
+                self.source
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a norm's weight is a vector of `n`.
+    fn check_vector(&self, name: &str, v: &Array, n: i32, what: &str) -> Result<()> {
+        if v.shape() != [n] {
+            return Err(Error::Invalid(format!(
+                "{}: tensor `{name}`: shape: expected [{n}] ({what} in config.json), got {:?}",
+                self.source,
+                v.shape()
+            )));
+        }
+        Ok(())
     }
 
     /// A Hugging Face `Conv1D` layer: weight (in, out) and a bias, made an
@@ -111,7 +205,30 @@ impl Weights {
                     None,
                 )
             };
+            let (hidden, heads, kv) = (
+                config.hidden_size,
+                config.num_attention_heads,
+                config.kv_heads(),
+            );
+            let dims = "hidden_size, num_attention_heads, num_key_value_heads, head_dim";
+            for (name, proj, outputs) in [
+                ("self_attn.q_proj", &q_proj, heads * head_dim),
+                ("self_attn.k_proj", &k_proj, kv * head_dim),
+                ("self_attn.v_proj", &v_proj, kv * head_dim),
+                ("self_attn.qkv_proj", &qkv_proj, (heads + 2 * kv) * head_dim),
+            ] {
+                if let Some(proj) = proj {
+                    self.check_dims(&format!("{p}.{name}"), proj, outputs, hidden, dims)?;
+                }
+            }
             let o_proj = self.take_projection(&format!("{p}.self_attn.o_proj"), config.o_bias())?;
+            self.check_dims(
+                &format!("{p}.self_attn.o_proj"),
+                &o_proj,
+                hidden,
+                heads * head_dim,
+                dims,
+            )?;
             let (gate_proj, up_proj, gate_up_proj) = if arch.fused_projections {
                 (
                     None,
@@ -125,15 +242,42 @@ impl Weights {
                     None,
                 )
             };
+            let inter = config.intermediate_size;
+            let mlp_dims = "hidden_size, intermediate_size";
+            for (name, proj, outputs) in [
+                ("mlp.gate_proj", &gate_proj, inter),
+                ("mlp.up_proj", &up_proj, inter),
+                ("mlp.gate_up_proj", &gate_up_proj, 2 * inter),
+            ] {
+                if let Some(proj) = proj {
+                    self.check_dims(&format!("{p}.{name}"), proj, outputs, hidden, mlp_dims)?;
+                }
+            }
+            let down_proj = self.take_projection(&format!("{p}.mlp.down_proj"), config.mlp_bias)?;
+            self.check_dims(
+                &format!("{p}.mlp.down_proj"),
+                &down_proj,
+                hidden,
+                inter,
+                mlp_dims,
+            )?;
             let mlp = Mlp {
                 gate_proj,
                 up_proj,
                 gate_up_proj,
-                down_proj: self.take_projection(&format!("{p}.mlp.down_proj"), config.mlp_bias)?,
+                down_proj,
                 activation,
             };
             let mut norm = |name: &str| -> Result<RmsNorm> {
-                let mut n = RmsNorm::new(self.take(&format!("{p}.{name}.weight"))?, eps);
+                let weight_name = format!("{p}.{name}.weight");
+                let weight = self.take(&weight_name)?;
+                let (size, what) = if name.ends_with("q_norm") || name.ends_with("k_norm") {
+                    (head_dim, "head_dim")
+                } else {
+                    (hidden, "hidden_size")
+                };
+                self.check_vector(&weight_name, &weight, size, what)?;
+                let mut n = RmsNorm::new(weight, eps);
                 n.plus_one = arch.gemma;
                 Ok(n)
             };
@@ -182,11 +326,34 @@ impl Weights {
             });
         }
         let embed_tokens = self.take_projection("model.embed_tokens", false)?;
-        let mut norm = RmsNorm::new(self.take("model.norm.weight")?, eps);
+        let vocab_dims = "vocab_size, hidden_size";
+        self.check_dims(
+            "model.embed_tokens",
+            &embed_tokens,
+            config.vocab_size,
+            config.hidden_size,
+            vocab_dims,
+        )?;
+        let final_norm = self.take("model.norm.weight")?;
+        self.check_vector(
+            "model.norm.weight",
+            &final_norm,
+            config.hidden_size,
+            "hidden_size",
+        )?;
+        let mut norm = RmsNorm::new(final_norm, eps);
         norm.plus_one = arch.gemma;
         let has_head = self.tensors.contains_key("lm_head.weight");
         let lm_head = if has_head && !config.tie_word_embeddings {
-            Some(self.take_projection("lm_head", false)?)
+            let head = self.take_projection("lm_head", false)?;
+            self.check_dims(
+                "lm_head",
+                &head,
+                config.vocab_size,
+                config.hidden_size,
+                vocab_dims,
+            )?;
+            Some(head)
         } else if config.tie_word_embeddings {
             None
         } else {

@@ -191,7 +191,7 @@ pub async fn inspect_dataset(request: InspectRequest) -> Result<DatasetReport, C
             .examples
             .iter()
             .take(request.preview)
-            .map(|e| preview(e, &loaded.tokenizer))
+            .map(|e| preview(&e, &loaded.tokenizer))
             .collect::<finetune::Result<Vec<_>>>()?;
         let valid_file = finetune::data::valid_file(&data);
         Ok(DatasetReport {

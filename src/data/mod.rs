@@ -3,15 +3,17 @@
 //! of the tokens to train on.
 
 pub mod cache;
+pub mod examples;
 pub mod formats;
 pub mod records;
 pub mod stats;
 pub mod templates;
 pub mod tokenize;
 
+pub use examples::{ExampleSource, Examples};
 pub use records::{
     read_records, split_file, train_file, valid_file, OnBadRecord, ReadOptions, Record, RecordSet,
-    Skipped,
+    RecordStream, Skipped,
 };
 pub use stats::DatasetStats;
 pub use tokenize::{

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::formats::{kind, read_rows, EXTENSIONS};
+use super::formats::{kind, Digest, Row, Rows, EXTENSIONS};
 use crate::chat_template::Message;
 use crate::error::{Error, Result};
 
@@ -127,6 +127,25 @@ pub fn train_file(path: &Path) -> Result<PathBuf> {
 
 /// Reads every record of a file (or a folder's train file).
 pub fn read_records(path: &Path, options: &ReadOptions) -> Result<RecordSet> {
+    let mut stream = RecordStream::open(path, options)?;
+    let records = stream.by_ref().collect::<Result<Vec<_>>>()?;
+    let source = stream.file.clone();
+    let skipped = stream.finish()?;
+    Ok(RecordSet {
+        source,
+        records,
+        skipped,
+    })
+}
+
+impl RecordStream {
+    /// Refuses a column mapping to a field the reader does not know.
+    pub fn check_options(options: &ReadOptions) -> Result<()> {
+        check_columns(options)
+    }
+}
+
+fn check_columns(options: &ReadOptions) -> Result<()> {
     if let Some(bad) = options
         .columns
         .keys()
@@ -137,69 +156,127 @@ pub fn read_records(path: &Path, options: &ReadOptions) -> Result<RecordSet> {
             KNOWN_FIELDS.join(", ")
         )));
     }
-    let file = train_file(path)?;
-    let rows = read_rows(&file)?;
-    // A file cut off at its end is the first thing to say, before any
-    // problem with a single record.
-    if options.on_bad_record == OnBadRecord::Error {
-        if let Some(Err(reason)) = rows.last().map(|r| &r.value) {
-            if reason.contains("cut off") {
-                let last = rows.last().expect("checked");
+    Ok(())
+}
+
+/// The records of a file, parsed as they are read (see [`Rows`]); the
+/// records left out are kept for [`RecordStream::finish`].
+pub struct RecordStream {
+    /// The file read (a folder's train file, resolved).
+    pub file: PathBuf,
+    rows: Rows,
+    options: ReadOptions,
+    skipped: Vec<Skipped>,
+    records: usize,
+}
+
+impl RecordStream {
+    /// Checks the options and the whole file, and opens it.
+    pub fn open(path: &Path, options: &ReadOptions) -> Result<Self> {
+        check_columns(options)?;
+        let file = train_file(path)?;
+        let rows = Rows::open(&file)?;
+        Self::start(file, rows, options)
+    }
+
+    /// Opens `file` (not a folder), which [`super::formats::scan`] has
+    /// passed.
+    pub fn open_scanned(file: &Path, options: &ReadOptions) -> Result<Self> {
+        check_columns(options)?;
+        let rows = Rows::open_scanned(file)?;
+        Self::start(file.into(), rows, options)
+    }
+
+    fn start(file: PathBuf, rows: Rows, options: &ReadOptions) -> Result<Self> {
+        // A file cut off at its end is the first thing to say, before any
+        // problem with a single record.
+        if options.on_bad_record == OnBadRecord::Error {
+            if let Some(Row {
+                location,
+                value: Err(reason),
+            }) = &rows.cut_off
+            {
                 return Err(Error::Invalid(format!(
-                    "{}{}: {reason} (pass --on-bad-record skip to use the complete records)",
+                    "{}{location}: {reason} (pass --on-bad-record skip to use the complete records)",
                     file.display(),
-                    last.location
                 )));
             }
         }
+        Ok(Self {
+            file,
+            rows,
+            options: options.clone(),
+            skipped: Vec::new(),
+            records: 0,
+        })
     }
-    let mut records = Vec::with_capacity(rows.len());
-    let mut skipped = Vec::new();
-    for row in rows {
-        let parsed = row
-            .value
-            .and_then(|v| parse_record(rename_columns(v, &options.columns)));
-        match parsed {
-            Ok(record) => records.push(record),
-            Err(reason) if options.on_bad_record == OnBadRecord::Skip => skipped.push(Skipped {
-                location: row.location,
-                reason,
-            }),
-            Err(reason) => {
-                let hint = if reason.contains("cut off") {
-                    " (pass --on-bad-record skip to use the complete records)"
-                } else {
-                    ""
-                };
-                return Err(Error::Invalid(format!(
-                    "{}{}: {reason}{hint}",
-                    file.display(),
-                    row.location
-                )));
+
+    /// The SHA-256 of the bytes read, once every record has been (None
+    /// where the format is read by seeking).
+    pub fn digest(&self) -> Option<Digest> {
+        self.rows.digest()
+    }
+
+    /// The records left out, or the error when none was usable.
+    pub fn finish(self) -> Result<Vec<Skipped>> {
+        if self.records == 0 {
+            let file = &self.file;
+            return Err(Error::Invalid(format!(
+                "{}: no usable records ({} skipped{})",
+                file.display(),
+                self.skipped.len(),
+                self.skipped
+                    .first()
+                    .map(|s| format!(
+                        "; the first, at {}{}: {}",
+                        file.display(),
+                        s.location,
+                        s.reason
+                    ))
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(self.skipped)
+    }
+}
+
+impl Iterator for RecordStream {
+    type Item = Result<Record>;
+    fn next(&mut self) -> Option<Result<Record>> {
+        loop {
+            let row = match self.rows.next()? {
+                Ok(row) => row,
+                Err(e) => return Some(Err(e)),
+            };
+            let parsed = row
+                .value
+                .and_then(|v| parse_record(rename_columns(v, &self.options.columns)));
+            match parsed {
+                Ok(record) => {
+                    self.records += 1;
+                    return Some(Ok(record));
+                }
+                Err(reason) if self.options.on_bad_record == OnBadRecord::Skip => {
+                    self.skipped.push(Skipped {
+                        location: row.location,
+                        reason,
+                    })
+                }
+                Err(reason) => {
+                    let hint = if reason.contains("cut off") {
+                        " (pass --on-bad-record skip to use the complete records)"
+                    } else {
+                        ""
+                    };
+                    return Some(Err(Error::Invalid(format!(
+                        "{}{}: {reason}{hint}",
+                        self.file.display(),
+                        row.location
+                    ))));
+                }
             }
         }
     }
-    if records.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no usable records ({} skipped{})",
-            file.display(),
-            skipped.len(),
-            skipped
-                .first()
-                .map(|s| format!(
-                    "; the first, at {}{}: {}",
-                    file.display(),
-                    s.location,
-                    s.reason
-                ))
-                .unwrap_or_default()
-        )));
-    }
-    Ok(RecordSet {
-        source: file,
-        records,
-        skipped,
-    })
 }
 
 fn rename_columns(value: Value, columns: &BTreeMap<String, String>) -> Value {

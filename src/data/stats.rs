@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
 use super::Example;
+use super::ExampleSource;
 
 /// Summary of tokenized examples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,8 +23,10 @@ pub struct DatasetStats {
 }
 
 impl DatasetStats {
-    pub fn of(examples: &[Example]) -> Self {
-        let lengths: Vec<usize> = examples.iter().map(|e| e.tokens.len()).collect();
+    /// From the examples' index (no example is read).
+    pub fn of<S: ExampleSource + ?Sized>(examples: &S) -> Self {
+        let n = examples.example_count();
+        let lengths: Vec<usize> = (0..n).map(|i| examples.example_len(i)).collect();
         let total_tokens: usize = lengths.iter().sum();
         let max_length = lengths.iter().copied().max().unwrap_or(0);
         let mut histogram = Vec::new();
@@ -37,13 +41,13 @@ impl DatasetStats {
             bound *= 2;
         }
         Self {
-            records: examples.len(),
+            records: n,
             total_tokens,
-            trained_tokens: examples.iter().map(Example::trained_tokens).sum(),
-            truncated: examples.iter().filter(|e| e.truncated).count(),
+            trained_tokens: (0..n).map(|i| examples.example_trained(i)).sum(),
+            truncated: (0..n).filter(|&i| examples.example_truncated(i)).count(),
             min_length: lengths.iter().copied().min().unwrap_or(0),
             max_length,
-            mean_length: total_tokens as f64 / examples.len().max(1) as f64,
+            mean_length: total_tokens as f64 / n.max(1) as f64,
             length_histogram: histogram,
         }
     }
@@ -63,7 +67,7 @@ mod tests {
 
     #[test]
     fn counts_tokens_lengths_and_buckets() {
-        let stats = DatasetStats::of(&[
+        let stats = DatasetStats::of(&vec![
             example(10, 4, false),
             example(40, 10, false),
             example(100, 1, true),

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::cache;
-use super::records::{read_records, train_file, ReadOptions, Record, Skipped};
+use super::cache::{self, Header, Writer};
+use super::examples::{Examples, Store};
+use super::formats::{self, Digest, Format, TextPieces};
+use super::records::{train_file, ReadOptions, Record, RecordStream, Skipped};
 use crate::chat_template::{ChatTemplate, Message};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
@@ -37,7 +39,8 @@ impl Example {
 pub struct TokenizedFile {
     /// The file read.
     pub source: PathBuf,
-    pub examples: Vec<Example>,
+    /// On disk (the cache file, or a temporary one), read per batch.
+    pub examples: Examples,
     /// Records with nothing left to learn after truncation (kept out).
     pub skipped_empty: usize,
     /// Records that could not be read (with `--on-bad-record skip`).
@@ -46,6 +49,20 @@ pub struct TokenizedFile {
     pub chat_records: usize,
     /// Whether the examples came from the tokenization cache.
     pub from_cache: bool,
+}
+
+impl TokenizedFile {
+    fn of(source: PathBuf, store: Store, from_cache: bool) -> Self {
+        let header = store.header.clone();
+        Self {
+            source,
+            examples: Examples::new(store),
+            skipped_empty: header.skipped_empty,
+            skipped: header.skipped,
+            chat_records: header.chat_records,
+            from_cache,
+        }
+    }
 }
 
 /// How records become examples.
@@ -57,11 +74,21 @@ pub struct Tokenization<'a> {
     pub max_length: usize,
 }
 
+/// Records tokenized at a time (in parallel): what stays in memory while a
+/// file is read is a chunk of records and their examples.
+pub const CHUNK_RECORDS: usize = 2048;
+/// A `.txt` corpus is tokenized in pieces of about this many bytes, cut at
+/// line ends.
+pub const CORPUS_PIECE_BYTES: usize = 1 << 20;
+
 impl Tokenization<'_> {
-    /// Reads and tokenizes every record of `path` in parallel (errors name
-    /// the record). With `cache_dir`, the result is kept there keyed by the
+    /// Reads and tokenizes `path` as a stream: records in chunks of
+    /// [`CHUNK_RECORDS`], tokenized in parallel (errors name the record),
+    /// each example written to disk as it comes and read back when a batch
+    /// needs it. With `cache_dir`, the file is kept there keyed by the
     /// file's bytes, the template, the tokenizer and these settings, so the
-    /// same data starts at once the next time.
+    /// same data starts at once the next time; without, it is a temporary
+    /// file gone with the process.
     pub fn file(
         &self,
         path: &Path,
@@ -69,67 +96,140 @@ impl Tokenization<'_> {
         cache_dir: Option<&Path>,
     ) -> Result<TokenizedFile> {
         let source = train_file(path)?;
-        let cache_path = match cache_dir {
-            Some(dir) => Some(dir.join(format!("{}.bin", self.cache_key(&source, read)?))),
-            None => None,
+        let format = Format::of(&source)?;
+        if format == Format::Text {
+            // Checked by the record reader otherwise.
+            RecordStream::check_options(read)?;
+        }
+        // One pass for the key and the whole-file checks (UTF-8, empty).
+        let digest = formats::scan(&source)?;
+        let cache_path =
+            cache_dir.map(|dir| dir.join(format!("{}.bin", self.cache_key(&digest, read))));
+        if let Some(hit) = cache_path.as_deref().and_then(cache::load) {
+            return Ok(TokenizedFile::of(source, hit, true));
+        }
+        let mut writer = match cache_path.as_deref().and_then(Writer::cached) {
+            Some(w) => w,
+            None => Writer::anonymous()?,
         };
-        if let Some(hit) = cache_path.as_deref().and_then(|p| cache::load(p, &source)) {
-            return Ok(hit);
-        }
-        let set = read_records(&source, read)?;
-        let results: Vec<Result<Vec<Example>>> = set
-            .records
-            .par_iter()
-            .map(|record| self.record(record))
-            .collect();
-        let mut examples = Vec::with_capacity(set.records.len());
-        let mut skipped_empty = 0;
-        for (i, result) in results.into_iter().enumerate() {
-            let produced = result.map_err(|e| {
-                Error::Invalid(format!("{}: record {}: {e}", source.display(), i + 1))
-            })?;
-            for example in produced {
-                if example.trained_tokens() > 0 && example.tokens.len() > 1 {
-                    examples.push(example);
-                } else {
-                    skipped_empty += 1;
-                }
-            }
-        }
-        let chat_records = set
-            .records
-            .iter()
-            .filter(|r| matches!(r, Record::Chat(_)))
-            .count();
-        let file = TokenizedFile {
-            source,
-            examples,
-            skipped_empty,
-            skipped: set.skipped,
-            chat_records,
-            from_cache: false,
+        let mut header = Header::default();
+        let read_digest = if format == Format::Text {
+            self.corpus_stream(&source, &mut writer, &mut header)?
+        } else {
+            self.record_stream(&source, read, &mut writer, &mut header)?
         };
-        if let Some(p) = &cache_path {
-            // A cache that cannot be written only costs time next run.
-            let _ = cache::store(p, &file);
-        }
-        Ok(file)
+        // A file changed while it was read is not cached under the old key.
+        let publish = read_digest.is_none_or(|d| d == digest);
+        let store = writer.finish(header, publish)?;
+        Ok(TokenizedFile::of(source, store, false))
     }
 
-    fn cache_key(&self, source: &Path, read: &ReadOptions) -> Result<String> {
-        use sha2::{Digest, Sha256};
-        let bytes = std::fs::read(source).map_err(|e| Error::Io {
-            path: source.into(),
-            source: e,
-        })?;
+    fn record_stream(
+        &self,
+        source: &Path,
+        read: &ReadOptions,
+        writer: &mut Writer,
+        header: &mut Header,
+    ) -> Result<Option<Digest>> {
+        let mut stream = RecordStream::open_scanned(source, read)?;
+        let mut done = 0;
+        loop {
+            let chunk: Vec<Record> = stream.by_ref().take(CHUNK_RECORDS).collect::<Result<_>>()?;
+            if chunk.is_empty() {
+                break;
+            }
+            header.chat_records += chunk
+                .iter()
+                .filter(|r| matches!(r, Record::Chat(_)))
+                .count();
+            let results: Vec<Result<Vec<Example>>> =
+                chunk.par_iter().map(|record| self.record(record)).collect();
+            for (i, result) in results.into_iter().enumerate() {
+                let produced = result.map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: record {}: {e}",
+                        source.display(),
+                        done + i + 1
+                    ))
+                })?;
+                for example in produced {
+                    self.keep(example, writer, header)?;
+                }
+            }
+            done += chunk.len();
+        }
+        let digest = stream.digest();
+        header.skipped = stream.finish()?;
+        Ok(digest)
+    }
+
+    fn keep(&self, example: Example, writer: &mut Writer, header: &mut Header) -> Result<()> {
+        if example.trained_tokens() > 0 && example.tokens.len() > 1 {
+            writer.push(&example)
+        } else {
+            header.skipped_empty += 1;
+            Ok(())
+        }
+    }
+
+    /// A `.txt` corpus as consecutive windows of `max_length` tokens over
+    /// the whole text, every token trained; the text is tokenized in pieces
+    /// of [`CORPUS_PIECE_BYTES`] cut at line ends (in parallel), so a token
+    /// never spans a piece's end (where a whole-text tokenization could
+    /// have merged across it, or a tokenizer that marks the start of a
+    /// text marks each piece's).
+    fn corpus_stream(
+        &self,
+        source: &Path,
+        writer: &mut Writer,
+        header: &mut Header,
+    ) -> Result<Option<Digest>> {
+        let mut pieces = TextPieces::open_scanned(source, CORPUS_PIECE_BYTES)?;
+        let (bos, width) = self.window();
+        let at_once = rayon::current_num_threads().max(1) * 2;
+        let mut carry: Vec<u32> = Vec::new();
+        loop {
+            let batch: Vec<String> = pieces.by_ref().take(at_once).collect::<Result<_>>()?;
+            if batch.is_empty() {
+                break;
+            }
+            let encoded: Vec<Result<Vec<u32>>> =
+                batch.par_iter().map(|t| self.tokenizer.encode(t)).collect();
+            for tokens in encoded {
+                let tokens = tokens
+                    .map_err(|e| Error::Invalid(format!("{}: record 1: {e}", source.display())))?;
+                carry.extend(tokens);
+                let mut start = 0;
+                while carry.len() - start >= width {
+                    self.keep(window(bos, &carry[start..start + width]), writer, header)?;
+                    start += width;
+                }
+                carry.drain(..start);
+            }
+        }
+        if !carry.is_empty() {
+            self.keep(window(bos, &carry), writer, header)?;
+        }
+        Ok(pieces.digest())
+    }
+
+    /// The BOS a corpus window starts with, and the tokens of text it holds.
+    fn window(&self) -> (Option<u32>, usize) {
+        // Models that expect a BOS before a text (Gemma) get one per window.
+        let bos = self.tokenizer.text_bos();
+        (bos, self.max_length.max(2) - usize::from(bos.is_some()))
+    }
+
+    fn cache_key(&self, digest: &Digest, read: &ReadOptions) -> String {
+        use sha2::{Digest as _, Sha256};
         let mut h = Sha256::new();
         h.update(cache::VERSION.to_le_bytes());
-        h.update(&bytes);
+        h.update(digest);
         h.update(self.template.map_or("", |t| t.source.as_str()).as_bytes());
         h.update(self.tokenizer.fingerprint().as_bytes());
         h.update(format!("bos {:?}", self.tokenizer.text_bos()).as_bytes());
         h.update(format!("{:?}|{}|{:?}", self.policy, self.max_length, read).as_bytes());
-        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// One record's examples: one, or several for a corpus.
@@ -151,23 +251,23 @@ impl Tokenization<'_> {
     /// token trained.
     fn corpus(&self, text: &str) -> Result<Vec<Example>> {
         let tokens = self.tokenizer.encode(text)?;
-        // Models that expect a BOS before a text (Gemma) get one per window.
-        let bos = self.tokenizer.text_bos();
-        let width = self.max_length.max(2) - usize::from(bos.is_some());
+        let (bos, width) = self.window();
         Ok(tokens
             .chunks(width)
-            .map(|chunk| {
-                let mut tokens: Vec<u32> = bos.into_iter().collect();
-                let mut trained = vec![false; tokens.len()];
-                tokens.extend(chunk);
-                trained.resize(tokens.len(), true);
-                Example {
-                    tokens,
-                    trained,
-                    truncated: false,
-                }
-            })
+            .map(|chunk| window(bos, chunk))
             .collect())
+    }
+}
+
+fn window(bos: Option<u32>, chunk: &[u32]) -> Example {
+    let mut tokens: Vec<u32> = bos.into_iter().collect();
+    let mut trained = vec![false; tokens.len()];
+    tokens.extend(chunk);
+    trained.resize(tokens.len(), true);
+    Example {
+        tokens,
+        trained,
+        truncated: false,
     }
 }
 
@@ -188,27 +288,22 @@ pub fn tokenize_file(
     .file(path, &ReadOptions::default(), None)
 }
 
-/// Splits off `fraction` of the examples for validation, shuffled with `seed`.
-pub fn split_examples(
-    examples: Vec<Example>,
-    fraction: f64,
-    seed: u64,
-) -> (Vec<Example>, Vec<Example>) {
+/// Splits off `fraction` of the examples for validation, shuffled with
+/// `seed` (each part keeps the file's order; nothing is read).
+pub fn split_examples(examples: Examples, fraction: f64, seed: u64) -> (Examples, Examples) {
     use rand::{seq::SliceRandom, SeedableRng};
-    let mut order: Vec<usize> = (0..examples.len()).collect();
+    let n = examples.len();
+    let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-    let n_valid = ((examples.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
-    let n_valid = n_valid.min(examples.len().saturating_sub(1));
-    let mut is_valid = vec![false; examples.len()];
+    let n_valid = ((n as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
+    let n_valid = n_valid.min(n.saturating_sub(1));
+    let mut is_valid = vec![false; n];
     for &i in &order[..n_valid] {
         is_valid[i] = true;
     }
-    let (valid, train): (Vec<_>, Vec<_>) =
-        examples.into_iter().zip(is_valid).partition(|(_, v)| *v);
-    (
-        train.into_iter().map(|(e, _)| e).collect(),
-        valid.into_iter().map(|(e, _)| e).collect(),
-    )
+    drop(order);
+    let (valid, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| is_valid[i]);
+    (examples.select(&train), examples.select(&valid))
 }
 
 /// The example's text in runs of trained (`true`) and context tokens.

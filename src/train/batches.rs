@@ -5,7 +5,8 @@
 use mlx_rs::Array;
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
-use crate::data::Example;
+use crate::data::ExampleSource;
+use crate::error::Result;
 
 /// Padding granularity: a compiled step is traced once per batch shape, so
 /// it pads to 32 to keep the shapes few; otherwise to 8, which computes
@@ -32,15 +33,19 @@ pub struct Batch {
     pub trained_tokens: usize,
 }
 
-/// Positions an example fills in a row (its inputs are tokens[..n-1]).
-fn positions(e: &Example) -> usize {
-    e.tokens.len().saturating_sub(1)
+/// Positions example `i` fills in a row (its inputs are tokens[..n-1]),
+/// from the index (without reading it).
+fn positions<S: ExampleSource + ?Sized>(examples: &S, i: usize) -> usize {
+    examples.example_len(i).saturating_sub(1)
 }
 
 /// Batches of one example per row, by ascending length.
-pub fn length_sorted_groups(examples: &[Example], batch_size: usize) -> Vec<Vec<Row>> {
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| (examples[i].tokens.len(), i));
+pub fn length_sorted_groups<S: ExampleSource + ?Sized>(
+    examples: &S,
+    batch_size: usize,
+) -> Vec<Vec<Row>> {
+    let mut order: Vec<usize> = (0..examples.example_count()).collect();
+    order.sort_by_key(|&i| (examples.example_len(i), i));
     order
         .chunks(batch_size)
         .filter(|c| c.len() == batch_size)
@@ -50,12 +55,16 @@ pub fn length_sorted_groups(examples: &[Example], batch_size: usize) -> Vec<Vec<
 
 /// Packs examples into rows of at most `capacity` positions (first fit,
 /// longest first), then batches the rows by ascending fill.
-pub fn packed_groups(examples: &[Example], batch_size: usize, capacity: usize) -> Vec<Vec<Row>> {
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(positions(&examples[i])), i));
+pub fn packed_groups<S: ExampleSource + ?Sized>(
+    examples: &S,
+    batch_size: usize,
+    capacity: usize,
+) -> Vec<Vec<Row>> {
+    let mut order: Vec<usize> = (0..examples.example_count()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(positions(examples, i)), i));
     let mut rows: Vec<(usize, Row)> = Vec::new();
     for i in order {
-        let need = positions(&examples[i]).min(capacity);
+        let need = positions(examples, i).min(capacity);
         match rows.iter_mut().find(|(used, _)| used + need <= capacity) {
             Some((used, row)) => {
                 *used += need;
@@ -84,18 +93,39 @@ pub fn epoch_order(groups: usize, seed: u64, epoch: usize) -> Vec<usize> {
 
 /// The padded length of the batch made of `rows`: its longest row rounded
 /// up to a multiple of `multiple`.
-pub fn padded_width(examples: &[Example], rows: &[Row], multiple: usize) -> usize {
+pub fn padded_width<S: ExampleSource + ?Sized>(
+    examples: &S,
+    rows: &[Row],
+    multiple: usize,
+) -> usize {
     let longest = rows
         .iter()
-        .map(|r| r.iter().map(|&i| positions(&examples[i])).sum::<usize>())
+        .map(|r| r.iter().map(|&i| positions(examples, i)).sum::<usize>())
         .max()
         .unwrap_or(1);
     longest.div_ceil(multiple).max(1) * multiple
 }
 
 /// Builds the arrays for `rows`, each padded by `pad_id` to the batch's
-/// [`padded_width`].
-pub fn make_batch(examples: &[Example], rows: &[Row], pad_id: u32, multiple: usize) -> Batch {
+/// [`padded_width`] (panics when an example cannot be read back: see
+/// [`try_make_batch`]).
+pub fn make_batch<S: ExampleSource + ?Sized>(
+    examples: &S,
+    rows: &[Row],
+    pad_id: u32,
+    multiple: usize,
+) -> Batch {
+    try_make_batch(examples, rows, pad_id, multiple).expect("reading the batch's examples")
+}
+
+/// [`make_batch`], reading only the batch's examples (from disk for a
+/// tokenized file).
+pub fn try_make_batch<S: ExampleSource + ?Sized>(
+    examples: &S,
+    rows: &[Row],
+    pad_id: u32,
+    multiple: usize,
+) -> Result<Batch> {
     let width = padded_width(examples, rows, multiple);
     let n = rows.len();
     let mut inputs = vec![pad_id as i32; n * width];
@@ -108,9 +138,9 @@ pub fn make_batch(examples: &[Example], rows: &[Row], pad_id: u32, multiple: usi
     for (row, indices) in rows.iter().enumerate() {
         let mut at = row * width;
         for (segment, &i) in indices.iter().enumerate() {
-            let e = &examples[i];
+            let e = examples.example(i)?;
             let room = (row + 1) * width - at;
-            for pos in 0..positions(e).min(room) {
+            for pos in 0..positions(examples, i).min(room) {
                 inputs[at] = e.tokens[pos] as i32;
                 targets[at] = e.tokens[pos + 1] as i32;
                 segments[at] = segment as i32;
@@ -123,11 +153,11 @@ pub fn make_batch(examples: &[Example], rows: &[Row], pad_id: u32, multiple: usi
         }
     }
     let shape = [n as i32, width as i32];
-    Batch {
+    Ok(Batch {
         inputs: Array::from_slice(&inputs, &shape),
         targets: Array::from_slice(&targets, &shape),
         mask: Array::from_slice(&mask, &shape),
         segments: packed.then(|| Array::from_slice(&segments, &shape)),
         trained_tokens,
-    }
+    })
 }

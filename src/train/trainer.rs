@@ -16,7 +16,7 @@ use mlx_rs::{nn, Array};
 use serde::{Deserialize, Serialize};
 
 use super::batches::{
-    epoch_order, length_sorted_groups, make_batch, packed_groups, pad_multiple, padded_width,
+    epoch_order, length_sorted_groups, packed_groups, pad_multiple, padded_width, try_make_batch,
     Batch, Row,
 };
 use super::checkpoint::{self, LoopState};
@@ -26,7 +26,7 @@ use super::memory::{self, MemoryEstimate, StepShape};
 use super::optimizer::TrainOptimizer;
 use super::recompute;
 use super::schedule::Schedule;
-use crate::data::{split_examples, templates, valid_file, Example, Tokenization};
+use crate::data::{split_examples, templates, valid_file, Examples, Tokenization};
 use crate::error::{Error, Result};
 use crate::eval::nll_from_hidden;
 use crate::kernels::CrossEntropyRows;
@@ -262,7 +262,7 @@ fn run(
         let mut step_tokens = 0usize;
         for micro in 0..config.grad_accumulation {
             let position = (step % steps_per_epoch) * config.grad_accumulation + micro;
-            let batch = make_batch(&train_set, &groups[order[position]], pad, multiple);
+            let batch = try_make_batch(&train_set, &groups[order[position]], pad, multiple)?;
             let weight = Array::from_f32(batch.trained_tokens as f32);
             let arrays = (
                 &batch.inputs,
@@ -422,8 +422,8 @@ fn run(
 /// Everything a run needs before its first step.
 struct Prepared {
     loaded: model::LoadedModel,
-    train_set: Vec<Example>,
-    valid_set: Vec<Example>,
+    train_set: Examples,
+    valid_set: Examples,
     warnings: Vec<String>,
     groups: Vec<Vec<Row>>,
     steps_per_epoch: usize,
@@ -467,7 +467,7 @@ pub fn plan(config: &TrainConfig) -> Result<Plan> {
         batch_size: p.batch_size,
         steps_per_epoch: p.steps_per_epoch,
         total_steps: p.total_steps,
-        trained_tokens_per_epoch: p.train_set.iter().map(Example::trained_tokens).sum(),
+        trained_tokens_per_epoch: p.train_set.total_trained_tokens(),
         trainable_parameters: p.trainable,
         total_parameters: p.total_parameters,
         memory_estimate: p.memory_estimate,
@@ -673,7 +673,7 @@ fn compiled_value_and_grad(
 /// Token-weighted mean validation loss.
 fn evaluate(
     model: &mut Model,
-    examples: &[Example],
+    examples: &Examples,
     config: &TrainConfig,
     batch_size: usize,
     pad: u32,
@@ -692,7 +692,7 @@ fn evaluate(
             mask,
             trained_tokens,
             ..
-        } = make_batch(examples, group, pad, pad_multiple(false));
+        } = try_make_batch(examples, group, pad, pad_multiple(false))?;
         let loss: f32 = batch_loss(model, (&inputs, &targets, &mask, None), false)?.item_exact();
         total += loss as f64 * trained_tokens as f64;
         tokens += trained_tokens;
@@ -732,8 +732,8 @@ fn clip_by_global_norm(
 
 /// Training and validation examples, and what the user should know.
 struct Data {
-    train: Vec<Example>,
-    valid: Vec<Example>,
+    train: Examples,
+    valid: Examples,
     warnings: Vec<String>,
 }
 
@@ -790,7 +790,10 @@ fn load_data(config: &TrainConfig, loaded: &model::LoadedModel) -> Result<Data> 
             ));
             (t, v)
         }
-        None => (train.examples, Vec::new()),
+        None => {
+            let none = train.examples.select(&[]);
+            (train.examples, none)
+        }
     };
     Ok(Data {
         train: train_examples,

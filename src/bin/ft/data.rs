@@ -135,7 +135,7 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&pieces)?);
                 return Ok(());
             }
-            for (i, example) in shown.into_iter().enumerate() {
+            for (i, example) in shown.iter().enumerate() {
                 print_preview(start + i + 1, example, &loaded)?;
             }
             Ok(())
@@ -233,7 +233,7 @@ fn inspect(args: &InspectArgs, count: usize, json: bool) -> anyhow::Result<()> {
         println!("  ≤{bound:<6} {n:>7}  {}", "#".repeat(n * 40 / widest));
     }
     for (i, example) in file.examples.iter().take(count).enumerate() {
-        print_preview(i + 1, example, &loaded)?;
+        print_preview(i + 1, &example, &loaded)?;
     }
     Ok(())
 }

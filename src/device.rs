@@ -153,7 +153,8 @@ pub fn default_is_gpu() -> bool {
 
 /// Bytes training can still take on the device that runs it: the GPU's
 /// free memory on CUDA (a discrete card), else the system's available
-/// memory (the CPU, and Apple's unified memory). 0 when unknown.
+/// memory (the CPU, and Apple's unified memory), within the process's
+/// cgroup limit. 0 when unknown.
 pub fn memory_available_for_training() -> u64 {
     if default_is_gpu() && mlx_flag(mlx_sys::mlx_cuda_is_available).unwrap_or(false) {
         if let Some(free) = gpu_info().and_then(|g| g.free_bytes) {
@@ -163,14 +164,108 @@ pub fn memory_available_for_training() -> u64 {
     system_available_memory()
 }
 
-/// The system's available memory in bytes (0 when unknown).
+/// The system's available memory in bytes (0 when unknown), no more than
+/// the process's cgroup still allows (a container's memory limit).
 pub fn system_available_memory() -> u64 {
-    System::new()
+    let system = System::new()
         .map(|mut s| {
             s.refresh_memory();
             s.available_memory()
         })
-        .unwrap_or(0)
+        .unwrap_or(0);
+    match cgroup_memory_headroom() {
+        Some(headroom) if system == 0 => headroom,
+        Some(headroom) => system.min(headroom),
+        None => system,
+    }
+}
+
+/// Bytes the process's own cgroup (from /proc/self/cgroup) still allows:
+/// its limit less what it uses, less reclaimable page cache, the tightest
+/// over it and its parents. None without a limit (or off Linux).
+pub fn cgroup_memory_headroom() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_headroom(std::path::Path::new("/sys/fs/cgroup"), &own)
+}
+
+/// [`cgroup_memory_headroom`] with the cgroup file system mounted at
+/// `root` and `own` the text of /proc/self/cgroup: cgroup v2
+/// (`0::/path`, `memory.max` / `memory.current`) or v1 (`N:...memory...:/path`,
+/// `memory/…/memory.limit_in_bytes` / `memory.usage_in_bytes`).
+pub fn cgroup_headroom(root: &std::path::Path, own: &str) -> Option<u64> {
+    let mut v2 = None;
+    let mut v1 = None;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if id == "0" && controllers.is_empty() {
+            v2 = Some(path.trim());
+        } else if controllers.split(',').any(|c| c == "memory") {
+            v1 = Some(path.trim());
+        }
+    }
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok();
+    let number = |text: Option<String>| -> Option<u64> { text?.trim().parse().ok() };
+    let stat = |dir: &std::path::Path, key: &str| -> u64 {
+        read(dir.join("memory.stat"))
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == key).then(|| v.trim().parse().ok()).flatten()
+                })
+            })
+            .unwrap_or(0)
+    };
+    // Limits this large mean none (v1 writes "unlimited" as a page-rounded
+    // i64::MAX).
+    const UNLIMITED: u64 = 1 << 60;
+    let mut tightest: Option<u64> = None;
+    let mut consider = |limit: Option<u64>, used: Option<u64>, cache: u64| {
+        if let (Some(limit), Some(used)) = (limit, used) {
+            if limit < UNLIMITED {
+                let left = limit.saturating_sub(used.saturating_sub(cache));
+                tightest = Some(tightest.map_or(left, |t| t.min(left)));
+            }
+        }
+    };
+    if let Some(path) = v2 {
+        // The cgroup and its ancestors up to the mount's root (inside a
+        // container, the root is the container's own cgroup).
+        let mut dir = root.join(path.trim_start_matches('/'));
+        if !dir.starts_with(root) || !dir.is_dir() {
+            dir = root.to_path_buf();
+        }
+        loop {
+            let limit = read(dir.join("memory.max")).and_then(|t| {
+                let t = t.trim().to_string();
+                (t != "max").then_some(t).and_then(|t| t.parse().ok())
+            });
+            consider(
+                limit,
+                number(read(dir.join("memory.current"))),
+                stat(&dir, "inactive_file"),
+            );
+            if dir == root || !dir.pop() || !dir.starts_with(root) {
+                break;
+            }
+        }
+    }
+    if let Some(path) = v1 {
+        let base = root.join("memory");
+        let mut dir = base.join(path.trim_start_matches('/'));
+        if !dir.is_dir() {
+            dir = base.clone();
+        }
+        consider(
+            number(read(dir.join("memory.limit_in_bytes"))),
+            number(read(dir.join("memory.usage_in_bytes"))),
+            stat(&dir, "total_inactive_file"),
+        );
+    }
+    tightest
 }
 
 fn mlx_flag(query: unsafe extern "C" fn(*mut bool) -> i32) -> Result<bool> {
@@ -353,5 +448,87 @@ impl fmt::Display for MatmulBenchmark {
             "{rate:.1} {unit} {} ({}x{}, {} runs in {:.2} s)",
             self.dtype, self.size, self.size, self.iterations, self.seconds
         )
+    }
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use super::cgroup_headroom;
+    use std::path::Path;
+
+    fn write(root: &Path, file: &str, text: &str) {
+        let path = root.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn v2_limit_less_usage_less_inactive_cache_tightest_ancestor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "user.slice/memory.max", "8000000000\n");
+        write(root, "user.slice/memory.current", "1000000000\n");
+        write(root, "user.slice/app/memory.max", "max\n");
+        write(root, "user.slice/app/memory.current", "500000000\n");
+        write(
+            root,
+            "user.slice/app/memory.stat",
+            "anon 1\ninactive_file 100000000\n",
+        );
+        let own = "0::/user.slice/app\n";
+        assert_eq!(cgroup_headroom(root, own), Some(7_000_000_000));
+        write(root, "user.slice/app/memory.max", "2000000000\n");
+        assert_eq!(cgroup_headroom(root, own), Some(1_600_000_000));
+    }
+
+    #[test]
+    fn v2_inside_a_container_reads_the_namespace_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "memory.max", "4294967296\n");
+        write(tmp.path(), "memory.current", "294967296\n");
+        assert_eq!(cgroup_headroom(tmp.path(), "0::/\n"), Some(4_000_000_000));
+        write(tmp.path(), "memory.max", "max\n");
+        assert_eq!(cgroup_headroom(tmp.path(), "0::/\n"), None);
+    }
+
+    #[test]
+    fn v1_memory_controller_and_unlimited() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let own = "12:pids:/docker/abc\n4:cpu,cpuacct:/docker/abc\n9:memory:/docker/abc\n";
+        write(
+            root,
+            "memory/docker/abc/memory.limit_in_bytes",
+            "3000000000\n",
+        );
+        write(
+            root,
+            "memory/docker/abc/memory.usage_in_bytes",
+            "1200000000\n",
+        );
+        write(
+            root,
+            "memory/docker/abc/memory.stat",
+            "cache 5\ntotal_inactive_file 200000000\n",
+        );
+        assert_eq!(cgroup_headroom(root, own), Some(2_000_000_000));
+        write(
+            root,
+            "memory/docker/abc/memory.limit_in_bytes",
+            "9223372036854771712\n",
+        );
+        assert_eq!(cgroup_headroom(root, own), None);
+        // A container sees its own cgroup at the mount's root.
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "memory/memory.limit_in_bytes", "1000\n");
+        write(tmp.path(), "memory/memory.usage_in_bytes", "400\n");
+        assert_eq!(cgroup_headroom(tmp.path(), own), Some(600));
+    }
+
+    #[test]
+    fn no_cgroup_file_no_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(cgroup_headroom(tmp.path(), ""), None);
+        assert_eq!(cgroup_headroom(tmp.path(), "0::/a/b\n"), None);
     }
 }

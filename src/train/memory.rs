@@ -27,6 +27,11 @@ pub struct MemoryEstimate {
     pub activations: u64,
     /// Logits over the vocabulary, their softmax and gradient.
     pub logits: u64,
+    /// What the data keeps in memory while training: the examples' index,
+    /// the batches' plan and one batch being read (the tokens stay on
+    /// disk, see `data::examples`).
+    #[serde(default)]
+    pub data: u64,
     pub total: u64,
 }
 
@@ -108,9 +113,28 @@ impl MemoryEstimate {
             adapters,
             activations,
             logits,
+            data: 0,
             total: weights + adapters + activations + logits,
         }
     }
+
+    /// The same, with `bytes` of resident data added.
+    pub fn with_data(mut self, bytes: u64) -> Self {
+        self.total = self.total - self.data + bytes;
+        self.data = bytes;
+        self
+    }
+}
+
+/// Bytes the batching plan and one batch being built keep for `examples`
+/// examples in `groups` batches of `rows` rows of at most `width` positions:
+/// per example its index in a row, per row and batch a list; the batch's
+/// four int32 / float32 arrays and the examples read for it.
+pub fn plan_bytes(examples: usize, groups: usize, rows: usize, width: usize) -> u64 {
+    let list = 3 * 8 + 16; // a Vec and its allocation's overhead
+    let plan = examples * 8 + groups * rows * list + groups * (list + 8);
+    let batch = rows * width * (4 * 4 + 5);
+    (plan + batch) as u64
 }
 
 /// "1.23 GiB".

@@ -547,13 +547,17 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
             .map(|g| padded_width(&train_set, g, multiple))
             .max()
             .unwrap_or(1);
+        let n_groups = groups.len();
         let estimate_with = |recompute| {
             let shape = StepShape {
                 batch: batch_size,
                 width,
                 recompute,
             };
-            MemoryEstimate::of(&loaded.model, trainable, shape)
+            let data = train_set.resident_bytes()
+                + valid_set.resident_bytes()
+                + memory::plan_bytes(train_set.len(), n_groups, batch_size, width) as usize;
+            MemoryEstimate::of(&loaded.model, trainable, shape).with_data(data as u64)
         };
         let estimate = estimate_with(config.grad_checkpoint);
         let fits = available_memory == 0

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use finetune::export::{export_run, ExportFormat};
+use finetune::export::{export_run, export_run_gguf, ExportFormat};
+use finetune::gguf::mix::FileType;
 use finetune::runs::{runs_dir, Run};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -14,6 +15,42 @@ pub enum Format {
     Peft,
     /// The base model with the adapters folded in, as a Hugging Face folder.
     Fused,
+    /// The base model with the adapters folded in, as one GGUF file for
+    /// llama.cpp, Ollama and LM Studio (file type from --quant).
+    Gguf,
+}
+
+/// `--quant`: a GGUF file type by llama.cpp's name (f16, q8_0, q4_k_m, …).
+pub fn quant_parser() -> impl clap::builder::TypedValueParser<Value = FileType> {
+    use clap::builder::TypedValueParser;
+    // Parsed in any case; listed in llama-quantize's spelling.
+    let names: Vec<clap::builder::PossibleValue> = FileType::all()
+        .map(|t| clap::builder::PossibleValue::new(t.name()))
+        .collect();
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|s| FileType::from_name(&s).expect("a listed value"))
+}
+
+/// Size and per-tensor types of a GGUF just written, and where each
+/// tensor's weights came from.
+pub fn print_gguf_report(report: &finetune::export::gguf::GgufReport) {
+    let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for t in &report.tensors {
+        *counts
+            .entry((t.written.clone(), t.came_from.clone()))
+            .or_default() += 1;
+    }
+    eprintln!(
+        "wrote {} ({}, {:.1} MiB, {} tensors)",
+        report.path.display(),
+        report.file_type,
+        report.bytes as f64 / (1u64 << 20) as f64,
+        report.tensors.len()
+    );
+    for ((written, from), n) in counts {
+        eprintln!("  {n:>4} × {written:<6} from {from}");
+    }
+    println!("{}", report.path.display());
 }
 
 #[derive(Args)]
@@ -22,6 +59,10 @@ pub struct ExportArgs {
     pub run: String,
     #[arg(long, value_enum)]
     pub format: Format,
+    /// GGUF file type (with --format gguf): f16, bf16, q8_0, q6_k, q5_k_m,
+    /// q4_k_m, q4_0, … — per-tensor types as llama-quantize chooses them.
+    #[arg(long, default_value = "q8_0", ignore_case = true, value_parser = quant_parser())]
+    pub quant: FileType,
     /// Where to write (default: <run>/export-<format>); must not exist.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -31,10 +72,16 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let run = Run::open(&args.runs_dir.unwrap_or_else(runs_dir), &args.run)?;
+    if let Format::Gguf = args.format {
+        let report = export_run_gguf(&run, args.quant, args.output.as_deref())?;
+        print_gguf_report(&report);
+        return Ok(());
+    }
     let format = match args.format {
         Format::Mlx => ExportFormat::Mlx,
         Format::Peft => ExportFormat::Peft,
         Format::Fused => ExportFormat::Fused,
+        Format::Gguf => unreachable!("written above"),
     };
     let output = export_run(&run, format, args.output.as_deref())?;
     eprintln!("wrote {} adapters to {}", format.name(), output.display());

@@ -58,12 +58,28 @@ fn bits_parser() -> impl clap::builder::TypedValueParser<Value = i32> {
 pub struct ConvertArgs {
     /// A .gguf file, a Hugging Face folder (safetensors or .bin), or a hub id.
     pub model: PathBuf,
-    /// The new folder to write (must not exist).
+    /// The new folder (or, with `--to gguf`, file) to write; must not exist.
     #[arg(long)]
     pub output: PathBuf,
+    /// What to write: a Hugging Face folder, or one GGUF file for llama.cpp,
+    /// Ollama and LM Studio.
+    #[arg(long, value_enum, default_value = "hf")]
+    pub to: ConvertTo,
+    /// The GGUF file type (with `--to gguf`): tensor types chosen per tensor
+    /// as llama-quantize does.
+    #[arg(long, default_value = "f16", ignore_case = true, value_parser = crate::export::quant_parser())]
+    pub quant: finetune::gguf::mix::FileType,
     /// Largest safetensors shard, in MiB.
     #[arg(long, default_value_t = 5120)]
     pub shard_size_mb: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ConvertTo {
+    /// A Hugging Face folder: config.json, safetensors, tokenizer.json.
+    Hf,
+    /// One GGUF file (llama.cpp's names and layouts, tokenizer and chat template inside).
+    Gguf,
 }
 
 pub fn run(command: ModelsCommand) -> anyhow::Result<()> {
@@ -96,8 +112,18 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<()> {
 
 pub fn convert(args: ConvertArgs) -> anyhow::Result<()> {
     let mut loaded = load_dense(&args.model)?;
-    finetune::export::write_hf_folder(&mut loaded, &args.output, args.shard_size_mb << 20)?;
-    eprintln!("wrote {}", args.output.display());
+    match args.to {
+        ConvertTo::Hf => {
+            finetune::export::write_hf_folder(&mut loaded, &args.output, args.shard_size_mb << 20)?;
+            eprintln!("wrote {}", args.output.display());
+        }
+        ConvertTo::Gguf => {
+            let name = finetune::export::model_label(&args.model);
+            let report =
+                finetune::export::gguf::write_gguf(&loaded, &args.output, args.quant, &name)?;
+            crate::export::print_gguf_report(&report);
+        }
+    }
     Ok(())
 }
 

@@ -4,6 +4,9 @@
 //! adapters into the base (`ft export --format fused`) and to convert any
 //! supported input, a GGUF file included (`ft convert`).
 
+pub mod gguf;
+mod gguf_vocab;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -156,6 +159,59 @@ impl ExportFormat {
             Self::Fused => "fused",
         }
     }
+}
+
+/// Writes a run's model (its base with the adapters fused in) as one GGUF
+/// file of `file_type` at `output` (default: `<run>/export-gguf-<type>/
+/// model-<type>.gguf`); refuses to overwrite anything there.
+pub fn export_run_gguf(
+    run: &crate::runs::Run,
+    file_type: crate::gguf::mix::FileType,
+    output: Option<&Path>,
+) -> Result<gguf::GgufReport> {
+    let config = run.read_config()?;
+    let adapters = run.adapters_dir();
+    if !adapters.join("adapter_config.json").exists() {
+        return Err(Error::Invalid(format!(
+            "run {}: no adapters yet (it has not finished or saved a step)",
+            run.id
+        )));
+    }
+    let name = file_type.name().to_ascii_lowercase();
+    let output = output.map(Path::to_path_buf).unwrap_or_else(|| {
+        run.dir
+            .join(format!("export-gguf-{name}"))
+            .join(format!("model-{name}.gguf"))
+    });
+    if output.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: already exists; choose a new file",
+            output.display()
+        )));
+    }
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            path: parent.into(),
+            source,
+        })?;
+    }
+    let options = crate::model::LoadOptions {
+        dequantize: true,
+        ..Default::default()
+    };
+    let mut loaded = crate::model::load(&config.model, &options)?;
+    crate::lora::load_adapters(&mut loaded.model, &adapters)?;
+    fuse_adapters(&mut loaded)?;
+    let label = format!("{} (FineTune run {})", model_label(&config.model), run.id);
+    gguf::write_gguf(&loaded, &output, file_type, &label)
+}
+
+/// A model's name for `general.name`: its file or folder name.
+pub fn model_label(model: &Path) -> String {
+    model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
 }
 
 /// Writes a run's adapters in `format` to `output` (default:

@@ -1,0 +1,485 @@
+//! Writing a model as one GGUF file, the way llama.cpp's own converter and
+//! `llama-quantize` write it: llama.cpp's tensor names and layouts (Llama's
+//! q/k rows permuted for its RoPE, Gemma's norms with the 1 of `(1 + w)`
+//! added, GPT-2's projections as (out, in)), the hyper-parameter keys
+//! llama.cpp reads, the whole tokenizer and the chat template, and each
+//! tensor's type chosen per tensor as `llama-quantize` chooses it for the
+//! file type ([`crate::gguf::mix`]), quantized with its algorithms
+//! ([`crate::gguf::quantize`]).
+
+use std::path::{Path, PathBuf};
+
+use mlx_rs::Array;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gguf::mix::{self, FileType, ModelInfo, TensorDesc};
+use crate::gguf::write::{GgufWriter, TensorSpec};
+use crate::gguf::{self as g, GgmlType, GgufFile, Value};
+use crate::model::architecture;
+use crate::model::config::LlamaConfig;
+use crate::model::{LoadedModel, Model};
+
+/// What was written, tensor by tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct GgufReport {
+    pub path: PathBuf,
+    pub file_type: String,
+    pub bytes: u64,
+    pub tensors: Vec<TensorReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorReport {
+    /// llama.cpp's name.
+    pub name: String,
+    /// The type written.
+    pub written: String,
+    /// The precision the weights had before: the source file's type for a
+    /// GGUF base (so a Q4_K base re-quantized to Q8_0 says so), else the
+    /// dtype they were loaded in.
+    pub came_from: String,
+}
+
+/// One tensor as it will be written: llama.cpp's name, its values in
+/// llama.cpp's layout (row-major, rows of `dims[0]`), GGUF dims.
+struct Pending {
+    name: String,
+    values: Array,
+    dims: Vec<u64>,
+}
+
+/// Writes `loaded` (a dense model: fuse adapters and dequantize first) to
+/// the new file `path` as `file_type`, named `name` (`general.name`).
+pub fn write_gguf(
+    loaded: &LoadedModel,
+    path: &Path,
+    file_type: FileType,
+    name: &str,
+) -> Result<GgufReport> {
+    let source_gguf = source_gguf(&loaded.source)?;
+    let (arch, mut metadata, tensors) = match &loaded.model {
+        Model::Llama(m) => llama_family(&m.config, loaded.model.hf_tensors())?,
+        Model::Gpt2(m) => gpt2(&m.config, loaded.model.hf_tensors())?,
+    };
+    metadata.splice(
+        0..0,
+        [
+            (
+                "general.architecture".to_string(),
+                Value::String(arch.clone()),
+            ),
+            ("general.type".to_string(), Value::String("model".into())),
+            ("general.name".to_string(), Value::String(name.into())),
+        ],
+    );
+    metadata.push(("general.file_type".into(), Value::U32(file_type.id())));
+    metadata.push(("general.quantization_version".into(), Value::U32(2)));
+    metadata.extend(tokenizer_metadata(loaded, source_gguf.as_ref())?);
+
+    // llama-quantize's order (its per-layer counters depend on it).
+    let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    let order = mix::llama_order(&names);
+    let tensors: Vec<&Pending> = order.iter().map(|&i| &tensors[i]).collect();
+    let (n_layer, n_head, n_head_kv) = match &loaded.model {
+        Model::Llama(m) => (
+            m.config.num_hidden_layers,
+            m.config.num_attention_heads,
+            m.config.kv_heads(),
+        ),
+        Model::Gpt2(m) => (m.config.n_layer, m.config.n_head, m.config.n_head),
+    };
+    let info = ModelInfo {
+        arch: &arch,
+        n_layer: n_layer as usize,
+        n_head: n_head as usize,
+        n_head_kv: n_head_kv as usize,
+        n_expert: 0,
+        is_70b: false,
+    };
+    let descs: Vec<TensorDesc> = tensors
+        .iter()
+        .map(|t| TensorDesc {
+            name: &t.name,
+            dims: &t.dims,
+            source: GgmlType::F32,
+        })
+        .collect();
+    let types = mix::tensor_types(file_type, &info, &descs)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    let specs: Vec<TensorSpec> = tensors
+        .iter()
+        .zip(&types)
+        .map(|(t, ty)| TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ggml_type: *ty,
+        })
+        .collect();
+    let fail = |e: String| Error::Invalid(format!("{}: {e}", path.display()));
+    let mut writer = GgufWriter::create(path, &metadata, &specs, false).map_err(fail)?;
+    let loaded_dtype = tensors
+        .first()
+        .map(|t| format!("{:?}", t.values.dtype()).to_lowercase())
+        .unwrap_or_default();
+    let mut report = Vec::with_capacity(tensors.len());
+    for (t, ty) in tensors.iter().zip(&types) {
+        // Row-major float32 (a reshape copies a transposed view).
+        let values = t.values.as_dtype(mlx_rs::Dtype::Float32)?.reshape(&[-1])?;
+        values.eval()?;
+        let values = values.as_slice::<f32>();
+        let bytes = g::quantize::quantize(*ty, values, t.dims[0] as usize)
+            .map_err(|e| fail(format!("tensor {}: {e}", t.name)))?;
+        writer.write_data(&bytes).map_err(fail)?;
+        let came_from = source_gguf
+            .as_ref()
+            .and_then(|f| f.tensor(&t.name))
+            .map(|s| s.ggml_type.name().to_string())
+            .unwrap_or_else(|| loaded_dtype.clone());
+        report.push(TensorReport {
+            name: t.name.clone(),
+            written: ty.name().to_string(),
+            came_from,
+        });
+    }
+    let path = writer.finish().map_err(fail)?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    Ok(GgufReport {
+        path,
+        file_type: file_type.name().to_string(),
+        bytes,
+        tensors: report,
+    })
+}
+
+/// The GGUF file the model was loaded from, when it was one.
+fn source_gguf(source: &Path) -> Result<Option<GgufFile>> {
+    let is_gguf = source.is_file()
+        && source
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    if is_gguf {
+        GgufFile::open(source).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn u32_value(v: i32) -> Value {
+    Value::U32(v.max(0) as u32)
+}
+
+/// GGUF dims of an MLX array: innermost first.
+fn dims_of(a: &Array) -> Vec<u64> {
+    a.shape().iter().rev().map(|&d| d as u64).collect()
+}
+
+fn pending(name: String, values: Array) -> Pending {
+    let dims = dims_of(&values);
+    Pending { name, values, dims }
+}
+
+/// llama.cpp's `permute` of q/k rows: each head's rows, (2, d/2) in
+/// Hugging Face's rotate-half layout, are stored interleaved (d/2, 2).
+fn permute_rows(t: &Array, heads: i32) -> Result<Array> {
+    let shape = t.shape().to_vec();
+    let rows = shape[0];
+    if heads <= 0 || rows % (heads * 2) != 0 {
+        return Err(Error::Invalid(format!(
+            "a q/k tensor has {rows} rows, not a multiple of 2 × {heads} heads"
+        )));
+    }
+    let mut split = vec![heads, 2, rows / heads / 2];
+    split.extend(&shape[1..]);
+    Ok(t.reshape(&split)?.swap_axes(1, 2)?.reshape(&shape)?)
+}
+
+/// Hugging Face name → llama.cpp name (Llama family).
+fn gguf_name(hf: &str, gemma: bool, fused: bool) -> Option<String> {
+    let (stem, part) = hf.rsplit_once('.')?;
+    let stem = match stem {
+        "model.embed_tokens" => "token_embd".to_string(),
+        "model.norm" => "output_norm".to_string(),
+        "lm_head" => "output".to_string(),
+        _ => {
+            let rest = stem.strip_prefix("model.layers.")?;
+            let (layer, module) = rest.split_once('.')?;
+            let module = match module {
+                "self_attn.q_proj" => "attn_q",
+                "self_attn.k_proj" => "attn_k",
+                "self_attn.v_proj" => "attn_v",
+                "self_attn.qkv_proj" => "attn_qkv",
+                "self_attn.o_proj" => "attn_output",
+                "self_attn.q_norm" => "attn_q_norm",
+                "self_attn.k_norm" => "attn_k_norm",
+                "mlp.gate_proj" => "ffn_gate",
+                "mlp.up_proj" => "ffn_up",
+                "mlp.gate_up_proj" if fused => "ffn_up",
+                "mlp.down_proj" => "ffn_down",
+                "input_layernorm" => "attn_norm",
+                "pre_feedforward_layernorm" if gemma => "ffn_norm",
+                "post_attention_layernorm" if gemma => "post_attention_norm",
+                "post_attention_layernorm" => "ffn_norm",
+                "post_feedforward_layernorm" => "post_ffw_norm",
+                _ => return None,
+            };
+            format!("blk.{layer}.{module}")
+        }
+    };
+    Some(format!("{stem}.{part}"))
+}
+
+type Converted = (String, Vec<(String, Value)>, Vec<Pending>);
+
+fn llama_family(config: &LlamaConfig, hf: Vec<(String, Array)>) -> Result<Converted> {
+    let arch = architecture::by_model_type(&config.model_type).ok_or_else(|| {
+        Error::Invalid(format!(
+            "GGUF export: architecture `{}` has no GGUF form here",
+            config.model_type
+        ))
+    })?;
+    // llama.cpp's converter writes Mistral (v0.1–0.3) as `llama`.
+    let a = if arch.model_type == "mistral" {
+        "llama".to_string()
+    } else {
+        arch.gguf.to_string()
+    };
+    let key = |k: &str| format!("{a}.{k}");
+    let head_dim = config.head_dim();
+    let mut meta: Vec<(String, Value)> = vec![
+        (
+            key("context_length"),
+            u32_value(config.max_position_embeddings.unwrap_or(4096)),
+        ),
+        (key("embedding_length"), u32_value(config.hidden_size)),
+        (key("block_count"), u32_value(config.num_hidden_layers)),
+        (
+            key("feed_forward_length"),
+            u32_value(config.intermediate_size),
+        ),
+        (
+            key("attention.head_count"),
+            u32_value(config.num_attention_heads),
+        ),
+        (key("attention.head_count_kv"), u32_value(config.kv_heads())),
+        (key("rope.freq_base"), Value::F32(config.rope_theta)),
+        (
+            key("attention.layer_norm_rms_epsilon"),
+            Value::F32(config.rms_norm_eps),
+        ),
+        (key("attention.key_length"), u32_value(head_dim)),
+        (key("attention.value_length"), u32_value(head_dim)),
+        (key("vocab_size"), u32_value(config.vocab_size)),
+        (key("rope.dimension_count"), u32_value(config.rotary_dims())),
+    ];
+    if let Some(base) = config.rope_local_base_freq {
+        meta.push((key("rope.freq_base_swa"), Value::F32(base)));
+    }
+    // Windows llama.cpp reads for these architectures (it has none for
+    // Llama/Mistral or Qwen2).
+    let windowed = matches!(a.as_str(), "gemma2" | "gemma3" | "phi3");
+    if windowed {
+        let window = config
+            .layer_windows()
+            .into_iter()
+            .flatten()
+            .next()
+            .unwrap_or(0);
+        meta.push((key("attention.sliding_window"), u32_value(window)));
+    }
+    if let Some(cap) = config.attn_logit_softcapping {
+        meta.push((key("attn_logit_softcapping"), Value::F32(cap)));
+    }
+    if let Some(cap) = config.final_logit_softcapping {
+        meta.push((key("final_logit_softcapping"), Value::F32(cap)));
+    }
+    let mut extra = Vec::new();
+    if let Some(scaling) = &config.rope_scaling {
+        match scaling.rope_type.as_str() {
+            "linear" => {
+                meta.push((key("rope.scaling.type"), Value::String("linear".into())));
+                meta.push((key("rope.scaling.factor"), Value::F32(scaling.factor)));
+            }
+            "llama3" => extra.push(pending(
+                "rope_freqs.weight".into(),
+                Array::from_slice(&llama3_factors(config, scaling), &[head_dim / 2]),
+            )),
+            "longrope" | "su" => {
+                let (Some(long), Some(short)) = (&scaling.long_factor, &scaling.short_factor)
+                else {
+                    return Err(Error::Invalid(
+                        "GGUF export: LongRoPE without its long and short factors".into(),
+                    ));
+                };
+                let n = long.len() as i32;
+                extra.push(pending(
+                    "rope_factors_long.weight".into(),
+                    Array::from_slice(long, &[n]),
+                ));
+                extra.push(pending(
+                    "rope_factors_short.weight".into(),
+                    Array::from_slice(short, &[short.len() as i32]),
+                ));
+                let original = config
+                    .original_max_position_embeddings
+                    .or(scaling.original_max_position_embeddings)
+                    .unwrap_or(4096);
+                meta.push((
+                    key("rope.scaling.original_context_length"),
+                    u32_value(original),
+                ));
+                let context = config.max_position_embeddings.unwrap_or(original);
+                let factor = context as f32 / original as f32;
+                let attn = scaling.attention_factor.unwrap_or_else(|| {
+                    if factor <= 1.0 {
+                        1.0
+                    } else {
+                        (1.0 + factor.ln() / (original as f32).ln()).sqrt()
+                    }
+                });
+                meta.push((key("rope.scaling.attn_factor"), Value::F32(attn)));
+            }
+            "default" => {}
+            other => {
+                return Err(Error::Invalid(format!(
+                    "GGUF export: RoPE scaling `{other}` has no GGUF form here"
+                )))
+            }
+        }
+    }
+
+    let mut tensors = Vec::new();
+    for (name, t) in hf {
+        let Some(gname) = gguf_name(&name, arch.gemma, arch.fused_projections) else {
+            return Err(Error::Invalid(format!(
+                "GGUF export: tensor `{name}` has no llama.cpp name"
+            )));
+        };
+        let mut t = t;
+        if arch.gemma && gname.contains("norm.weight") {
+            t = t.add(Array::from_f32(1.0))?;
+        }
+        if arch.gguf_permuted_qk {
+            if gname.contains(".attn_q.") {
+                t = permute_rows(&t, config.num_attention_heads)?;
+            } else if gname.contains(".attn_k.") {
+                t = permute_rows(&t, config.kv_heads())?;
+            }
+        }
+        tensors.push(pending(gname, t));
+    }
+    tensors.extend(extra);
+    Ok((a, meta, tensors))
+}
+
+/// Llama 3's RoPE scaling as llama.cpp's `rope_freqs`: the factor each
+/// frequency is divided by (1 for short wavelengths, `factor` for long,
+/// smoothly between).
+fn llama3_factors(config: &LlamaConfig, s: &crate::model::config::RopeScaling) -> Vec<f32> {
+    let dims = config.head_dim();
+    let low = s.low_freq_factor.unwrap_or(1.0);
+    let high = s.high_freq_factor.unwrap_or(4.0);
+    let old = s.original_max_position_embeddings.unwrap_or(8192) as f32;
+    let (low_wavelen, high_wavelen) = (old / low, old / high);
+    (0..dims / 2)
+        .map(|i| {
+            let freq = 1.0 / config.rope_theta.powf(2.0 * i as f32 / dims as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                s.factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / s.factor + smooth)
+            }
+        })
+        .collect()
+}
+
+fn gpt2(config: &crate::model::gpt2::Gpt2Config, hf: Vec<(String, Array)>) -> Result<Converted> {
+    let meta = vec![
+        ("gpt2.context_length".into(), u32_value(config.n_positions)),
+        ("gpt2.embedding_length".into(), u32_value(config.n_embd)),
+        ("gpt2.block_count".into(), u32_value(config.n_layer)),
+        (
+            "gpt2.feed_forward_length".into(),
+            u32_value(config.n_inner.unwrap_or(4 * config.n_embd)),
+        ),
+        ("gpt2.attention.head_count".into(), u32_value(config.n_head)),
+        (
+            "gpt2.attention.layer_norm_epsilon".into(),
+            Value::F32(config.layer_norm_epsilon),
+        ),
+    ];
+    let mut tensors = Vec::new();
+    for (name, t) in hf {
+        let (stem, part) = name.rsplit_once('.').unwrap_or((&name, ""));
+        let (gstem, conv1d) = match stem {
+            "transformer.wte" => ("token_embd".to_string(), false),
+            "transformer.wpe" => ("position_embd".to_string(), false),
+            "transformer.ln_f" => ("output_norm".to_string(), false),
+            "lm_head" => ("output".to_string(), false),
+            _ => {
+                let Some((layer, module)) = stem
+                    .strip_prefix("transformer.h.")
+                    .and_then(|s| s.split_once('.'))
+                else {
+                    return Err(Error::Invalid(format!(
+                        "GGUF export: tensor `{name}` has no llama.cpp name"
+                    )));
+                };
+                let (module, conv1d) = match module {
+                    "ln_1" => ("attn_norm", false),
+                    "attn.c_attn" => ("attn_qkv", true),
+                    "attn.c_proj" => ("attn_output", true),
+                    "ln_2" => ("ffn_norm", false),
+                    "mlp.c_fc" => ("ffn_up", true),
+                    "mlp.c_proj" => ("ffn_down", true),
+                    _ => {
+                        return Err(Error::Invalid(format!(
+                            "GGUF export: tensor `{name}` has no llama.cpp name"
+                        )))
+                    }
+                };
+                (format!("blk.{layer}.{module}"), conv1d)
+            }
+        };
+        // Conv1D keeps (in, out); llama.cpp wants (out, in).
+        let t = if conv1d && part == "weight" { t.t() } else { t };
+        tensors.push(pending(format!("{gstem}.{part}"), t));
+    }
+    // GPT-2 ties its head to the embeddings; llama.cpp reads `output` when
+    // present and the embeddings otherwise, so a tied head is left out.
+    tensors.retain(|t| t.name != "output.weight");
+    Ok(("gpt2".into(), meta, tensors))
+}
+
+/// `tokenizer.*`: copied from the GGUF the model came from (exactly the
+/// tokenizer it was trained with), or built from `tokenizer.json`.
+fn tokenizer_metadata(
+    loaded: &LoadedModel,
+    source: Option<&GgufFile>,
+) -> Result<Vec<(String, Value)>> {
+    let mut meta = match source {
+        Some(file) => file
+            .keys()
+            .filter(|k| k.starts_with("tokenizer.") && *k != "tokenizer.chat_template")
+            .filter_map(|k| file.value(k).map(|v| (k.to_string(), v.clone())))
+            .collect(),
+        None => {
+            let rows = match &loaded.model {
+                Model::Llama(m) => m.config.vocab_size,
+                Model::Gpt2(m) => m.config.vocab_size,
+            };
+            super::gguf_vocab::from_tokenizer_json(&loaded.tokenizer, rows.max(0) as usize)?
+        }
+    };
+    if let Some(template) = &loaded.chat_template {
+        meta.push((
+            "tokenizer.chat_template".into(),
+            Value::String(template.source.clone()),
+        ));
+    }
+    Ok(meta)
+}

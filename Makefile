@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 fixtures llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 fixtures llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz bench-big-data
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -88,6 +88,9 @@ cuda-bundle: ## Build the CUDA bundle (ft + libmlx, in pieces) for a GPU machine
 
 bench-kernels: setup ## FineTune's CPU kernels vs MLX's ops vs PyTorch's, per kernel, forward and backward
 	bash scripts/bench/kernels.sh
+
+bench-big-data: setup ## Peak RSS of ft data inspect and ft train (5 steps) on generated 200 MB and 2 GB JSONL (slow: tokenizes ~4.4 GB)
+	bash scripts/bench/big_jsonl.sh
 
 check-peft: setup ## Adapters (LoRA and DoRA) exported by ft load in Hugging Face PEFT with the same logits (makes a venv)
 	bash scripts/interop/peft.sh

@@ -203,3 +203,94 @@ fn an_existing_file_is_never_overwritten() {
     assert!(write_gguf(&loaded, &path, FileType::F16, "x").is_err());
     assert_eq!(std::fs::read(&path).unwrap(), b"keep");
 }
+
+/// The LoRA GGUF, applied as llama.cpp applies it (W + alpha/r · B·A, in
+/// the file's own layouts), gives the fused export's weights: names,
+/// transposes, q/k row permutation and scale all agree.
+#[test]
+fn a_lora_gguf_over_the_base_gguf_equals_the_fused_export() {
+    use finetune::lora::{self, LoraConfig};
+    for name in ["llama", "qwen3", "phi3", "gpt2"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut loaded = model::load(&fixture(name), &LoadOptions::default()).unwrap();
+        let config = LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: loaded
+                .model
+                .lora_targets()
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            ..Default::default()
+        };
+        lora::apply(&mut loaded.model, &config).unwrap();
+        for p in loaded.model.projections_mut() {
+            if let Some(b) = p.lora_b.value.as_mut() {
+                *b = finetune::mlx_rs::random::normal::<f32>(b.shape(), None, Some(0.05), None)
+                    .unwrap();
+            }
+        }
+        let adapters = tmp.path().join("adapters");
+        lora::save_mlx_adapters(&loaded.model, &config, &adapters).unwrap();
+
+        let base_path = tmp.path().join("base.gguf");
+        let base = model::load(&fixture(name), &LoadOptions::default()).unwrap();
+        write_gguf(&base, &base_path, FileType::F32, name).unwrap();
+        let mut for_lora = model::load(&fixture(name), &LoadOptions::default()).unwrap();
+        let lora_path = tmp.path().join("adapter.gguf");
+        let report = finetune::export::gguf_lora::write_gguf_lora(
+            &mut for_lora,
+            &adapters,
+            &lora_path,
+            name,
+        )
+        .unwrap();
+        assert!(report.projections > 0);
+        finetune::export::fuse_adapters(&mut for_lora).unwrap();
+        let fused_path = tmp.path().join("fused.gguf");
+        write_gguf(&for_lora, &fused_path, FileType::F32, name).unwrap();
+
+        let (base, adapter, fused) = (
+            GgufFile::open(&base_path).unwrap(),
+            GgufFile::open(&lora_path).unwrap(),
+            GgufFile::open(&fused_path).unwrap(),
+        );
+        assert_eq!(
+            adapter.value("general.type"),
+            Some(&Value::String("adapter".into()))
+        );
+        let Some(Value::F32(alpha)) = adapter.value("adapter.lora.alpha") else {
+            panic!("no alpha");
+        };
+        let mut checked = 0;
+        for t in fused.tensors() {
+            let w = base.tensor(&t.name).unwrap();
+            let values = |f: &GgufFile, t| f.dequantize(t).unwrap();
+            let (w0, w1) = (values(&base, w), values(&fused, t));
+            let (Some(a), Some(b)) = (
+                adapter.tensor(&format!("{}.lora_a", t.name)),
+                adapter.tensor(&format!("{}.lora_b", t.name)),
+            ) else {
+                assert_eq!(w0, w1, "{name}: {} changed without an adapter", t.name);
+                continue;
+            };
+            // GGUF dims are innermost first: A (r, in) is dims [in, r],
+            // B (out, r) is [r, out], W (out, in) is [in, out].
+            let (inp, r, out) = (a.dims[0] as usize, a.dims[1] as usize, b.dims[1] as usize);
+            let (av, bv) = (values(&adapter, a), values(&adapter, b));
+            let scale = alpha / r as f32;
+            let mut worst = 0f32;
+            for o in 0..out {
+                for i in 0..inp {
+                    let delta: f32 = (0..r).map(|k| bv[o * r + k] * av[k * inp + i]).sum();
+                    let expect = w0[o * inp + i] + scale * delta;
+                    worst = worst.max((expect - w1[o * inp + i]).abs());
+                }
+            }
+            assert!(worst < 1e-5, "{name}: {}: max |Δ| {worst}", t.name);
+            checked += 1;
+        }
+        assert_eq!(checked, report.projections, "{name}");
+    }
+}

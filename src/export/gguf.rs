@@ -181,7 +181,7 @@ fn pending(name: String, values: Array) -> Pending {
 
 /// llama.cpp's `permute` of q/k rows: each head's rows, (2, d/2) in
 /// Hugging Face's rotate-half layout, are stored interleaved (d/2, 2).
-fn permute_rows(t: &Array, heads: i32) -> Result<Array> {
+pub(crate) fn permute_rows(t: &Array, heads: i32) -> Result<Array> {
     let shape = t.shape().to_vec();
     let rows = shape[0];
     if heads <= 0 || rows % (heads * 2) != 0 {
@@ -195,7 +195,7 @@ fn permute_rows(t: &Array, heads: i32) -> Result<Array> {
 }
 
 /// Hugging Face name → llama.cpp name (Llama family).
-fn gguf_name(hf: &str, gemma: bool, fused: bool) -> Option<String> {
+pub(crate) fn gguf_name(hf: &str, gemma: bool, fused: bool) -> Option<String> {
     let (stem, part) = hf.rsplit_once('.')?;
     let stem = match stem {
         "model.embed_tokens" => "token_embd".to_string(),
@@ -415,35 +415,10 @@ fn gpt2(config: &crate::model::gpt2::Gpt2Config, hf: Vec<(String, Array)>) -> Re
     let mut tensors = Vec::new();
     for (name, t) in hf {
         let (stem, part) = name.rsplit_once('.').unwrap_or((&name, ""));
-        let (gstem, conv1d) = match stem {
-            "transformer.wte" => ("token_embd".to_string(), false),
-            "transformer.wpe" => ("position_embd".to_string(), false),
-            "transformer.ln_f" => ("output_norm".to_string(), false),
-            "lm_head" => ("output".to_string(), false),
-            _ => {
-                let Some((layer, module)) = stem
-                    .strip_prefix("transformer.h.")
-                    .and_then(|s| s.split_once('.'))
-                else {
-                    return Err(Error::Invalid(format!(
-                        "GGUF export: tensor `{name}` has no llama.cpp name"
-                    )));
-                };
-                let (module, conv1d) = match module {
-                    "ln_1" => ("attn_norm", false),
-                    "attn.c_attn" => ("attn_qkv", true),
-                    "attn.c_proj" => ("attn_output", true),
-                    "ln_2" => ("ffn_norm", false),
-                    "mlp.c_fc" => ("ffn_up", true),
-                    "mlp.c_proj" => ("ffn_down", true),
-                    _ => {
-                        return Err(Error::Invalid(format!(
-                            "GGUF export: tensor `{name}` has no llama.cpp name"
-                        )))
-                    }
-                };
-                (format!("blk.{layer}.{module}"), conv1d)
-            }
+        let Some((gstem, conv1d)) = gpt2_gguf_stem(stem) else {
+            return Err(Error::Invalid(format!(
+                "GGUF export: tensor `{name}` has no llama.cpp name"
+            )));
         };
         // Conv1D keeps (in, out); llama.cpp wants (out, in).
         let t = if conv1d && part == "weight" { t.t() } else { t };
@@ -453,6 +428,30 @@ fn gpt2(config: &crate::model::gpt2::Gpt2Config, hf: Vec<(String, Array)>) -> Re
     // present and the embeddings otherwise, so a tied head is left out.
     tensors.retain(|t| t.name != "output.weight");
     Ok(("gpt2".into(), meta, tensors))
+}
+
+/// GPT-2's Hugging Face module name → llama.cpp's, and whether it is a
+/// `Conv1D` (stored (in, out), where llama.cpp wants (out, in)).
+pub(crate) fn gpt2_gguf_stem(stem: &str) -> Option<(String, bool)> {
+    Some(match stem {
+        "transformer.wte" => ("token_embd".to_string(), false),
+        "transformer.wpe" => ("position_embd".to_string(), false),
+        "transformer.ln_f" => ("output_norm".to_string(), false),
+        "lm_head" => ("output".to_string(), false),
+        _ => {
+            let (layer, module) = stem.strip_prefix("transformer.h.")?.split_once('.')?;
+            let (module, conv1d) = match module {
+                "ln_1" => ("attn_norm", false),
+                "attn.c_attn" => ("attn_qkv", true),
+                "attn.c_proj" => ("attn_output", true),
+                "ln_2" => ("ffn_norm", false),
+                "mlp.c_fc" => ("ffn_up", true),
+                "mlp.c_proj" => ("ffn_down", true),
+                _ => return None,
+            };
+            (format!("blk.{layer}.{module}"), conv1d)
+        }
+    })
 }
 
 /// `tokenizer.*`: copied from the GGUF the model came from (exactly the

@@ -5,6 +5,7 @@
 //! supported input, a GGUF file included (`ft convert`).
 
 pub mod gguf;
+pub mod gguf_lora;
 mod gguf_vocab;
 
 use std::collections::{BTreeMap, HashMap};
@@ -204,6 +205,44 @@ pub fn export_run_gguf(
     fuse_adapters(&mut loaded)?;
     let label = format!("{} (FineTune run {})", model_label(&config.model), run.id);
     gguf::write_gguf(&loaded, &output, file_type, &label)
+}
+
+/// Writes a run's adapter alone as llama.cpp's LoRA GGUF (default:
+/// `<run>/export-gguf-lora/adapter.gguf`), for the base the run trained on.
+pub fn export_run_gguf_lora(
+    run: &crate::runs::Run,
+    output: Option<&Path>,
+) -> Result<gguf_lora::GgufLoraReport> {
+    let config = run.read_config()?;
+    let adapters = run.adapters_dir();
+    if !adapters.join("adapter_config.json").exists() {
+        return Err(Error::Invalid(format!(
+            "run {}: no adapters yet (it has not finished or saved a step)",
+            run.id
+        )));
+    }
+    let output = output
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| run.dir.join("export-gguf-lora").join("adapter.gguf"));
+    if output.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: already exists; choose a new file",
+            output.display()
+        )));
+    }
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            path: parent.into(),
+            source,
+        })?;
+    }
+    let mut loaded = crate::model::load(&config.model, &Default::default())?;
+    let label = format!(
+        "{} LoRA (FineTune run {})",
+        model_label(&config.model),
+        run.id
+    );
+    gguf_lora::write_gguf_lora(&mut loaded, &adapters, &output, &label)
 }
 
 /// A model's name for `general.name`: its file or folder name.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use finetune::export::{export_run, export_run_gguf, ExportFormat};
+use finetune::export::{export_run, export_run_gguf, export_run_gguf_lora, ExportFormat};
 use finetune::gguf::mix::FileType;
 use finetune::runs::{runs_dir, Run};
 
@@ -18,6 +18,9 @@ pub enum Format {
     /// The base model with the adapters folded in, as one GGUF file for
     /// llama.cpp, Ollama and LM Studio (file type from --quant).
     Gguf,
+    /// The adapter alone as llama.cpp's LoRA GGUF (`llama-cli --lora`,
+    /// Ollama's ADAPTER), for the base GGUF the run trained on.
+    GgufLora,
 }
 
 /// `--quant`: a GGUF file type by llama.cpp's name (f16, q8_0, q4_k_m, …).
@@ -77,11 +80,24 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         print_gguf_report(&report);
         return Ok(());
     }
+    if let Format::GgufLora = args.format {
+        let r = export_run_gguf_lora(&run, args.output.as_deref())?;
+        eprintln!(
+            "wrote {} (LoRA rank {}, alpha {}, {} projections, {:.1} MiB)",
+            r.path.display(),
+            r.rank,
+            r.alpha,
+            r.projections,
+            r.bytes as f64 / (1u64 << 20) as f64
+        );
+        println!("{}", r.path.display());
+        return Ok(());
+    }
     let format = match args.format {
         Format::Mlx => ExportFormat::Mlx,
         Format::Peft => ExportFormat::Peft,
         Format::Fused => ExportFormat::Fused,
-        Format::Gguf => unreachable!("written above"),
+        Format::Gguf | Format::GgufLora => unreachable!("written above"),
     };
     let output = export_run(&run, format, args.output.as_deref())?;
     eprintln!("wrote {} adapters to {}", format.name(), output.display());

@@ -102,13 +102,16 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn scratch_dir() -> PathBuf {
-    let base = if Path::new("/dev/shm").is_dir() {
+fn scratch_base() -> PathBuf {
+    if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
-    };
-    let dir = base.join(format!("ft-fuzz-{}", std::process::id()));
+    }
+}
+
+fn scratch_dir() -> PathBuf {
+    let dir = scratch_base().join(format!("ft-fuzz-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
     dir
@@ -217,6 +220,9 @@ impl Worker {
     fn stop(&mut self) -> String {
         let _ = self.child.kill();
         let status = self.child.wait().ok();
+        // A killed or crashed worker leaves its scratch folder behind.
+        let _ =
+            std::fs::remove_dir_all(scratch_base().join(format!("ft-fuzz-{}", self.child.id())));
         let mut tail = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.stderr) {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);

@@ -64,12 +64,38 @@ pub fn without_source_locations(text: &str) -> String {
 /// Shorthand for results of the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+thread_local! {
+    /// How many `catch_panic` calls this thread is inside.
+    static CATCHING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `work` from a library that panics on some inputs (the parquet and
+/// tokenizers crates do, on damaged files), turning a panic into its
+/// message, so a hostile file is refused as bad input rather than ending
+/// the program.
+pub fn catch_panic<T>(work: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    CATCHING.with(|c| c.set(c.get() - 1));
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into())
+    })
+}
+
 /// Makes a panic (a bug: every bad input is an [`Error`]) end the program
 /// with one line on stderr and exit code 1, never a backtrace or a source
 /// location. Panics on threads named in `caught` (threads that catch them
 /// and report a failure) only print the line and unwind.
 pub fn install_panic_hook(program: &'static str, caught: &'static [&'static str]) {
     std::panic::set_hook(Box::new(move |info| {
+        // A panic inside `catch_panic` becomes an error there.
+        if CATCHING.with(|c| c.get()) > 0 {
+            return;
+        }
         let payload = info.payload();
         let message = payload
             .downcast_ref::<&str>()

@@ -588,3 +588,45 @@ fn fuzz_regressions_of_model_readers_are_refused_cleanly() {
         }
     }
 }
+
+fn regression(path: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions")
+            .join(path),
+    )
+    .unwrap()
+}
+
+/// The parquet crate panics on these fuzzer-found files; `ft data inspect`
+/// refuses them as bad input (exit 2) naming the file.
+#[test]
+fn damaged_parquet_files_that_panic_the_parquet_crate_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in [
+        "parquet-negative-column-start",
+        "parquet-definition-level",
+        "parquet-bit-util-size",
+    ] {
+        let bytes = regression(&format!("data/{name}"));
+        // The fuzz input's first byte picks the format (3: parquet).
+        assert_eq!(bytes[0], 3, "{name}");
+        let path = tmp.path().join(format!("{name}.parquet"));
+        std::fs::write(&path, &bytes[1..]).unwrap();
+        let file = path.display().to_string();
+        assert_ft_refuses(&["data", "inspect", &file], &file, "Parquet");
+    }
+}
+
+/// The tokenizers crate panics on a malformed `decoder`; loading refuses it.
+#[test]
+fn a_tokenizer_json_that_panics_the_tokenizers_crate_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("tokenizer.json");
+    std::fs::write(&path, regression("tokenizer/decoder-helper-error")).unwrap();
+    let err = match finetune::tokenizer::Tokenizer::from_files(&path, None) {
+        Ok(_) => panic!("a malformed tokenizer.json loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert_names(&err, "tokenizer.json", "cannot load tokenizer");
+}

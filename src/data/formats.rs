@@ -385,7 +385,13 @@ impl Rows {
                 *any = true;
                 Some(Ok(row))
             }
-            Inner::Parquet(iter, count) => match iter.next() {
+            // The parquet crate panics on some damaged files.
+            Inner::Parquet(iter, count) => match crate::error::catch_panic(|| iter.next())
+                .unwrap_or_else(|panic| {
+                    Some(Err(parquet::errors::ParquetError::General(
+                        crate::error::without_source_locations(&panic),
+                    )))
+                }) {
                 None if *count == 0 => Some(Err(Error::Invalid(format!(
                     "{}: no records (the file has no rows)",
                     path.display()
@@ -665,7 +671,13 @@ fn parquet_rows(path: &Path) -> Result<parquet::record::reader::RowIter<'static>
             path.display()
         ))
     };
-    let reader = SerializedFileReader::new(file).map_err(bad)?;
+    let reader = crate::error::catch_panic(|| SerializedFileReader::new(file))
+        .unwrap_or_else(|panic| {
+            Err(parquet::errors::ParquetError::General(
+                crate::error::without_source_locations(&panic),
+            ))
+        })
+        .map_err(bad)?;
     Ok(parquet::record::reader::RowIter::from_file_into(Box::new(
         reader,
     )))

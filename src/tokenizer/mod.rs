@@ -34,12 +34,17 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Loads `tokenizer.json`; special tokens from `tokenizer_config.json` when given.
     pub fn from_files(tokenizer_json: &Path, config: Option<&serde_json::Value>) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| {
-            Error::Invalid(format!(
-                "{}: cannot load tokenizer: {e}",
-                tokenizer_json.display()
-            ))
-        })?;
+        // The tokenizers crate panics on some malformed files (a bad
+        // `decoder`): that is bad input too.
+        let inner = crate::error::catch_panic(|| tokenizers::Tokenizer::from_file(tokenizer_json))
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e: String| {
+                Error::Invalid(format!(
+                    "{}: cannot load tokenizer: {}",
+                    tokenizer_json.display(),
+                    crate::error::without_source_locations(&e)
+                ))
+            })?;
         let token = |key: &str| -> Option<String> {
             let v = config?.get(key)?;
             v.as_str()

@@ -400,11 +400,14 @@ fn runs_show_export_data_preview_and_completions() {
     let o = run(&["runs", "show", &id, "--runs-dir", s(&runs)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains(&id), "{}", stdout(&o));
-    for format in ["mlx", "peft", "fused"] {
+    for format in ["mlx", "peft", "fused", "gguf", "gguf-lora"] {
         let o = run(&["export", &id, "--format", format, "--runs-dir", s(&runs)]);
         assert!(o.status.success(), "{format}: {}", stderr(&o));
         let dir = PathBuf::from(stdout(&o).trim());
         assert!(dir.exists(), "{format}: {}", dir.display());
+        if format.starts_with("gguf") {
+            finetune::gguf::GgufFile::open(&dir).unwrap();
+        }
         // A second export into the same folder is refused, never overwritten.
         let again = run(&["export", &id, "--format", format, "--runs-dir", s(&runs)]);
         assert_eq!(again.status.code(), Some(2), "{format}");

@@ -9,6 +9,7 @@ use finetune::train::TrainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CommandError;
+use crate::workbench::background;
 
 /// One line of the run history.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -93,15 +94,6 @@ pub async fn list_runs(
 #[tauri::command]
 pub async fn run_events(id: String) -> Result<Vec<TrainEvent>, CommandError> {
     background(move || Run::open(&runs_dir(), &id)?.read_events()).await
-}
-
-async fn background<T: Send + 'static>(
-    work: impl FnOnce() -> finetune::Result<T> + Send + 'static,
-) -> Result<T, CommandError> {
-    tauri::async_runtime::spawn_blocking(work)
-        .await
-        .map_err(|e| CommandError::Background(e.to_string()))?
-        .map_err(CommandError::from)
 }
 
 /// Writes the run's adapters in `format`; returns the folder written.

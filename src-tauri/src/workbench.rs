@@ -14,7 +14,9 @@ use tauri::ipc::Channel;
 
 use crate::error::CommandError;
 
-async fn background<T: Send + 'static>(
+/// Runs `work` on a worker thread: commands that read files or models must
+/// not hold up the window.
+pub(crate) async fn background<T: Send + 'static>(
     work: impl FnOnce() -> finetune::Result<T> + Send + 'static,
 ) -> Result<T, CommandError> {
     tauri::async_runtime::spawn_blocking(work)

@@ -170,38 +170,15 @@ pub fn export_run_gguf(
     file_type: crate::gguf::mix::FileType,
     output: Option<&Path>,
 ) -> Result<gguf::GgufReport> {
-    let config = run.read_config()?;
-    let adapters = run.adapters_dir();
-    if !adapters.join("adapter_config.json").exists() {
-        return Err(Error::Invalid(format!(
-            "run {}: no adapters yet (it has not finished or saved a step)",
-            run.id
-        )));
-    }
     let name = file_type.name().to_ascii_lowercase();
-    let output = output.map(Path::to_path_buf).unwrap_or_else(|| {
-        run.dir
-            .join(format!("export-gguf-{name}"))
-            .join(format!("model-{name}.gguf"))
-    });
-    if output.exists() {
-        return Err(Error::Invalid(format!(
-            "{}: already exists; choose a new file",
-            output.display()
-        )));
-    }
-    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
-            path: parent.into(),
-            source,
-        })?;
-    }
+    let default = Path::new(&format!("export-gguf-{name}")).join(format!("model-{name}.gguf"));
+    let (config, output) = gguf_output(run, output, &default)?;
     let options = crate::model::LoadOptions {
         dequantize: true,
         ..Default::default()
     };
     let mut loaded = crate::model::load(&config.model, &options)?;
-    crate::lora::load_adapters(&mut loaded.model, &adapters)?;
+    crate::lora::load_adapters(&mut loaded.model, &run.adapters_dir())?;
     fuse_adapters(&mut loaded)?;
     let label = format!("{} (FineTune run {})", model_label(&config.model), run.id);
     gguf::write_gguf(&loaded, &output, file_type, &label)
@@ -213,9 +190,27 @@ pub fn export_run_gguf_lora(
     run: &crate::runs::Run,
     output: Option<&Path>,
 ) -> Result<gguf_lora::GgufLoraReport> {
+    let default = Path::new("export-gguf-lora").join("adapter.gguf");
+    let (config, output) = gguf_output(run, output, &default)?;
+    let mut loaded = crate::model::load(&config.model, &Default::default())?;
+    let label = format!(
+        "{} LoRA (FineTune run {})",
+        model_label(&config.model),
+        run.id
+    );
+    gguf_lora::write_gguf_lora(&mut loaded, &run.adapters_dir(), &output, &label)
+}
+
+/// The run's config and the GGUF file to write (`output`, else `default`
+/// inside the run), once the run has adapters and the file is new; its
+/// folder is made.
+fn gguf_output(
+    run: &crate::runs::Run,
+    output: Option<&Path>,
+    default: &Path,
+) -> Result<(crate::train::TrainConfig, std::path::PathBuf)> {
     let config = run.read_config()?;
-    let adapters = run.adapters_dir();
-    if !adapters.join("adapter_config.json").exists() {
+    if !run.adapters_dir().join("adapter_config.json").exists() {
         return Err(Error::Invalid(format!(
             "run {}: no adapters yet (it has not finished or saved a step)",
             run.id
@@ -223,7 +218,7 @@ pub fn export_run_gguf_lora(
     }
     let output = output
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| run.dir.join("export-gguf-lora").join("adapter.gguf"));
+        .unwrap_or_else(|| run.dir.join(default));
     if output.exists() {
         return Err(Error::Invalid(format!(
             "{}: already exists; choose a new file",
@@ -236,13 +231,7 @@ pub fn export_run_gguf_lora(
             source,
         })?;
     }
-    let mut loaded = crate::model::load(&config.model, &Default::default())?;
-    let label = format!(
-        "{} LoRA (FineTune run {})",
-        model_label(&config.model),
-        run.id
-    );
-    gguf_lora::write_gguf_lora(&mut loaded, &adapters, &output, &label)
+    Ok((config, output))
 }
 
 /// A model's name for `general.name`: its file or folder name.

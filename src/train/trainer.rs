@@ -483,26 +483,41 @@ pub fn plan(config: &TrainConfig) -> Result<Plan> {
 const AUTO_BATCH_SIZES: [usize; 6] = [32, 16, 8, 4, 2, 1];
 const AUTO_BATCH_SIZES_CPU: [usize; 3] = [4, 2, 1];
 
+/// Quantizes every projection of a QLoRA base to `bits`, in groups of 64
+/// where the input width allows, else 32; a projection whose width is a
+/// multiple of neither stays dense. Returns how many stayed dense.
+pub fn quantize_for_qlora(model: &mut crate::model::Model, bits: i32) -> Result<usize> {
+    let mut dense = 0;
+    for p in model.projections_mut() {
+        p.dequantize()?;
+        let width = p.input_dims();
+        let group_size = match width {
+            w if w % 64 == 0 => 64,
+            w if w % 32 == 0 => 32,
+            _ => {
+                dense += 1;
+                continue;
+            }
+        };
+        p.quantize(crate::model::projection::Quantization { group_size, bits })?;
+    }
+    Ok(dense)
+}
+
 fn prepare(config: &TrainConfig) -> Result<Prepared> {
     let load_options = LoadOptions {
         dequantize: !config.quantized_base && config.qlora_bits.is_none(),
         ..LoadOptions::default()
     };
     let mut loaded = model::load(&config.model, &load_options)?;
+    let mut qlora_dense = 0;
     if let Some(bits) = config.qlora_bits {
         if bits != 4 && bits != 8 {
             return Err(Error::Invalid(format!(
                 "qlora_bits must be 4 or 8, got {bits}"
             )));
         }
-        let quantization = crate::model::projection::Quantization {
-            group_size: 64,
-            bits,
-        };
-        for p in loaded.model.projections_mut() {
-            p.dequantize()?;
-            p.quantize(quantization)?;
-        }
+        qlora_dense = quantize_for_qlora(&mut loaded.model, bits)?;
         loaded.model.eval_parameters()?;
     }
     if config.grad_accumulation == 0 {
@@ -511,7 +526,12 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         ));
     }
     let data = load_data(config, &loaded)?;
-    let (train_set, valid_set, warnings) = (data.train, data.valid, data.warnings);
+    let (train_set, valid_set, mut warnings) = (data.train, data.valid, data.warnings);
+    if qlora_dense > 0 {
+        warnings.push(format!(
+            "QLoRA: {qlora_dense} projections kept dense (their input width is not a multiple of 32)"
+        ));
+    }
     let trainable = lora::apply(&mut loaded.model, &config.lora)?;
     let total_parameters = loaded.model.parameter_count();
     let available_memory = crate::device::memory_available_for_training();

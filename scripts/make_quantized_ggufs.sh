@@ -42,7 +42,8 @@ quantize() { # source stem type [--pure]
   echo "$dest: $(stat -c %s "$dest") bytes in $(( $(date +%s) - start )) s"
 }
 
-for type in Q2_K Q3_K_M Q5_K_M IQ4_NL IQ4_XS; do
+# F16 and BF16 too: real llama.cpp-written half-precision tensors.
+for type in Q2_K Q3_K_M Q5_K_M IQ4_NL IQ4_XS F16 BF16; do
   quantize "$GEMMA" gemma-3-270m "$type"
 done
 for type in Q2_K Q3_K_S Q5_K_S; do

@@ -69,6 +69,16 @@ fn assert_readable(run: &Run, kill: usize) {
     }
 }
 
+/// The most steps one session may make before it is killed.
+const MAX_SESSION_STEPS: usize = 6;
+
+/// Step events recorded so far (a torn last line does not count).
+fn recorded_steps(run: &Run) -> usize {
+    std::fs::read_to_string(run.events_path())
+        .map(|t| t.lines().filter(|l| l.contains("\"event\":\"step\"")).count())
+        .unwrap_or(0)
+}
+
 /// Whether a kill left a checkpoint half-written (its temporary folder).
 fn killed_mid_checkpoint(run: &Run) -> bool {
     std::fs::read_dir(run.checkpoints_dir())
@@ -101,8 +111,9 @@ fn sigkill_at_random_moments_never_loses_or_changes_the_run() {
     let model = TinyModel::default().write(tmp.path());
     let data = write_chat_data(tmp.path(), 8);
 
-    // Enough steps that every kill comes before the end.
-    let iters = (kills * 5).max(60);
+    // Enough steps that every kill comes before the end: a session is
+    // killed after at most MAX_SESSION_STEPS steps.
+    let iters = (kills * (MAX_SESSION_STEPS + 2)).max(60);
     let reference_runs = tmp.path().join("reference");
     let spawned = Instant::now();
     let mut child = start(&model, &data, &reference_runs, iters)
@@ -168,10 +179,20 @@ fn sigkill_at_random_moments_never_loses_or_changes_the_run() {
                 assert!(child.try_wait().unwrap().is_none(), "the run ended early");
             }
         }
-        std::thread::sleep(span.mul_f64(rng.random::<f64>()));
+        // The random moment, or sooner when the session has made
+        // MAX_SESSION_STEPS steps (a busy machine can make the measured
+        // span long against the steps it allows).
+        let moment = span.mul_f64(rng.random::<f64>());
+        let waited = Instant::now();
+        let run = run.as_ref().unwrap();
+        let steps_before = recorded_steps(run);
+        while waited.elapsed() < moment
+            && recorded_steps(run) < steps_before + MAX_SESSION_STEPS
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let _ = child.kill();
         let status = child.wait().unwrap();
-        let run = run.as_ref().unwrap();
         assert!(
             !status.success(),
             "kill {kill}: the run reached its end before {kills} kills"

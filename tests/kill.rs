@@ -75,7 +75,11 @@ const MAX_SESSION_STEPS: usize = 6;
 /// Step events recorded so far (a torn last line does not count).
 fn recorded_steps(run: &Run) -> usize {
     std::fs::read_to_string(run.events_path())
-        .map(|t| t.lines().filter(|l| l.contains("\"event\":\"step\"")).count())
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\"event\":\"step\""))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -186,9 +190,7 @@ fn sigkill_at_random_moments_never_loses_or_changes_the_run() {
         let waited = Instant::now();
         let run = run.as_ref().unwrap();
         let steps_before = recorded_steps(run);
-        while waited.elapsed() < moment
-            && recorded_steps(run) < steps_before + MAX_SESSION_STEPS
-        {
+        while waited.elapsed() < moment && recorded_steps(run) < steps_before + MAX_SESSION_STEPS {
             std::thread::sleep(Duration::from_millis(2));
         }
         let _ = child.kill();

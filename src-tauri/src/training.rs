@@ -103,6 +103,9 @@ struct ChannelObserver {
     /// hears of it: the runs list it then asks for no longer says
     /// `running`, and a new run may start at once.
     job: JobSlots,
+    /// The run's lock, released at the run's last event for the same
+    /// reason (the trainer writes nothing after it).
+    lock: Option<finetune::runs::RunLock>,
 }
 
 impl Observer for ChannelObserver {
@@ -114,6 +117,7 @@ impl Observer for ChannelObserver {
             event,
             TrainEvent::Finished { .. } | TrainEvent::Stopped { .. } | TrainEvent::Failed { .. }
         ) {
+            self.lock = None;
             self.job.clear();
         }
         let _ = self.channel.send(event.clone());
@@ -242,7 +246,6 @@ fn spawn(
     let spawned = std::thread::Builder::new()
         .name("training".into())
         .spawn(move || {
-            let _lock = lock;
             // Restored when training ends: chat and export after it run at
             // the normal priority.
             let _lowered = crate::priority::lower_training_threads(crate::priority::TRAINING_NICE);
@@ -250,6 +253,7 @@ fn spawn(
                 channel: on_event,
                 recorder,
                 job: job.clone(),
+                lock: Some(lock),
             };
             // Errors reach the window as a `failed` event; so does a panic,
             // which would otherwise leave the job slot full and refuse

@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::max_abs_diff;
-use finetune::lora::{self, LoraConfig};
+use finetune::lora;
 use finetune::mlx_rs::{ops::indexing::IndexOp, Array};
 use finetune::model::{self, LoadOptions};
 
@@ -96,24 +96,7 @@ fn lora_round_trips(name: &str) {
     let (ids, _) = reference(name);
     let mut loaded = load(name);
     let base = loaded.model.forward(&ids, None).unwrap();
-    let config = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        targets: loaded
-            .model
-            .lora_targets()
-            .iter()
-            .map(|t| t.to_string())
-            .collect(),
-        ..Default::default()
-    };
-    lora::apply(&mut loaded.model, &config).unwrap();
-    for projection in loaded.model.projections_mut() {
-        if let Some(b) = projection.lora_b.value.as_mut() {
-            *b =
-                finetune::mlx_rs::random::normal::<f32>(b.shape(), None, Some(0.05), None).unwrap();
-        }
-    }
+    let config = common::apply_random_lora(&mut loaded.model);
     let adapted = loaded.model.forward(&ids, None).unwrap();
     assert!(max_abs_diff(&adapted, &base) > 1e-3);
     let adapters = tmp.path().join("adapters");

@@ -209,28 +209,11 @@ fn an_existing_file_is_never_overwritten() {
 /// transposes, q/k row permutation and scale all agree.
 #[test]
 fn a_lora_gguf_over_the_base_gguf_equals_the_fused_export() {
-    use finetune::lora::{self, LoraConfig};
+    use finetune::lora;
     for name in ["llama", "qwen3", "phi3", "gpt2"] {
         let tmp = tempfile::tempdir().unwrap();
         let mut loaded = model::load(&fixture(name), &LoadOptions::default()).unwrap();
-        let config = LoraConfig {
-            rank: 4,
-            alpha: 8.0,
-            targets: loaded
-                .model
-                .lora_targets()
-                .iter()
-                .map(|t| t.to_string())
-                .collect(),
-            ..Default::default()
-        };
-        lora::apply(&mut loaded.model, &config).unwrap();
-        for p in loaded.model.projections_mut() {
-            if let Some(b) = p.lora_b.value.as_mut() {
-                *b = finetune::mlx_rs::random::normal::<f32>(b.shape(), None, Some(0.05), None)
-                    .unwrap();
-            }
-        }
+        let config = common::apply_random_lora(&mut loaded.model);
         let adapters = tmp.path().join("adapters");
         lora::save_mlx_adapters(&loaded.model, &config, &adapters).unwrap();
 

@@ -64,3 +64,22 @@ pub fn step_losses(events: &[finetune::train::TrainEvent]) -> Vec<f32> {
         })
         .collect()
 }
+
+/// LoRA (rank 4, alpha 8) on every projection of `model`, with each B set
+/// to random values (std 0.05) so the adapters change the output.
+pub fn apply_random_lora(model: &mut finetune::model::Model) -> finetune::lora::LoraConfig {
+    let config = finetune::lora::LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: model.lora_targets().iter().map(|t| t.to_string()).collect(),
+        ..Default::default()
+    };
+    finetune::lora::apply(model, &config).unwrap();
+    for p in model.projections_mut() {
+        if let Some(b) = p.lora_b.value.as_mut() {
+            *b =
+                finetune::mlx_rs::random::normal::<f32>(b.shape(), None, Some(0.05), None).unwrap();
+        }
+    }
+    config
+}

@@ -231,6 +231,16 @@ pub(crate) fn gguf_name(hf: &str, gemma: bool, fused: bool) -> Option<String> {
 
 type Converted = (String, Vec<(String, Value)>, Vec<Pending>);
 
+/// `general.architecture` as llama.cpp's converter writes it: its own name
+/// for each architecture, but `llama` for Mistral (v0.1–0.3).
+pub(crate) fn export_arch_name(arch: &architecture::Architecture) -> &'static str {
+    if arch.model_type == "mistral" {
+        "llama"
+    } else {
+        arch.gguf
+    }
+}
+
 fn llama_family(config: &LlamaConfig, hf: Vec<(String, Array)>) -> Result<Converted> {
     let arch = architecture::by_model_type(&config.model_type).ok_or_else(|| {
         Error::Invalid(format!(
@@ -238,12 +248,7 @@ fn llama_family(config: &LlamaConfig, hf: Vec<(String, Array)>) -> Result<Conver
             config.model_type
         ))
     })?;
-    // llama.cpp's converter writes Mistral (v0.1–0.3) as `llama`.
-    let a = if arch.model_type == "mistral" {
-        "llama".to_string()
-    } else {
-        arch.gguf.to_string()
-    };
+    let a = export_arch_name(arch).to_string();
     let key = |k: &str| format!("{a}.{k}");
     let head_dim = config.head_dim();
     let mut meta: Vec<(String, Value)> = vec![

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use mlx_rs::Array;
 use serde::Serialize;
 
-use super::gguf::{gguf_name, gpt2_gguf_stem, permute_rows};
+use super::gguf::{export_arch_name, gguf_name, gpt2_gguf_stem, permute_rows};
 use crate::error::{Error, Result};
 use crate::gguf::write::{GgufWriter, TensorSpec};
 use crate::gguf::{GgmlType, Value};
@@ -53,11 +53,7 @@ pub fn write_gguf_lora(
         })?,
         Model::Gpt2(_) => &GPT2,
     };
-    let arch_name = match (&loaded.model, arch.model_type) {
-        (Model::Gpt2(_), _) => "gpt2",
-        (_, "mistral") => "llama",
-        _ => arch.gguf,
-    };
+    let arch_name = export_arch_name(arch);
     let heads = match &loaded.model {
         Model::Llama(m) => (m.config.num_attention_heads, m.config.kv_heads()),
         Model::Gpt2(m) => (m.config.n_head, m.config.n_head),

@@ -4,9 +4,12 @@
 //! adapters into the base (`ft export --format fused`) and to convert any
 //! supported input, a GGUF file included (`ft convert`).
 
+pub mod check;
 pub mod gguf;
 pub mod gguf_lora;
 mod gguf_vocab;
+pub mod go_template;
+pub mod ollama;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

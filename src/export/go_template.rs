@@ -1,0 +1,1 @@
+//! A model's Jinja chat template translated to Ollama's Go-template syntax.

@@ -1,0 +1,1 @@
+//! An Ollama model folder: the GGUF (or base + adapter) and a `Modelfile`.

@@ -44,57 +44,20 @@ pub fn write_gguf_lora(
             if config.dora { "DoRA" } else { "full fine-tuning" }
         )));
     }
-    let arch = match &loaded.model {
-        Model::Llama(m) => architecture::by_model_type(&m.config.model_type).ok_or_else(|| {
-            Error::Invalid(format!(
-                "GGUF export: architecture `{}` has no GGUF form here",
-                m.config.model_type
-            ))
-        })?,
-        Model::Gpt2(_) => &GPT2,
-    };
-    let arch_name = export_arch_name(arch);
-    let heads = match &loaded.model {
-        Model::Llama(m) => (m.config.num_attention_heads, m.config.kv_heads()),
-        Model::Gpt2(m) => (m.config.n_head, m.config.n_head),
-    };
-
+    let arch_name = export_arch_name(architecture_of(&loaded.model)?);
     let weights = lora::adapter_weights(&loaded.model);
-    let mut stems: Vec<&str> = weights
-        .keys()
-        .filter_map(|k| k.strip_suffix(".lora_a"))
-        .collect();
-    stems.sort();
     let mut tensors: Vec<(String, Array)> = Vec::new();
-    for stem in &stems {
-        let a = &weights[&format!("{stem}.lora_a")];
-        let b = weights.get(&format!("{stem}.lora_b")).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: `{stem}` has lora_a but no lora_b",
-                adapters.display()
-            ))
-        })?;
-        let gname = match &loaded.model {
-            Model::Gpt2(_) => gpt2_gguf_stem(stem).map(|(s, _)| format!("{s}.weight")),
-            Model::Llama(_) => gguf_name(
-                &format!("{stem}.weight"),
-                arch.gemma,
-                arch.fused_projections,
-            ),
-        }
-        .ok_or_else(|| Error::Invalid(format!("GGUF export: `{stem}` has no llama.cpp name")))?;
+    let slots = lora_slots(&loaded.model, &weights, adapters)?;
+    for slot in &slots {
         // mlx-lm keeps A as (in, r) and B as (r, out); PyTorch's (r, in) and
         // (out, r) are what llama.cpp reads.
-        let (a, mut b) = (a.t(), b.t());
-        if arch.gguf_permuted_qk {
-            if gname.contains(".attn_q.") {
-                b = permute_rows(&b, heads.0)?;
-            } else if gname.contains(".attn_k.") {
-                b = permute_rows(&b, heads.1)?;
-            }
+        let a = weights[&format!("{}.lora_a", slot.stem)].t();
+        let mut b = weights[&format!("{}.lora_b", slot.stem)].t();
+        if let Some(heads) = slot.permuted_heads {
+            b = permute_rows(&b, heads)?;
         }
-        tensors.push((format!("{gname}.lora_a"), a));
-        tensors.push((format!("{gname}.lora_b"), b));
+        tensors.push((format!("{}.lora_a", slot.gguf), a));
+        tensors.push((format!("{}.lora_b", slot.gguf), b));
     }
     if tensors.is_empty() {
         return Err(Error::Invalid(format!(
@@ -140,10 +103,152 @@ pub fn write_gguf_lora(
     Ok(GgufLoraReport {
         path,
         bytes,
-        projections: stems.len(),
+        projections: slots.len(),
         rank: config.rank,
         alpha: config.alpha,
     })
+}
+
+/// One adapted projection: its adapter's parameter stem (mlx-lm's name
+/// without `.lora_a`), its llama.cpp tensor name, and the head count its
+/// output rows are permuted by (Llama's q/k), if any.
+struct LoraSlot {
+    stem: String,
+    gguf: String,
+    permuted_heads: Option<i32>,
+}
+
+fn architecture_of(model: &Model) -> Result<&'static architecture::Architecture> {
+    match model {
+        Model::Llama(m) => architecture::by_model_type(&m.config.model_type).ok_or_else(|| {
+            Error::Invalid(format!(
+                "GGUF export: architecture `{}` has no GGUF form here",
+                m.config.model_type
+            ))
+        }),
+        Model::Gpt2(_) => Ok(&GPT2),
+    }
+}
+
+/// The llama.cpp names of the adapted projections in `weights` (the model's
+/// adapter parameters), in name order; `source` names the adapters in errors.
+fn lora_slots(
+    model: &Model,
+    weights: &std::collections::HashMap<String, Array>,
+    source: &Path,
+) -> Result<Vec<LoraSlot>> {
+    let arch = architecture_of(model)?;
+    let heads = match model {
+        Model::Llama(m) => (m.config.num_attention_heads, m.config.kv_heads()),
+        Model::Gpt2(m) => (m.config.n_head, m.config.n_head),
+    };
+    let mut stems: Vec<&str> = weights
+        .keys()
+        .filter_map(|k| k.strip_suffix(".lora_a"))
+        .collect();
+    stems.sort();
+    stems
+        .into_iter()
+        .map(|stem| {
+            if !weights.contains_key(&format!("{stem}.lora_b")) {
+                return Err(Error::Invalid(format!(
+                    "{}: `{stem}` has lora_a but no lora_b",
+                    source.display()
+                )));
+            }
+            let gguf = match model {
+                Model::Gpt2(_) => gpt2_gguf_stem(stem).map(|(s, _)| format!("{s}.weight")),
+                Model::Llama(_) => gguf_name(
+                    &format!("{stem}.weight"),
+                    arch.gemma,
+                    arch.fused_projections,
+                ),
+            }
+            .ok_or_else(|| {
+                Error::Invalid(format!("GGUF export: `{stem}` has no llama.cpp name"))
+            })?;
+            let permuted_heads = if !arch.gguf_permuted_qk {
+                None
+            } else if gguf.contains(".attn_q.") {
+                Some(heads.0)
+            } else if gguf.contains(".attn_k.") {
+                Some(heads.1)
+            } else {
+                None
+            };
+            Ok(LoraSlot {
+                stem: stem.to_string(),
+                gguf,
+                permuted_heads,
+            })
+        })
+        .collect()
+}
+
+/// Attaches the LoRA GGUF `file` to `loaded` (its base), the reverse of
+/// [`write_gguf_lora`]: the adapter settings (rank, targets, layers) come
+/// from the run's `adapters` folder, every weight from the GGUF, which must
+/// hold exactly one lora_a / lora_b pair per adapted projection and the
+/// run's alpha. Used by the export check to load what was written.
+pub fn read_gguf_lora(loaded: &mut LoadedModel, adapters: &Path, file: &Path) -> Result<()> {
+    let config: LoraConfig = lora::load_adapters(&mut loaded.model, adapters)?;
+    let gguf = crate::gguf::GgufFile::open(file)?;
+    let bad = |what: String| Error::Invalid(format!("{}: {what}", file.display()));
+    if gguf.get_str("general.type")? != Some("adapter")
+        || gguf.get_str("adapter.type")? != Some("lora")
+    {
+        return Err(bad(
+            "not a LoRA adapter GGUF (general.type, adapter.type)".into()
+        ));
+    }
+    let alpha = gguf
+        .get_f32("adapter.lora.alpha")?
+        .ok_or_else(|| bad("no adapter.lora.alpha".into()))?;
+    if (alpha - config.alpha).abs() > 1e-6 * config.alpha.abs().max(1.0) {
+        return Err(bad(format!(
+            "adapter.lora.alpha is {alpha}; the run trained with {}",
+            config.alpha
+        )));
+    }
+    let weights = lora::adapter_weights(&loaded.model);
+    let slots = lora_slots(&loaded.model, &weights, adapters)?;
+    let read = |name: &str, like: &Array| -> Result<Array> {
+        let info = gguf
+            .tensor(name)
+            .ok_or_else(|| bad(format!("no tensor `{name}`")))?;
+        let shape = info.shape();
+        let mut want = like.shape().to_vec();
+        want.reverse();
+        if shape != want {
+            return Err(bad(format!(
+                "`{name}` has shape {shape:?}, the adapter needs {want:?}"
+            )));
+        }
+        Ok(Array::from_slice(&gguf.dequantize(info)?, &shape))
+    };
+    let mut restored = std::collections::HashMap::new();
+    for slot in &slots {
+        let (a_key, b_key) = (
+            format!("{}.lora_a", slot.stem),
+            format!("{}.lora_b", slot.stem),
+        );
+        let a = read(&format!("{}.lora_a", slot.gguf), &weights[&a_key])?;
+        let mut b = read(&format!("{}.lora_b", slot.gguf), &weights[&b_key])?;
+        if let Some(heads) = slot.permuted_heads {
+            b = crate::model::gguf::unpermute_rows(&b, heads)?;
+        }
+        restored.insert(a_key, a.t());
+        restored.insert(b_key, b.t());
+    }
+    let extra = gguf.tensors().len() as i64 - 2 * slots.len() as i64;
+    if extra != 0 {
+        return Err(bad(format!(
+            "holds {} tensors; the run's adapter has {}",
+            gguf.tensors().len(),
+            2 * slots.len()
+        )));
+    }
+    lora::set_adapter_weights(&mut loaded.model, restored, file)
 }
 
 /// GPT-2 is not in the Llama family's table; its layout switches are off.

@@ -176,13 +176,7 @@ pub fn export_run_gguf(
     let name = file_type.name().to_ascii_lowercase();
     let default = Path::new(&format!("export-gguf-{name}")).join(format!("model-{name}.gguf"));
     let (config, output) = gguf_output(run, output, &default)?;
-    let options = crate::model::LoadOptions {
-        dequantize: true,
-        ..Default::default()
-    };
-    let mut loaded = crate::model::load(&config.model, &options)?;
-    crate::lora::load_adapters(&mut loaded.model, &run.adapters_dir())?;
-    fuse_adapters(&mut loaded)?;
+    let loaded = load_fused(run, &config)?;
     let label = format!("{} (FineTune run {})", model_label(&config.model), run.id);
     gguf::write_gguf(&loaded, &output, file_type, &label)
 }
@@ -202,6 +196,26 @@ pub fn export_run_gguf_lora(
         run.id
     );
     gguf_lora::write_gguf_lora(&mut loaded, &run.adapters_dir(), &output, &label)
+}
+
+/// The run's base with its adapters fused in, dense, carrying the chat
+/// template the run trained with (which may be a built-in or a file rather
+/// than the model's own): what a fused export writes.
+fn load_fused(run: &crate::runs::Run, config: &crate::train::TrainConfig) -> Result<LoadedModel> {
+    let options = crate::model::LoadOptions {
+        dequantize: true,
+        ..Default::default()
+    };
+    let mut loaded = crate::model::load(&config.model, &options)?;
+    crate::lora::load_adapters(&mut loaded.model, &run.adapters_dir())?;
+    fuse_adapters(&mut loaded)?;
+    let resolved = crate::data::templates::resolve(
+        config.template.as_deref(),
+        loaded.chat_template.as_ref(),
+        &loaded.tokenizer,
+    )?;
+    loaded.chat_template = Some(resolved.template);
+    Ok(loaded)
 }
 
 /// The run's config and the GGUF file to write (`output`, else `default`
@@ -286,13 +300,7 @@ pub fn export_run(
             staging.publish()?;
         }
         ExportFormat::Fused => {
-            let options = crate::model::LoadOptions {
-                dequantize: true,
-                ..Default::default()
-            };
-            let mut loaded = crate::model::load(&config.model, &options)?;
-            crate::lora::load_adapters(&mut loaded.model, &adapters)?;
-            fuse_adapters(&mut loaded)?;
+            let mut loaded = load_fused(run, &config)?;
             write_hf_folder(&mut loaded, &output, DEFAULT_SHARD_BYTES)?;
         }
     }

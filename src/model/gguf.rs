@@ -466,7 +466,7 @@ fn unpermute_qk(tensors: &mut HashMap<String, Array>, config: &LlamaConfig) -> R
 
 /// Inverse of llama.cpp's `permute`: rows grouped per head as (2, d/2) were
 /// stored as (d/2, 2).
-fn unpermute_rows(t: &Array, heads: i32) -> Result<Array> {
+pub(crate) fn unpermute_rows(t: &Array, heads: i32) -> Result<Array> {
     let shape = t.shape().to_vec();
     let rows = shape[0];
     if heads <= 0 || rows % (heads * 2) != 0 {

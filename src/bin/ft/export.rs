@@ -71,36 +71,73 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
+    /// Skip the export check (loading the export back and comparing it
+    /// with the trained model on the run's validation examples).
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+/// Runs the export check on what was just written, prints its table and
+/// writes it beside the export; an export that does not behave like what it
+/// came from is an error.
+pub fn check_and_report(
+    subject: &finetune::export::check::Subject,
+    exported: &finetune::export::check::Exported,
+) -> anyhow::Result<()> {
+    let options = finetune::export::check::CheckOptions::default();
+    let report = finetune::export::check::check_export(subject, exported, &options)?;
+    let written = report.write_beside()?;
+    eprint!("{}", report.table());
+    eprintln!("  (written to {})", written.display());
+    if !report.passed {
+        anyhow::bail!(
+            "the export check failed: {} (the export is kept at {} for inspection)",
+            report.failures().join("; "),
+            exported.path().display()
+        );
+    }
+    Ok(())
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    use finetune::export::check::{Exported, Subject};
     let run = Run::open(&args.runs_dir.unwrap_or_else(runs_dir), &args.run)?;
-    if let Format::Gguf = args.format {
-        let report = export_run_gguf(&run, args.quant, args.output.as_deref())?;
-        print_gguf_report(&report);
-        return Ok(());
-    }
-    if let Format::GgufLora = args.format {
-        let r = export_run_gguf_lora(&run, args.output.as_deref())?;
-        eprintln!(
-            "wrote {} (LoRA rank {}, alpha {}, {} projections, {:.1} MiB)",
-            r.path.display(),
-            r.rank,
-            r.alpha,
-            r.projections,
-            r.bytes as f64 / (1u64 << 20) as f64
-        );
-        println!("{}", r.path.display());
-        return Ok(());
-    }
-    let format = match args.format {
-        Format::Mlx => ExportFormat::Mlx,
-        Format::Peft => ExportFormat::Peft,
-        Format::Fused => ExportFormat::Fused,
-        Format::Gguf | Format::GgufLora => unreachable!("written above"),
+    let exported = match args.format {
+        Format::Gguf => {
+            let report = export_run_gguf(&run, args.quant, args.output.as_deref())?;
+            print_gguf_report(&report);
+            Exported::Gguf(report.path, args.quant)
+        }
+        Format::GgufLora => {
+            let r = export_run_gguf_lora(&run, args.output.as_deref())?;
+            eprintln!(
+                "wrote {} (LoRA rank {}, alpha {}, {} projections, {:.1} MiB)",
+                r.path.display(),
+                r.rank,
+                r.alpha,
+                r.projections,
+                r.bytes as f64 / (1u64 << 20) as f64
+            );
+            println!("{}", r.path.display());
+            Exported::GgufLora(r.path)
+        }
+        Format::Mlx | Format::Peft | Format::Fused => {
+            let format = match args.format {
+                Format::Mlx => ExportFormat::Mlx,
+                Format::Peft => ExportFormat::Peft,
+                _ => ExportFormat::Fused,
+            };
+            let output = export_run(&run, format, args.output.as_deref())?;
+            eprintln!("wrote {} to {}", format.name(), output.display());
+            println!("{}", output.display());
+            match format {
+                ExportFormat::Fused => Exported::Fused(output),
+                _ => Exported::Adapters(output),
+            }
+        }
     };
-    let output = export_run(&run, format, args.output.as_deref())?;
-    eprintln!("wrote {} adapters to {}", format.name(), output.display());
-    println!("{}", output.display());
-    Ok(())
+    if args.no_check {
+        return Ok(());
+    }
+    check_and_report(&Subject::of_run(&run)?, &exported)
 }

@@ -72,6 +72,10 @@ pub struct ConvertArgs {
     /// Largest safetensors shard, in MiB.
     #[arg(long, default_value_t = 5120)]
     pub shard_size_mb: usize,
+    /// Skip the export check (loading what was written back and comparing
+    /// it with the model on fixed conversations).
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -111,20 +115,28 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<()> {
 }
 
 pub fn convert(args: ConvertArgs) -> anyhow::Result<()> {
+    use finetune::export::check::{Exported, Subject};
     let mut loaded = load_dense(&args.model)?;
-    match args.to {
+    let exported = match args.to {
         ConvertTo::Hf => {
             finetune::export::write_hf_folder(&mut loaded, &args.output, args.shard_size_mb << 20)?;
             eprintln!("wrote {}", args.output.display());
+            Exported::Fused(args.output.clone())
         }
         ConvertTo::Gguf => {
             let name = finetune::export::model_label(&args.model);
             let report =
                 finetune::export::gguf::write_gguf(&loaded, &args.output, args.quant, &name)?;
             crate::export::print_gguf_report(&report);
+            Exported::Gguf(report.path, args.quant)
         }
+    };
+    let source = loaded.source.clone();
+    drop(loaded);
+    if args.no_check {
+        return Ok(());
     }
-    Ok(())
+    crate::export::check_and_report(&Subject::of_model(&source), &exported)
 }
 
 fn load_dense(spec: &Path) -> anyhow::Result<LoadedModel> {

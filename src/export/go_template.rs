@@ -58,23 +58,38 @@ enum Slot {
     Generation(&'static str),
 }
 
-/// The probe conversations: (roles, add_generation_prompt, required).
-/// Optional ones are shapes some templates refuse (an assistant first, a
-/// lone system message); they are learnt where the template renders them.
-const PROBES: &[(&[&str], bool, bool)] = &[
+/// How a probe conversation may fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Every chat template must render it with each content in order.
+    Required,
+    /// A shape some templates refuse (system messages, as Gemma 2's does;
+    /// an assistant first): learnt where the template renders it.
+    Optional,
+    /// Also skipped where a content is missing (a lone system message,
+    /// which Gemma 3's template holds back for a user turn).
+    Loose,
+}
+
+/// The probe conversations: (roles, add_generation_prompt, kind).
+const PROBES: &[(&[&str], bool, Probe)] = &[
+    (
+        &[USER, ASSISTANT, USER, ASSISTANT, USER],
+        true,
+        Probe::Required,
+    ),
+    (&[USER, ASSISTANT], false, Probe::Required),
     (
         &[SYSTEM, USER, ASSISTANT, USER, ASSISTANT, USER],
         true,
-        true,
+        Probe::Optional,
     ),
-    (&[USER, ASSISTANT, USER], true, true),
-    (&[USER, ASSISTANT], false, true),
-    (&[SYSTEM, USER, ASSISTANT], false, true),
-    (&[USER], true, false),
-    (&[SYSTEM, USER], true, false),
-    (&[SYSTEM, ASSISTANT, USER], true, false),
-    (&[ASSISTANT, USER], true, false),
-    (&[SYSTEM], true, false),
+    (&[SYSTEM, USER, ASSISTANT], false, Probe::Optional),
+    (&[USER], true, Probe::Optional),
+    (&[SYSTEM, USER], true, Probe::Optional),
+    (&[SYSTEM, ASSISTANT, USER], true, Probe::Optional),
+    (&[ASSISTANT, USER], true, Probe::Optional),
+    (&[SYSTEM], true, Probe::Loose),
 ];
 
 /// Translates `chat` into an Ollama template. `adds_bos`: the runtime puts
@@ -92,22 +107,25 @@ pub fn translate(chat: &ChatTemplate, adds_bos: bool) -> Result<OllamaTemplate> 
 
     let mut slots: HashMap<Slot, String> = HashMap::new();
     let mut assistant_end = None;
-    for (roles, generation, required) in PROBES {
+    for &(roles, generation, kind) in PROBES {
         let messages = probe(roles);
-        let text = match expected(&messages, *generation) {
+        let text = match expected(&messages, generation) {
             Ok(text) => text,
-            Err(_) if !required => continue,
+            Err(_) if kind != Probe::Required => continue,
             Err(e) => return Err(refusal(chat, &format!("{e} (on a {})", describe(roles)))),
         };
-        let pieces = split(&text, &messages).ok_or_else(|| {
-            refusal(
+        let Some(pieces) = split(&text, &messages) else {
+            if kind == Probe::Loose {
+                continue;
+            }
+            return Err(refusal(
                 chat,
                 &format!(
-                    "it does not write each message's content as given (on a {})",
+                    "it does not write each message's content as given, in order (on a {})",
                     describe(roles)
                 ),
-            )
-        })?;
+            ));
+        };
         for (i, piece) in pieces.iter().enumerate() {
             let slot = match i {
                 i if i < roles.len() => Slot::Before {
@@ -115,7 +133,7 @@ pub fn translate(chat: &ChatTemplate, adds_bos: bool) -> Result<OllamaTemplate> 
                     role: roles[i],
                     last_assistant: !generation && i + 1 == roles.len() && roles[i] == ASSISTANT,
                 },
-                _ if *generation => Slot::Generation(roles[roles.len() - 1]),
+                _ if generation => Slot::Generation(roles[roles.len() - 1]),
                 _ => {
                     if roles[roles.len() - 1] == ASSISTANT {
                         assistant_end = Some(piece.clone());
@@ -164,6 +182,7 @@ fn learn(
 }
 
 fn slot_name(slot: Slot) -> String {
+    let a = |role: &str| if role == ASSISTANT { "an" } else { "a" };
     match slot {
         Slot::Before {
             prev: None, role, ..
@@ -173,10 +192,11 @@ fn slot_name(slot: Slot) -> String {
             role,
             last_assistant,
         } => format!(
-            "the text between a {prev} and {} {role} message",
-            if last_assistant { "a final" } else { "a" }
+            "the text between {} {prev} and {} {role} message",
+            a(prev),
+            if last_assistant { "a final" } else { a(role) }
         ),
-        Slot::Generation(role) => format!("the generation prompt after a {role} message"),
+        Slot::Generation(role) => format!("the generation prompt after {} {role} message", a(role)),
     }
 }
 
@@ -301,7 +321,7 @@ fn emit(slots: &HashMap<Slot, String>) -> String {
     out.push_str(&chain(&generation));
     out.push_str("\n{{- else }}{{- $next := index $rest 1 }}");
     out.push_str(&chain(&between));
-    out.push_str("\n{{- end }}\n{{- end }}\n");
+    out.push_str("\n{{- end }}\n{{- end }}");
     out
 }
 
@@ -332,8 +352,12 @@ fn go_string(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
+            // Ollama's Modelfile parser drops what Go does not print.
+            c if !super::ollama::is_go_printable(c) && (c as u32) <= 0xffff => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c if !super::ollama::is_go_printable(c) => {
+                out.push_str(&format!("\\U{:08x}", c as u32))
             }
             c => out.push(c),
         }

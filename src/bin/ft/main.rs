@@ -4,6 +4,7 @@ mod bench;
 mod bench_kernels;
 mod chat;
 mod data;
+mod eval;
 mod export;
 mod models;
 mod progress;
@@ -54,6 +55,9 @@ enum Command {
     /// Look at a dataset the way training will see it.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Measure a model (and its adapters) on a text: perplexity as llama.cpp measures it.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// List and inspect past training runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -169,6 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(command) => train::run(command)?,
         Command::Runs(command) => runs::run(command)?,
         Command::Data(command) => data::run(command)?,
+        Command::Eval(command) => eval::run(command)?,
         Command::Export(args) => export::run(args)?,
         Command::Completions { shell } => {
             use clap::CommandFactory;

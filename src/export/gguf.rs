@@ -27,6 +27,9 @@ pub struct GgufReport {
     pub file_type: String,
     pub bytes: u64,
     pub tensors: Vec<TensorReport>,
+    /// What llama.cpp will do differently from FineTune with this file:
+    /// settings of the model or its tokenizer GGUF cannot hold.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,7 +78,12 @@ pub fn write_gguf(
     );
     metadata.push(("general.file_type".into(), Value::U32(file_type.id())));
     metadata.push(("general.quantization_version".into(), Value::U32(2)));
-    metadata.extend(tokenizer_metadata(loaded, source_gguf.as_ref())?);
+    let tokenizer = tokenizer_metadata(loaded, source_gguf.as_ref())?;
+    metadata.extend(tokenizer.metadata);
+    let mut warnings = tokenizer.warnings;
+    if let Model::Llama(m) = &loaded.model {
+        warnings.splice(0..0, unsupported_settings(&m.config));
+    }
 
     // llama-quantize's order (its per-layer counters depend on it).
     let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
@@ -149,6 +157,7 @@ pub fn write_gguf(
         file_type: file_type.name().to_string(),
         bytes,
         tensors: report,
+        warnings,
     })
 }
 
@@ -460,30 +469,127 @@ pub(crate) fn gpt2_gguf_stem(stem: &str) -> Option<(String, bool)> {
 }
 
 /// `tokenizer.*`: copied from the GGUF the model came from (exactly the
-/// tokenizer it was trained with), or built from `tokenizer.json`.
+/// tokenizer it was trained with), or built from `tokenizer.json`; and
+/// what llama.cpp will tokenize differently.
 fn tokenizer_metadata(
     loaded: &LoadedModel,
     source: Option<&GgufFile>,
-) -> Result<Vec<(String, Value)>> {
-    let mut meta = match source {
-        Some(file) => file
-            .keys()
-            .filter(|k| k.starts_with("tokenizer.") && *k != "tokenizer.chat_template")
-            .filter_map(|k| file.value(k).map(|v| (k.to_string(), v.clone())))
-            .collect(),
+) -> Result<super::gguf_vocab::Exported> {
+    let mut exported = match source {
+        Some(file) => super::gguf_vocab::Exported {
+            metadata: file
+                .keys()
+                .filter(|k| k.starts_with("tokenizer.") && *k != "tokenizer.chat_template")
+                .filter_map(|k| file.value(k).map(|v| (k.to_string(), v.clone())))
+                .collect(),
+            warnings: Vec::new(),
+        },
         None => {
             let rows = match &loaded.model {
                 Model::Llama(m) => m.config.vocab_size,
                 Model::Gpt2(m) => m.config.vocab_size,
             };
-            super::gguf_vocab::from_tokenizer_json(&loaded.tokenizer, rows.max(0) as usize)?
+            let folder = loaded.source.is_dir().then_some(loaded.source.as_path());
+            super::gguf_vocab::from_tokenizer_json(&loaded.tokenizer, rows.max(0) as usize, folder)?
         }
     };
     if let Some(template) = &loaded.chat_template {
-        meta.push((
+        exported.metadata.push((
             "tokenizer.chat_template".into(),
             Value::String(template.source.clone()),
         ));
     }
-    Ok(meta)
+    Ok(exported)
+}
+
+/// Settings FineTune runs that the GGUF written for `config` cannot hold,
+/// each as a sentence saying what llama.cpp will do instead.
+pub fn unsupported_settings(config: &LlamaConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(arch) = architecture::by_model_type(&config.model_type) else {
+        return warnings;
+    };
+    let a = export_arch_name(arch);
+    let layers = config.num_hidden_layers;
+    let head_dim = config.head_dim();
+    // llama.cpp scales Gemma's queries by head_dim^-0.5, but by
+    // (hidden / heads)^-0.5 for its 27B sizes (46 / 62 layers).
+    if matches!(a, "gemma2" | "gemma3") {
+        let big = matches!((a, layers), ("gemma2", 46) | ("gemma3", 62));
+        let used = if big {
+            config.hidden_size as f32 / config.num_attention_heads.max(1) as f32
+        } else {
+            head_dim as f32
+        };
+        if let Some(scalar) = config.query_pre_attn_scalar {
+            if (scalar - used).abs() > 1e-6 {
+                warnings.push(format!(
+                    "query_pre_attn_scalar is {scalar}, but GGUF has no key for it: llama.cpp \
+                     scales attention scores by 1/sqrt({used}) (the {}), so the exported model \
+                     computes different logits",
+                    if big {
+                        "hidden size over heads"
+                    } else {
+                        "head dimension"
+                    }
+                ));
+            }
+        }
+    }
+    let windows = config.layer_windows();
+    let sliding: Vec<bool> = windows.iter().map(Option::is_some).collect();
+    let context = config.max_position_embeddings.unwrap_or(i32::MAX);
+    let window = windows.iter().flatten().copied().min();
+    let list = |flags: &[bool]| {
+        let idx: Vec<String> = flags
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| s)
+            .map(|(i, _)| i.to_string())
+            .collect();
+        if idx.is_empty() {
+            "none".to_string()
+        } else {
+            idx.join(", ")
+        }
+    };
+    match a {
+        "gemma2" | "gemma3" => {
+            // llama.cpp's patterns: Gemma 2 slides on even layers, Gemma 3
+            // on all but every 6th (given a window).
+            let theirs: Vec<bool> = (0..layers.max(0) as usize)
+                .map(|i| window.is_some() && if a == "gemma2" { i % 2 == 0 } else { i % 6 < 5 })
+                .collect();
+            if theirs != sliding {
+                warnings.push(format!(
+                    "sliding-window layers are {} here, but the GGUF holds no layer pattern: \
+                     llama.cpp uses {}'s default and slides layers {} instead, so attention \
+                     past {} tokens differs",
+                    list(&sliding),
+                    if a == "gemma2" { "Gemma 2" } else { "Gemma 3" },
+                    list(&theirs),
+                    window.unwrap_or(0)
+                ));
+            }
+        }
+        _ => {
+            if let Some(w) = window.filter(|&w| w < context) {
+                let name = match a {
+                    "phi3" => "Phi-3 (llama.cpp turns its window off)",
+                    "llama" if config.model_type == "mistral" => "Mistral (written as llama)",
+                    "llama" => "Llama",
+                    "qwen2" => "Qwen2",
+                    "qwen3" => "Qwen3",
+                    other => other,
+                };
+                warnings.push(format!(
+                    "layers {} attend to a sliding window of {w} tokens, but llama.cpp's {name} \
+                     has no sliding window: past {w} tokens every layer attends to the whole \
+                     context, so long prompts give other results",
+                    list(&sliding)
+                ));
+            }
+        }
+    }
+    warnings
 }

@@ -296,3 +296,59 @@ fn value_ollama_cannot_read_back_is_refused() {
     assert!(e.to_string().contains("SYSTEM"), "{e}");
     assert!(!dir.path().join("Modelfile").exists());
 }
+
+/// Every template llama.cpp collects (in .cache/llama.cpp, when there):
+/// each one translates to a template that renders exactly like it, or is
+/// refused with a reason; none is translated wrongly.
+#[test]
+fn every_llama_cpp_template_is_translated_exactly_or_refused() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".cache/llama.cpp/src/models/templates");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!(
+            "skipping: no {} (`make llama-cpp` unpacks it)",
+            dir.display()
+        );
+        return;
+    };
+    let (mut translated, mut refused) = (0, 0);
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("jinja") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        let Ok(chat) = ChatTemplate::new(&source, Some("<s>"), Some("</s>")) else {
+            continue; // Jinja our renderer does not compile
+        };
+        let f = Fixture {
+            chat,
+            adds_bos: true,
+        };
+        let t = match translate(&f.chat, f.adds_bos) {
+            Ok(t) => t,
+            Err(e) => {
+                assert!(
+                    e.to_string().contains("cannot translate"),
+                    "{}: {e}",
+                    path.display()
+                );
+                refused += 1;
+                continue;
+            }
+        };
+        for (what, messages) in conversations() {
+            let Some(want) = jinja(&f, &messages, true) else {
+                continue;
+            };
+            let got = render_ollama(&t.template, &messages, t.system.as_deref()).unwrap();
+            assert_eq!(got, want, "{}, {what}", path.display());
+        }
+        translated += 1;
+    }
+    eprintln!("{translated} templates translated, {refused} refused");
+    assert!(
+        translated > refused,
+        "{translated} translated, {refused} refused"
+    );
+}

@@ -249,13 +249,18 @@ fn default_system(slots: &HashMap<Slot, String>) -> Option<String> {
     (!inner.trim().is_empty()).then(|| inner.to_string())
 }
 
-/// The stop strings: the first word of what ends an assistant turn (its
-/// special token, e.g. `<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`) and the
-/// tokenizer's EOS.
+/// The stop strings: the first token of what ends an assistant turn (its
+/// special token, e.g. `<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`: a
+/// `<…>` or `[…]` marker, else the first word) and the tokenizer's EOS.
 fn stops(assistant_end: &str, eos: &str) -> Vec<String> {
+    let end = assistant_end.trim_start();
+    let marker = [('<', '>'), ('[', ']')].iter().find_map(|&(open, close)| {
+        end.strip_prefix(open)?;
+        end.find(close).map(|at| &end[..at + close.len_utf8()])
+    });
     let mut stops = Vec::new();
-    if let Some(word) = assistant_end.split_whitespace().next() {
-        stops.push(word.to_string());
+    if let Some(first) = marker.or_else(|| end.split_whitespace().next()) {
+        stops.push(first.to_string());
     }
     if !eos.is_empty() && !stops.iter().any(|s| s == eos) {
         stops.push(eos.to_string());

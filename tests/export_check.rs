@@ -56,6 +56,10 @@ fn every_export_of_a_trained_run_passes_the_check() {
     }
     let lora = export_run_gguf_lora(&run, None).unwrap();
     exports.push(Exported::GgufLora(lora.path));
+    let ollama = finetune::export::export_run_ollama(&run, FileType::Q8_0, None).unwrap();
+    let folder = ollama.path.parent().unwrap().to_path_buf();
+    assert!(folder.join("Modelfile").is_file());
+    exports.push(Exported::Ollama(folder, FileType::Q8_0));
 
     for exported in &exports {
         let report = check_run_export(&run, exported, &options()).unwrap();
@@ -127,6 +131,30 @@ fn the_check_catches_a_dropped_adapter() {
     );
     assert!(
         !failed.contains(&"template".to_string()),
+        "{}",
+        report.table()
+    );
+}
+
+/// An Ollama folder whose Modelfile TEMPLATE was edited to name the
+/// assistant's turn differently fails on the template row.
+#[test]
+fn the_check_catches_a_wrong_modelfile_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = trained_run(tmp.path());
+    let report = finetune::export::export_run_ollama(&run, FileType::F16, None).unwrap();
+    let folder = report.path.parent().unwrap().to_path_buf();
+    let modelfile = folder.join("Modelfile");
+    let text = std::fs::read_to_string(&modelfile).unwrap();
+    let broken = text.replace("<|im_start|>assistant", "<|im_start|>bot");
+    assert_ne!(text, broken);
+    std::fs::write(&modelfile, broken).unwrap();
+
+    let report =
+        check_run_export(&run, &Exported::Ollama(folder, FileType::F16), &options()).unwrap();
+    assert!(!report.passed, "{}", report.table());
+    assert!(
+        failed_rows(&report).contains(&"template".to_string()),
         "{}",
         report.table()
     );

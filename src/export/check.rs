@@ -21,6 +21,7 @@ use std::time::Instant;
 use mlx_rs::Array;
 use serde::Serialize;
 
+use super::go_template as go;
 use crate::chat_template::{ChatTemplate, Message};
 use crate::data::records::{Record, RecordStream};
 use crate::data::templates;
@@ -30,23 +31,6 @@ use crate::gguf::mix::FileType;
 use crate::model::{LoadOptions, LoadedModel, Model};
 use crate::runs::Run;
 use crate::tokenizer::Tokenizer;
-use pending_go as go;
-
-// Stand-in until the Go-template module lands (then `use super::go_template as go`).
-mod pending_go {
-    use crate::chat_template::Message;
-    use crate::error::{Error, Result};
-    pub struct OllamaTemplate {
-        pub template: String,
-        pub stops: Vec<String>,
-        pub system: Option<String>,
-    }
-    pub fn render_ollama(_: &str, _: &[Message], _: Option<&str>) -> Result<String> {
-        Err(Error::Invalid(
-            "Ollama templates are not rendered yet".into(),
-        ))
-    }
-}
 
 /// What was exported, and where.
 #[derive(Debug, Clone)]
@@ -359,7 +343,13 @@ pub fn check_export(
     let mut view = open_export(subject, export, &load)?;
     let against = format!("{} (template `{}`)", subject.label, resolved.name);
     let mut rows = Vec::new();
-    compare_templates(&template, &view.template, &samples, &mut rows)?;
+    compare_templates(
+        &template,
+        &view.template,
+        view.tokenizer.text_bos().is_some(),
+        &samples,
+        &mut rows,
+    )?;
     compare_tokenizers(
         &trained_tokenizer,
         &view.tokenizer,
@@ -600,7 +590,6 @@ enum ExportTemplate {
     /// None (adapters, which use the base's) or a Jinja one.
     Jinja(Option<Box<ChatTemplate>>),
     /// An Ollama Modelfile's TEMPLATE, SYSTEM and stops.
-    #[allow(dead_code)] // read once the Modelfile reader lands
     Ollama(go::OllamaTemplate),
     /// Adapters only: the base's template applies.
     Base,
@@ -647,10 +636,20 @@ fn open_export(subject: &Subject, export: &Exported, load: &LoadOptions) -> Resu
             from(loaded, ExportTemplate::Base)
         }
         Exported::Ollama(dir, _) => {
-            return Err(Error::Invalid(format!(
-                "{}: checking Ollama folders is not wired yet",
-                dir.display()
-            )))
+            let modelfile = super::ollama::read_modelfile(&dir.join("Modelfile"))?;
+            if modelfile.adapter.is_some() {
+                return Err(Error::Invalid(format!(
+                    "{}: checking a Modelfile with ADAPTER is not supported",
+                    dir.display()
+                )));
+            }
+            let loaded = crate::model::load(&dir.join(&modelfile.from), load)?;
+            let template = go::OllamaTemplate {
+                template: modelfile.template.clone().unwrap_or_default(),
+                stops: modelfile.stops().into_iter().map(str::to_string).collect(),
+                system: modelfile.system.clone(),
+            };
+            from(loaded, ExportTemplate::Ollama(template))
         }
     })
 }
@@ -658,6 +657,7 @@ fn open_export(subject: &Subject, export: &Exported, load: &LoadOptions) -> Resu
 fn compare_templates(
     trained: &ChatTemplate,
     export: &ExportTemplate,
+    adds_bos: bool,
     samples: &Samples,
     rows: &mut Vec<CheckRow>,
 ) -> Result<()> {
@@ -680,8 +680,21 @@ fn compare_templates(
                     return Ok(());
                 }
                 ExportTemplate::Jinja(Some(t)) => t.render(messages, true),
+                // Ollama puts the BOS in front itself, so the translation
+                // leaves out a template's own.
                 ExportTemplate::Ollama(t) => {
-                    go::render_ollama(&t.template, messages, t.system.as_deref())
+                    go::render_ollama(&t.template, messages, t.system.as_deref()).map(|text| {
+                        let bos = &trained.bos_token;
+                        if adds_bos
+                            && !bos.is_empty()
+                            && want.starts_with(bos.as_str())
+                            && !text.starts_with(bos.as_str())
+                        {
+                            format!("{bos}{text}")
+                        } else {
+                            text
+                        }
+                    })
                 }
             };
             let got = got.unwrap_or_else(|e| format!("<cannot render: {e}>"));
@@ -1093,7 +1106,7 @@ fn adapter_row(trained: &[Vec<f32>], base: &[Vec<f32>], export: &[Vec<f32>]) -> 
     }
 }
 
-fn size_of(path: &Path) -> u64 {
+pub(crate) fn size_of(path: &Path) -> u64 {
     if path.is_file() {
         return std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     }

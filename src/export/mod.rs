@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod gguf_lora;
 mod gguf_vocab;
 pub mod go_template;
+pub mod job;
 pub mod ollama;
 
 use std::collections::{BTreeMap, HashMap};
@@ -181,6 +182,47 @@ pub fn export_run_gguf(
     gguf::write_gguf(&loaded, &output, file_type, &label)
 }
 
+/// Writes a run's model as an Ollama folder (default: `<run>/export-ollama-
+/// <type>/`): the fused GGUF of `file_type` and a `Modelfile` whose
+/// TEMPLATE is the run's chat template in Go-template form (checked to
+/// render the same text), with a stop per end-of-turn token. Returns the
+/// GGUF's report; the folder is its parent.
+pub fn export_run_ollama(
+    run: &crate::runs::Run,
+    file_type: crate::gguf::mix::FileType,
+    output: Option<&Path>,
+) -> Result<gguf::GgufReport> {
+    let name = file_type.name().to_ascii_lowercase();
+    let config = trained_config(run)?;
+    let dir = output
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| run.dir.join(format!("export-ollama-{name}")));
+    if dir.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: already exists; choose a new folder",
+            dir.display()
+        )));
+    }
+    let loaded = load_fused(run, &config)?;
+    let chat = loaded.chat_template.as_ref().ok_or_else(|| {
+        Error::Invalid(format!(
+            "run {}: the model has no chat template for Ollama's TEMPLATE",
+            run.id
+        ))
+    })?;
+    // Translated before anything is written: a template Ollama cannot
+    // reproduce stops the export here.
+    let template = go_template::translate(chat, loaded.tokenizer.text_bos().is_some())?;
+    let file = format!("model-{name}.gguf");
+    let label = format!("{} (FineTune run {})", model_label(&config.model), run.id);
+    let staging = crate::files::Staging::new(&dir)?;
+    let mut report = gguf::write_gguf(&loaded, &staging.path().join(&file), file_type, &label)?;
+    ollama::write_modelfile(staging.path(), &format!("./{file}"), None, &template, &[])?;
+    let dir = staging.publish()?;
+    report.path = dir.join(file);
+    Ok(report)
+}
+
 /// Writes a run's adapter alone as llama.cpp's LoRA GGUF (default:
 /// `<run>/export-gguf-lora/adapter.gguf`), for the base the run trained on.
 pub fn export_run_gguf_lora(
@@ -226,13 +268,7 @@ fn gguf_output(
     output: Option<&Path>,
     default: &Path,
 ) -> Result<(crate::train::TrainConfig, std::path::PathBuf)> {
-    let config = run.read_config()?;
-    if !run.adapters_dir().join("adapter_config.json").exists() {
-        return Err(Error::Invalid(format!(
-            "run {}: no adapters yet (it has not finished or saved a step)",
-            run.id
-        )));
-    }
+    let config = trained_config(run)?;
     let output = output
         .map(Path::to_path_buf)
         .unwrap_or_else(|| run.dir.join(default));
@@ -249,6 +285,18 @@ fn gguf_output(
         })?;
     }
     Ok((config, output))
+}
+
+/// The run's config, once it has adapters to export.
+fn trained_config(run: &crate::runs::Run) -> Result<crate::train::TrainConfig> {
+    let config = run.read_config()?;
+    if !run.adapters_dir().join("adapter_config.json").exists() {
+        return Err(Error::Invalid(format!(
+            "run {}: no adapters yet (it has not finished or saved a step)",
+            run.id
+        )));
+    }
+    Ok(config)
 }
 
 /// A model's name for `general.name`: its file or folder name.

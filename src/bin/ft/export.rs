@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use finetune::export::{export_run, export_run_gguf, export_run_gguf_lora, ExportFormat};
 use finetune::gguf::mix::FileType;
 use finetune::runs::{runs_dir, Run};
 
@@ -21,6 +20,10 @@ pub enum Format {
     /// The adapter alone as llama.cpp's LoRA GGUF (`llama-cli --lora`,
     /// Ollama's ADAPTER), for the base GGUF the run trained on.
     GgufLora,
+    /// An Ollama folder: the fused GGUF (type from --quant) and a Modelfile
+    /// with the chat template in Ollama's form and its stop tokens, for
+    /// `ollama create NAME -f Modelfile`.
+    Ollama,
 }
 
 /// `--quant`: a GGUF file type by llama.cpp's name (f16, q8_0, q4_k_m, …).
@@ -37,6 +40,12 @@ pub fn quant_parser() -> impl clap::builder::TypedValueParser<Value = FileType> 
 /// Size and per-tensor types of a GGUF just written, and where each
 /// tensor's weights came from.
 pub fn print_gguf_report(report: &finetune::export::gguf::GgufReport) {
+    print_gguf_summary(report);
+    println!("{}", report.path.display());
+}
+
+/// Size and per-tensor types of a GGUF just written, to stderr.
+fn print_gguf_summary(report: &finetune::export::gguf::GgufReport) {
     let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
     for t in &report.tensors {
         *counts
@@ -53,7 +62,6 @@ pub fn print_gguf_report(report: &finetune::export::gguf::GgufReport) {
     for ((written, from), n) in counts {
         eprintln!("  {n:>4} × {written:<6} from {from}");
     }
-    println!("{}", report.path.display());
 }
 
 #[derive(Args)]
@@ -62,7 +70,7 @@ pub struct ExportArgs {
     pub run: String,
     #[arg(long, value_enum)]
     pub format: Format,
-    /// GGUF file type (with --format gguf): f16, bf16, q8_0, q6_k, q5_k_m,
+    /// GGUF file type (with --format gguf or ollama): f16, bf16, q8_0, q6_k, q5_k_m,
     /// q4_k_m, q4_0, … — per-tensor types as llama-quantize chooses them.
     #[arg(long, default_value = "q8_0", ignore_case = true, value_parser = quant_parser())]
     pub quant: FileType,
@@ -77,9 +85,26 @@ pub struct ExportArgs {
     pub no_check: bool,
 }
 
-/// Runs the export check on what was just written, prints its table and
-/// writes it beside the export; an export that does not behave like what it
+/// Prints the check's table; an export that does not behave like what it
 /// came from is an error.
+pub fn report_check(
+    report: &finetune::export::check::CheckReport,
+    written: &std::path::Path,
+) -> anyhow::Result<()> {
+    eprint!("{}", report.table());
+    eprintln!("  (written to {})", written.display());
+    if !report.passed {
+        anyhow::bail!(
+            "the export check failed: {} (the export is kept at {} for inspection)",
+            report.failures().join("; "),
+            report.export.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs the export check on what was just written (`ft models convert`),
+/// prints its table and writes it beside the export.
 pub fn check_and_report(
     subject: &finetune::export::check::Subject,
     exported: &finetune::export::check::Exported,
@@ -87,57 +112,45 @@ pub fn check_and_report(
     let options = finetune::export::check::CheckOptions::default();
     let report = finetune::export::check::check_export(subject, exported, &options)?;
     let written = report.write_beside()?;
-    eprint!("{}", report.table());
-    eprintln!("  (written to {})", written.display());
-    if !report.passed {
-        anyhow::bail!(
-            "the export check failed: {} (the export is kept at {} for inspection)",
-            report.failures().join("; "),
-            exported.path().display()
-        );
-    }
-    Ok(())
+    report_check(&report, &written)
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
-    use finetune::export::check::{Exported, Subject};
+    use finetune::export::job::{export, ExportRequest, Target};
     let run = Run::open(&args.runs_dir.unwrap_or_else(runs_dir), &args.run)?;
-    let exported = match args.format {
-        Format::Gguf => {
-            let report = export_run_gguf(&run, args.quant, args.output.as_deref())?;
-            print_gguf_report(&report);
-            Exported::Gguf(report.path, args.quant)
-        }
-        Format::GgufLora => {
-            let r = export_run_gguf_lora(&run, args.output.as_deref())?;
-            eprintln!(
-                "wrote {} (LoRA rank {}, alpha {}, {} projections, {:.1} MiB)",
-                r.path.display(),
-                r.rank,
-                r.alpha,
-                r.projections,
-                r.bytes as f64 / (1u64 << 20) as f64
-            );
-            println!("{}", r.path.display());
-            Exported::GgufLora(r.path)
-        }
-        Format::Mlx | Format::Peft | Format::Fused => {
-            let format = match args.format {
-                Format::Mlx => ExportFormat::Mlx,
-                Format::Peft => ExportFormat::Peft,
-                _ => ExportFormat::Fused,
-            };
-            let output = export_run(&run, format, args.output.as_deref())?;
-            eprintln!("wrote {} to {}", format.name(), output.display());
-            println!("{}", output.display());
-            match format {
-                ExportFormat::Fused => Exported::Fused(output),
-                _ => Exported::Adapters(output),
-            }
-        }
+    let target = match args.format {
+        Format::Mlx => Target::Mlx,
+        Format::Peft => Target::Peft,
+        Format::Fused => Target::Fused,
+        Format::Gguf => Target::Gguf,
+        Format::GgufLora => Target::GgufLora,
+        Format::Ollama => Target::Ollama,
     };
-    if args.no_check {
-        return Ok(());
+    let request = ExportRequest {
+        target,
+        quant: Some(args.quant.name().to_string()),
+        output: args.output,
+        check: !args.no_check,
+    };
+    let outcome = export(&run, &request, &mut |phase| eprintln!("{phase}…"))?;
+    match &outcome.gguf {
+        Some(report) => print_gguf_summary(report),
+        None => eprintln!(
+            "wrote {} ({:.1} MiB) in {:.1} s",
+            outcome.path.display(),
+            outcome.bytes as f64 / (1u64 << 20) as f64,
+            outcome.seconds
+        ),
     }
-    check_and_report(&Subject::of_run(&run)?, &exported)
+    if target == Target::Ollama {
+        eprintln!(
+            "  for Ollama: cd {} && ollama create NAME -f Modelfile",
+            outcome.path.display()
+        );
+    }
+    println!("{}", outcome.path.display());
+    match (&outcome.check, &outcome.check_file) {
+        (Some(report), Some(file)) => report_check(report, file),
+        _ => Ok(()),
+    }
 }

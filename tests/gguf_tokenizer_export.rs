@@ -497,7 +497,7 @@ fn tiny_sentencepiece_bpe_round_trips_with_scores_from_its_merges() {
         assert_eq!(vocab.bos_token_id, Some(1));
         // tokenizer_config has no add_bos_token: the template's leading <s>.
         assert_eq!(vocab.add_bos_token, Some(true));
-        assert_eq!(vocab.add_eos_token, Some(false));
+        assert_eq!(vocab.add_eos_token, None, "unsaid: llama.cpp's default");
     }
 }
 
@@ -730,5 +730,71 @@ fn sliding_windows_llama_cpp_ignores_are_warnings() {
     for name in ["llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2"] {
         let w = warnings_of(&fixture(name));
         assert!(w.is_empty(), "{name}: {w:?}");
+    }
+}
+
+// ---------------------------------------------------------------- real tokenizer.json
+
+/// A real Hugging Face tokenizer.json / tokenizer_config.json pair under
+/// `.cache/hf-tokenizers/<name>/`, round tripped; None when absent.
+fn real_round_trip(name: &str) -> Option<(tempfile::TempDir, GgufFile)> {
+    let dir = cache().join("hf-tokenizers").join(name);
+    let json_path = cached(dir.join("tokenizer.json"), name)?;
+    let json: Json = serde_json::from_str(&std::fs::read_to_string(json_path).unwrap()).unwrap();
+    let config_text = std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap();
+    let mut config: Json = serde_json::from_str(&config_text).unwrap();
+    // The chat template is not what is tested here.
+    if let Some(c) = config.as_object_mut() {
+        c.remove("chat_template");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tiny_model_with(tmp.path(), &json, &config);
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let file = round_trip(&folder, &out);
+    Some((tmp, file))
+}
+
+#[test]
+fn real_llama2_tokenizer_json_round_trips_as_sentencepiece() {
+    if let Some((_dir, file)) = real_round_trip("llama2") {
+        sentencepiece_keys(&file, true);
+    }
+}
+
+#[test]
+fn real_gemma3_tokenizer_json_round_trips_as_sentencepiece() {
+    if let Some((_dir, file)) = real_round_trip("gemma3") {
+        sentencepiece_keys(&file, false);
+    }
+}
+
+#[test]
+fn real_llama3_tokenizer_json_round_trips_as_llama_bpe() {
+    if let Some((_dir, file)) = real_round_trip("llama3") {
+        assert_eq!(string_key(&file, "tokenizer.ggml.pre"), "llama-bpe");
+        // Neither its config nor its post-processor says: the key is left
+        // out, as llama.cpp's converter does, and llama.cpp's default for
+        // Llama 3 (add BOS) applies.
+        assert_eq!(file.get_bool("tokenizer.ggml.add_bos_token").unwrap(), None);
+        let vocab = GgufVocab::read(&file).unwrap();
+        assert!(
+            Tokenizer::from_gguf(&vocab, file.path())
+                .unwrap()
+                .add_bos_token
+        );
+    }
+}
+
+#[test]
+fn real_qwen3_tokenizer_json_round_trips_as_qwen2() {
+    if let Some((_dir, file)) = real_round_trip("qwen3") {
+        assert_eq!(string_key(&file, "tokenizer.ggml.pre"), "qwen2");
+        let vocab = GgufVocab::read(&file).unwrap();
+        assert_eq!(
+            vocab.padding_token_id,
+            Some(151643),
+            "pad_token <|endoftext|>"
+        );
     }
 }

@@ -100,13 +100,15 @@ pub fn from_tokenizer_json(
 /// The special tokens and whether BOS / EOS are added, as llama.cpp's
 /// `SpecialVocab` finds them: `tokenizer_config.json`'s `add_bos_token` /
 /// `add_eos_token`, else the post-processor's template (a leading BOS, a
-/// trailing EOS).
+/// trailing EOS), else unsaid (the key is left out and llama.cpp's default
+/// for the tokenizer applies: BOS for SentencePiece and Llama 3, not for
+/// GPT-2 or Qwen).
 struct Specials {
     bos: Option<u32>,
     eos: Option<u32>,
     pad: Option<u32>,
-    add_bos: bool,
-    add_eos: bool,
+    add_bos: Option<bool>,
+    add_eos: Option<bool>,
 }
 
 impl Specials {
@@ -120,7 +122,7 @@ impl Specials {
         let bos = tokenizer.bos_token_id();
         let eos = tokenizer.eos_token_id();
         let pad = token_text("pad_token").and_then(|t| tokenizer.token_to_id(&t));
-        let (mut add_bos, mut add_eos) = (false, false);
+        let (mut add_bos, mut add_eos) = (None, None);
         let post = &json["post_processor"];
         let processors = match post["processors"].as_array() {
             Some(list) => list.iter().collect(),
@@ -131,26 +133,24 @@ impl Specials {
                 continue;
             }
             let single = p["single"].as_array();
-            let special_id = |item: Option<&Json>| {
+            let special = |item: Option<&Json>| {
                 item.and_then(|i| i["SpecialToken"]["id"].as_str())
-                    .and_then(|t| tokenizer.token_to_id(t))
+                    .map(|t| tokenizer.token_to_id(t))
             };
-            let first = special_id(single.and_then(|s| s.first()));
-            let last = special_id(
-                single
-                    .and_then(|s| s.last())
-                    .filter(|_| single.is_some_and(|s| s.len() > 1)),
-            );
-            add_bos = first.is_some() && first == bos;
-            add_eos = last.is_some() && last == eos;
+            if let Some(first) = special(single.and_then(|s| s.first())) {
+                add_bos = Some(first.is_some() && first == bos);
+            }
+            if let Some(last) = special(single.and_then(|s| s.last())) {
+                add_eos = Some(last.is_some() && last == eos);
+            }
         }
         let flag = |key: &str| config.and_then(|c| c.get(key)).and_then(Json::as_bool);
         Specials {
             bos,
             eos,
             pad,
-            add_bos: flag("add_bos_token").unwrap_or(add_bos || tokenizer.add_bos_token),
-            add_eos: flag("add_eos_token").unwrap_or(add_eos || tokenizer.add_eos_token),
+            add_bos: flag("add_bos_token").or(add_bos),
+            add_eos: flag("add_eos_token").or(add_eos),
         }
     }
 }
@@ -272,8 +272,8 @@ fn byte_level(
     vocab.bos_token_id = specials.bos;
     vocab.eos_token_id = specials.eos;
     vocab.padding_token_id = specials.pad;
-    vocab.add_bos_token = Some(specials.add_bos);
-    vocab.add_eos_token = Some(specials.add_eos);
+    vocab.add_bos_token = specials.add_bos;
+    vocab.add_eos_token = specials.add_eos;
     let reference = tokenizer.encode(PROBE)?;
     let own_pieces = hf_pieces(json, PROBE);
     let mut names: Vec<&str> = PREFERRED.to_vec();
@@ -526,8 +526,8 @@ fn sentencepiece(
         eos_token_id: specials.eos,
         unknown_token_id: unk,
         padding_token_id: specials.pad,
-        add_bos_token: Some(specials.add_bos),
-        add_eos_token: Some(specials.add_eos),
+        add_bos_token: specials.add_bos,
+        add_eos_token: specials.add_eos,
         add_space_prefix: Some(space_prefix(json, config)),
         ..Default::default()
     };

@@ -352,3 +352,68 @@ fn every_llama_cpp_template_is_translated_exactly_or_refused() {
         "{translated} translated, {refused} refused"
     );
 }
+
+/// Meta's Llama 2 chat template (tokenizer_config.json of
+/// meta-llama/Llama-2-7b-chat-hf): the system prompt inside the first
+/// `[INST]`, BOS before every user turn.
+const LLAMA2: &str = "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}\
+{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}\
+{% set system_message = false %}{% endif %}{% for message in loop_messages %}\
+{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\
+{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}\
+{% if loop.index0 == 0 and system_message != false %}\
+{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}\
+{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}\
+{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}\
+{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+
+#[test]
+fn llama2_system_block_in_the_first_inst_and_bos_before_each_user_turn_are_reproduced() {
+    let f = Fixture {
+        chat: ChatTemplate::new(LLAMA2, Some("<s>"), Some("</s>")).unwrap(),
+        adds_bos: true,
+    };
+    let t = translate(&f.chat, f.adds_bos).unwrap();
+    for (what, messages) in conversations() {
+        let want = jinja(&f, &messages, true).unwrap();
+        assert_eq!(
+            render_ollama(&t.template, &messages, None).unwrap(),
+            want,
+            "{what}"
+        );
+    }
+    let chat = [
+        m("system", "Be brief."),
+        m("user", "Hi"),
+        m("assistant", "Hello"),
+        m("user", "Bye"),
+    ];
+    assert_eq!(
+        render_ollama(&t.template, &chat, None).unwrap(),
+        "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Bye [/INST]"
+    );
+    assert_eq!(t.stops, ["</s>"]);
+}
+
+#[test]
+fn modelfile_is_laid_out_as_ollama_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = translated("smollm2");
+    let extra = [("num_ctx", "2048".to_string())];
+    let path = write_modelfile(dir.path(), "model.gguf", Some("adapter.gguf"), &t, &extra).unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains("\nFROM model.gguf\nADAPTER adapter.gguf\nTEMPLATE \"\"\"{{"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "\nSYSTEM \"You are a helpful AI assistant named SmolLM, trained by Hugging Face\"\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("\nPARAMETER stop \"<|im_end|>\"\nPARAMETER num_ctx 2048\n"),
+        "{text}"
+    );
+}

@@ -346,28 +346,26 @@ fn action_end(action: &str) -> Option<usize> {
     None
 }
 
-/// `value` in the first Modelfile form that reads back as itself.
+/// `value` in the first Modelfile form that reads back as itself: a
+/// multi-line value in `"""`, a template, system prompt or stop string in
+/// `"`, anything else bare where it can be.
 fn quote(command: &str, value: &str) -> Result<String> {
-    let forms = [
-        value.to_string(),
-        format!("\"{value}\""),
-        format!("\"\"\"{value}\"\"\""),
-    ];
-    let bare_ok = !value.is_empty() && !value.starts_with('"');
-    for (i, form) in forms.into_iter().enumerate() {
-        if i == 0 && !bare_ok {
-            continue;
-        }
+    let bare = value.to_string();
+    let single = format!("\"{value}\"");
+    let triple = format!("\"\"\"{value}\"\"\"");
+    let forms = if value.contains('\n') {
+        vec![triple, single]
+    } else if matches!(command, "TEMPLATE" | "SYSTEM" | "PARAMETER stop") {
+        vec![single, triple]
+    } else {
+        vec![bare, single, triple]
+    };
+    for form in forms {
         let text = format!("FROM x\n{command} {form}\n");
-        let back = commands(&text).ok();
-        if back
-            .as_ref()
-            .and_then(|c| c.get(1))
-            .map(|(_, v)| v.as_str())
-            == Some(value)
-            && back.map(|c| c.len()) == Some(2)
-        {
-            return Ok(form);
+        if let Ok(back) = commands(&text) {
+            if back.len() == 2 && back[1].1 == value {
+                return Ok(form);
+            }
         }
     }
     Err(Error::Invalid(format!(

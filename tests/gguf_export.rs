@@ -277,3 +277,25 @@ fn a_lora_gguf_over_the_base_gguf_equals_the_fused_export() {
         assert_eq!(checked, report.projections, "{name}");
     }
 }
+
+/// The sizes a quant picker shows before writing are the sizes written,
+/// byte for byte, for every architecture and several mixes.
+#[test]
+fn planned_sizes_are_the_sizes_written() {
+    let types = [
+        FileType::F16,
+        FileType::Q8_0,
+        FileType::Q4_K_M,
+        FileType::Q6_K,
+    ];
+    for name in ["llama", "qwen3", "gemma3", "phi3", "gpt2"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let loaded = model::load(&fixture(name), &LoadOptions::default()).unwrap();
+        let planned = finetune::export::gguf::planned_sizes(&loaded, &types).unwrap();
+        for (file_type, bytes) in planned {
+            let written = export(name, file_type, tmp.path());
+            let real = std::fs::metadata(&written).unwrap().len();
+            assert_eq!(bytes, real, "{name} {}", file_type.name());
+        }
+    }
+}

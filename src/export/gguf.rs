@@ -60,70 +60,152 @@ pub fn write_gguf(
     file_type: FileType,
     name: &str,
 ) -> Result<GgufReport> {
-    let source_gguf = source_gguf(&loaded.source)?;
-    let (arch, mut metadata, tensors) = match &loaded.model {
-        Model::Llama(m) => llama_family(&m.config, loaded.model.hf_tensors())?,
-        Model::Gpt2(m) => gpt2(&m.config, loaded.model.hf_tensors())?,
-    };
-    metadata.splice(
-        0..0,
-        [
-            (
-                "general.architecture".to_string(),
-                Value::String(arch.clone()),
+    write_gguf_with_progress(loaded, path, file_type, name, &mut |_, _| {})
+}
+
+/// Everything a GGUF of `loaded` holds but its tensor types: the metadata
+/// (without `general.file_type`), the tensors in llama-quantize's order,
+/// and what the mix needs to know of the model.
+struct Plan {
+    arch: String,
+    metadata: Vec<(String, Value)>,
+    tensors: Vec<Pending>,
+    n_layer: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    warnings: Vec<String>,
+    source_gguf: Option<GgufFile>,
+}
+
+impl Plan {
+    fn new(loaded: &LoadedModel, name: &str) -> Result<Plan> {
+        let source_gguf = source_gguf(&loaded.source)?;
+        let (arch, mut metadata, tensors) = match &loaded.model {
+            Model::Llama(m) => llama_family(&m.config, loaded.model.hf_tensors())?,
+            Model::Gpt2(m) => gpt2(&m.config, loaded.model.hf_tensors())?,
+        };
+        metadata.splice(
+            0..0,
+            [
+                (
+                    "general.architecture".to_string(),
+                    Value::String(arch.clone()),
+                ),
+                ("general.type".to_string(), Value::String("model".into())),
+                ("general.name".to_string(), Value::String(name.into())),
+            ],
+        );
+        // Its value is set per file type by `specs`.
+        metadata.push(("general.file_type".into(), Value::U32(0)));
+        metadata.push(("general.quantization_version".into(), Value::U32(2)));
+        let tokenizer = tokenizer_metadata(loaded, source_gguf.as_ref())?;
+        metadata.extend(tokenizer.metadata);
+        let mut warnings = tokenizer.warnings;
+        if let Model::Llama(m) = &loaded.model {
+            warnings.splice(0..0, unsupported_settings(&m.config));
+        }
+        // llama-quantize's order (its per-layer counters depend on it).
+        let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        let order = mix::llama_order(&names);
+        let mut slots: Vec<Option<Pending>> = tensors.into_iter().map(Some).collect();
+        let tensors: Vec<Pending> = order
+            .iter()
+            .map(|&i| slots[i].take().expect("an order visits each tensor once"))
+            .collect();
+        let (n_layer, n_head, n_head_kv) = match &loaded.model {
+            Model::Llama(m) => (
+                m.config.num_hidden_layers,
+                m.config.num_attention_heads,
+                m.config.kv_heads(),
             ),
-            ("general.type".to_string(), Value::String("model".into())),
-            ("general.name".to_string(), Value::String(name.into())),
-        ],
-    );
-    metadata.push(("general.file_type".into(), Value::U32(file_type.id())));
-    metadata.push(("general.quantization_version".into(), Value::U32(2)));
-    let tokenizer = tokenizer_metadata(loaded, source_gguf.as_ref())?;
-    metadata.extend(tokenizer.metadata);
-    let mut warnings = tokenizer.warnings;
-    if let Model::Llama(m) = &loaded.model {
-        warnings.splice(0..0, unsupported_settings(&m.config));
+            Model::Gpt2(m) => (m.config.n_layer, m.config.n_head, m.config.n_head),
+        };
+        Ok(Plan {
+            arch,
+            metadata,
+            tensors,
+            n_layer: n_layer as usize,
+            n_head: n_head as usize,
+            n_head_kv: n_head_kv as usize,
+            warnings,
+            source_gguf,
+        })
     }
 
-    // llama-quantize's order (its per-layer counters depend on it).
-    let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
-    let order = mix::llama_order(&names);
-    let tensors: Vec<&Pending> = order.iter().map(|&i| &tensors[i]).collect();
-    let (n_layer, n_head, n_head_kv) = match &loaded.model {
-        Model::Llama(m) => (
-            m.config.num_hidden_layers,
-            m.config.num_attention_heads,
-            m.config.kv_heads(),
-        ),
-        Model::Gpt2(m) => (m.config.n_layer, m.config.n_head, m.config.n_head),
-    };
-    let info = ModelInfo {
-        arch: &arch,
-        n_layer: n_layer as usize,
-        n_head: n_head as usize,
-        n_head_kv: n_head_kv as usize,
-        n_expert: 0,
-        is_70b: false,
-    };
-    let descs: Vec<TensorDesc> = tensors
+    /// The file's metadata and tensor specs for `file_type`.
+    fn specs(&self, file_type: FileType) -> Result<(Vec<(String, Value)>, Vec<TensorSpec>)> {
+        let info = ModelInfo {
+            arch: &self.arch,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_head_kv: self.n_head_kv,
+            n_expert: 0,
+            is_70b: false,
+        };
+        let descs: Vec<TensorDesc> = self
+            .tensors
+            .iter()
+            .map(|t| TensorDesc {
+                name: &t.name,
+                dims: &t.dims,
+                source: GgmlType::F32,
+            })
+            .collect();
+        let types = mix::tensor_types(file_type, &info, &descs).map_err(Error::Invalid)?;
+        let specs = self
+            .tensors
+            .iter()
+            .zip(&types)
+            .map(|(t, ty)| TensorSpec {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                ggml_type: *ty,
+            })
+            .collect();
+        let mut metadata = self.metadata.clone();
+        for (key, value) in &mut metadata {
+            if key == "general.file_type" {
+                *value = Value::U32(file_type.id());
+            }
+        }
+        Ok((metadata, specs))
+    }
+}
+
+/// The exact size of the GGUF file [`write_gguf`] would write for each of
+/// `file_types`, without writing anything (for a picker that shows sizes).
+pub fn planned_sizes(
+    loaded: &LoadedModel,
+    file_types: &[FileType],
+) -> Result<Vec<(FileType, u64)>> {
+    let plan = Plan::new(loaded, "size")?;
+    file_types
         .iter()
-        .map(|t| TensorDesc {
-            name: &t.name,
-            dims: &t.dims,
-            source: GgmlType::F32,
+        .map(|&t| {
+            let (metadata, specs) = plan.specs(t)?;
+            let bytes = crate::gguf::write::file_size(&metadata, &specs).map_err(Error::Invalid)?;
+            Ok((t, bytes))
         })
-        .collect();
-    let types = mix::tensor_types(file_type, &info, &descs)
+        .collect()
+}
+
+/// [`write_gguf`], telling `progress` (tensors written, of how many) after
+/// each tensor.
+pub fn write_gguf_with_progress(
+    loaded: &LoadedModel,
+    path: &Path,
+    file_type: FileType,
+    name: &str,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<GgufReport> {
+    let plan = Plan::new(loaded, name)?;
+    let (metadata, specs) = plan
+        .specs(file_type)
         .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-    let specs: Vec<TensorSpec> = tensors
-        .iter()
-        .zip(&types)
-        .map(|(t, ty)| TensorSpec {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ggml_type: *ty,
-        })
-        .collect();
+    let types: Vec<GgmlType> = specs.iter().map(|s| s.ggml_type).collect();
+    let tensors: Vec<&Pending> = plan.tensors.iter().collect();
+    let source_gguf = plan.source_gguf;
+    let warnings = plan.warnings;
     let fail = |e: String| Error::Invalid(format!("{}: {e}", path.display()));
     let mut writer = GgufWriter::create(path, &metadata, &specs, false).map_err(fail)?;
     let loaded_dtype = tensors
@@ -149,6 +231,7 @@ pub fn write_gguf(
             written: ty.name().to_string(),
             came_from,
         });
+        progress(report.len(), tensors.len());
     }
     let path = writer.finish().map_err(fail)?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

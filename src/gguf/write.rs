@@ -60,6 +60,84 @@ fn align(n: u64, a: u64) -> u64 {
     n.div_ceil(a) * a
 }
 
+/// The header (padded to the alignment), the alignment, and each tensor's
+/// data size, once every value has been checked.
+type Layout = (Vec<u8>, u64, Vec<(String, u64)>);
+
+fn layout(metadata: &[(String, Value)], tensors: &[TensorSpec]) -> Result<Layout, String> {
+    let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
+        None => DEFAULT_ALIGNMENT,
+        Some((_, Value::U32(a))) if a.is_power_of_two() => u64::from(*a),
+        Some((_, v)) => {
+            return Err(format!(
+                "general.alignment must be a u32 power of two, not {v:?}"
+            ))
+        }
+    };
+    let mut keys = std::collections::HashSet::new();
+    for (k, _) in metadata {
+        if !keys.insert(k.as_str()) {
+            return Err(format!("metadata key {k} is given twice"));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut sizes = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        if !names.insert(t.name.as_str()) {
+            return Err(format!("tensor {} is given twice", t.name));
+        }
+        if t.dims.is_empty() || t.dims.len() > 4 {
+            return Err(format!(
+                "tensor {} has {} dims (1 to 4)",
+                t.name,
+                t.dims.len()
+            ));
+        }
+        let n = t.n_bytes().ok_or_else(|| {
+            format!(
+                "tensor {} ({:?}) cannot be stored as {}: rows of {} values, blocks of {}",
+                t.name,
+                t.dims,
+                t.ggml_type,
+                t.dims[0],
+                t.ggml_type.block_size()
+            )
+        })?;
+        sizes.push((t.name.clone(), n));
+    }
+
+    let mut header = Vec::new();
+    header.extend_from_slice(b"GGUF");
+    header.extend_from_slice(&VERSION.to_le_bytes());
+    header.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    header.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        put_string(&mut header, k);
+        put_value(&mut header, v);
+    }
+    let mut offset = 0u64;
+    for (t, (_, n)) in tensors.iter().zip(&sizes) {
+        put_string(&mut header, &t.name);
+        header.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for d in &t.dims {
+            header.extend_from_slice(&d.to_le_bytes());
+        }
+        header.extend_from_slice(&t.ggml_type.id().to_le_bytes());
+        header.extend_from_slice(&offset.to_le_bytes());
+        offset = align(offset + n, alignment);
+    }
+    header.resize(align(header.len() as u64, alignment) as usize, 0);
+
+    Ok((header, alignment, sizes))
+}
+
+/// The size of the file [`GgufWriter::create`] would write for this
+/// header, with every tensor's data (each padded to the alignment).
+pub fn file_size(metadata: &[(String, Value)], tensors: &[TensorSpec]) -> Result<u64, String> {
+    let (header, alignment, sizes) = layout(metadata, tensors)?;
+    Ok(header.len() as u64 + sizes.iter().map(|(_, n)| align(*n, alignment)).sum::<u64>())
+}
+
 impl GgufWriter {
     /// Starts `path`: checks the header, writes it to a temporary file next
     /// to `path`. Refuses when `path` exists unless `overwrite`.
@@ -73,68 +151,7 @@ impl GgufWriter {
         if !overwrite && path.symlink_metadata().is_ok() {
             return Err(format!("{shown} exists; not overwriting it"));
         }
-        let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
-            None => DEFAULT_ALIGNMENT,
-            Some((_, Value::U32(a))) if a.is_power_of_two() => u64::from(*a),
-            Some((_, v)) => {
-                return Err(format!(
-                    "general.alignment must be a u32 power of two, not {v:?}"
-                ))
-            }
-        };
-        let mut keys = std::collections::HashSet::new();
-        for (k, _) in metadata {
-            if !keys.insert(k.as_str()) {
-                return Err(format!("metadata key {k} is given twice"));
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        let mut sizes = Vec::with_capacity(tensors.len());
-        for t in tensors {
-            if !names.insert(t.name.as_str()) {
-                return Err(format!("tensor {} is given twice", t.name));
-            }
-            if t.dims.is_empty() || t.dims.len() > 4 {
-                return Err(format!(
-                    "tensor {} has {} dims (1 to 4)",
-                    t.name,
-                    t.dims.len()
-                ));
-            }
-            let n = t.n_bytes().ok_or_else(|| {
-                format!(
-                    "tensor {} ({:?}) cannot be stored as {}: rows of {} values, blocks of {}",
-                    t.name,
-                    t.dims,
-                    t.ggml_type,
-                    t.dims[0],
-                    t.ggml_type.block_size()
-                )
-            })?;
-            sizes.push((t.name.clone(), n));
-        }
-
-        let mut header = Vec::new();
-        header.extend_from_slice(b"GGUF");
-        header.extend_from_slice(&VERSION.to_le_bytes());
-        header.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
-        header.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
-        for (k, v) in metadata {
-            put_string(&mut header, k);
-            put_value(&mut header, v);
-        }
-        let mut offset = 0u64;
-        for (t, (_, n)) in tensors.iter().zip(&sizes) {
-            put_string(&mut header, &t.name);
-            header.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            for d in &t.dims {
-                header.extend_from_slice(&d.to_le_bytes());
-            }
-            header.extend_from_slice(&t.ggml_type.id().to_le_bytes());
-            header.extend_from_slice(&offset.to_le_bytes());
-            offset = align(offset + n, alignment);
-        }
-        header.resize(align(header.len() as u64, alignment) as usize, 0);
+        let (header, alignment, sizes) = layout(metadata, tensors)?;
 
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,

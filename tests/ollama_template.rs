@@ -417,3 +417,33 @@ fn modelfile_is_laid_out_as_ollama_writes_them() {
         "{text}"
     );
 }
+
+#[test]
+fn render_ollama_inserts_the_modelfile_system_and_merges_consecutive_turns_as_ollama_does() {
+    // In the style of Ollama's own ChatML templates.
+    let template = "{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 -}}
+<|im_start|>{{ .Role }}
+{{ .Content }}{{ if not $last }}<|im_end|>
+{{ end }}
+{{- if and (ne .Role \"assistant\") $last }}<|im_end|>
+<|im_start|>assistant
+{{ end }}
+{{- end }}";
+    let chat = [m("user", "a"), m("user", "b")];
+    assert_eq!(
+        render_ollama(template, &chat, Some("S")).unwrap(),
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\na\n\nb<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // A conversation's own system message wins over the Modelfile's.
+    let own = [m("system", "Mine"), m("user", "a")];
+    let text = render_ollama(template, &own, Some("S")).unwrap();
+    assert!(
+        text.starts_with("<|im_start|>system\nMine<|im_end|>\n"),
+        "{text}"
+    );
+    assert!(!text.contains("\nS<|im_end|>"), "{text}");
+    // Ollama's older .Prompt/.Response templates are not rendered here.
+    let e = render_ollama("{{ .Prompt }}", &chat, None).unwrap_err();
+    assert!(e.to_string().contains(".Messages"), "{e}");
+}

@@ -525,6 +525,7 @@ pub fn render_ollama(template: &str, messages: &[Message], system: Option<&str>)
     context.insert("Response".to_string(), Value::from(String::new()));
     context.insert("Think".to_string(), Value::Bool(false));
     context.insert("IsThinkSet".to_string(), Value::Bool(false));
+    context.insert("ThinkLevel".to_string(), Value::from(String::new()));
 
     let mut engine = gtmpl::Template::default();
     engine.add_funcs(&[("slice", slice as Func)]);
@@ -560,6 +561,10 @@ fn message_value(message: &Message) -> Value {
     let mut fields = HashMap::new();
     fields.insert("Role".to_string(), Value::from(message.role.clone()));
     fields.insert("Content".to_string(), Value::from(message.content.clone()));
+    // Fields Ollama's own templates test; a plain chat has none of them.
+    fields.insert("Thinking".to_string(), Value::from(String::new()));
+    fields.insert("ToolName".to_string(), Value::from(String::new()));
+    fields.insert("ToolCalls".to_string(), Value::Array(Vec::new()));
     Value::Object(fields)
 }
 

@@ -63,6 +63,9 @@ pub fn write_gguf(
     write_gguf_with_progress(loaded, path, file_type, name, &mut |_, _| {})
 }
 
+/// GGUF key–value pairs, in file order.
+type Metadata = Vec<(String, Value)>;
+
 /// Everything a GGUF of `loaded` holds but its tensor types: the metadata
 /// (without `general.file_type`), the tensors in llama-quantize's order,
 /// and what the mix needs to know of the model.
@@ -133,7 +136,7 @@ impl Plan {
     }
 
     /// The file's metadata and tensor specs for `file_type`.
-    fn specs(&self, file_type: FileType) -> Result<(Vec<(String, Value)>, Vec<TensorSpec>)> {
+    fn specs(&self, file_type: FileType) -> Result<(Metadata, Vec<TensorSpec>)> {
         let info = ModelInfo {
             arch: &self.arch,
             n_layer: self.n_layer,

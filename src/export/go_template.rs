@@ -18,6 +18,17 @@
 //! with an assistant message is continued, not closed). Ollama's tokenizer
 //! adds BOS itself when the GGUF says so (`tokenizer.ggml.add_bos_token`),
 //! so the template then leaves the template's leading BOS out.
+//!
+//! Reproduced: ChatML (with or without a default system prompt), Gemma's
+//! system prompt merged into the first user turn, Llama 2's `[INST]` with
+//! `<<SYS>>` and BOS per turn, Llama 3 (its dated system header included),
+//! Phi-3, DeepSeek, Qwen3's think block on a final assistant turn. Refused:
+//! templates whose text around a turn depends on more than the roles
+//! (turn numbers, the system prompt moved to the last user turn as
+//! Mistral Nemo's does), that alter contents, or that do not render a
+//! user/assistant conversation. Not carried: tools (`.Tools` is ignored,
+//! tool messages get no text around them) and content trimming (Ollama
+//! passes contents as sent; the check uses contents without edge spaces).
 
 use std::collections::HashMap;
 

@@ -30,6 +30,7 @@ DATA="$CACHE/data/chitchat"
 LEAR="$CACHE/data/real/lear.txt"
 CTX="${CTX:-512}"
 ITERS="${ITERS:-30}"
+LR="${LR:-1e-3}"
 THREADS="${THREADS:-$(nproc)}"
 # One chat turn written out in SmolLM2's template (ChatML): both sides read
 # the special tokens in it, and neither adds a BOS (the model's add_bos is false).
@@ -56,10 +57,10 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # ---------------------------------------------------------------- training
-echo "== ft train start: LoRA r8, $ITERS steps, batch 4, lr 2e-3, sample chat data"
+echo "== ft train start: LoRA r8, $ITERS steps, batch 4, lr $LR, sample chat data"
 start=$(now)
 "$FT" train start "$BASE" "$DATA" --iters "$ITERS" --batch-size 4 --max-length 128 \
-  --learning-rate 2e-3 --lora-rank 8 --lora-alpha 16 --seed 0 --val-every 100000 \
+  --learning-rate "$LR" --lora-rank 8 --lora-alpha 16 --seed 0 --val-every 100000 \
   --runs-dir "$work/runs" --json >"$work/train.jsonl"
 run="$(ls -d "$work"/runs/*/ | head -1)"
 run="${run%/}"
@@ -131,7 +132,7 @@ PY
   put "prompt_tokens_ft_$name" "$(sed -n 's/.*prompt \([0-9]*\) tokens.*/\1/p' "$work/greedy-ft-$name.err" | head -1)"
 }
 same() { cmp -s "$work/greedy-$1.txt" "$work/greedy-$2.txt" && echo yes || echo no; }
-show() { printf '  %-34s %s\n' "$1" "$(head -c 400 "$work/greedy-$2.txt" | tr '\n' '⏎')"; }
+show() { printf '  %-34s %s\n' "$1" "$(head -c 400 "$work/greedy-$2.txt" | sed -z 's/\n/⏎/g')"; }
 
 echo "== greedy text ($N_PREDICT tokens)"
 ft_greedy fused "$ex/fused"
@@ -185,6 +186,16 @@ ft_ppl fused "$ex/fused"
 llama_ppl f16 "$ex/f16.gguf"
 llama_ppl q8_0 "$ex/q8_0.gguf"
 llama_ppl q4_k_m "$ex/q4_k_m.gguf"
+# For the record (not pass/fail): the same files measured by ft (the weights'
+# rounding alone, float32 arithmetic), and llama-quantize's own q8_0 / q4_k_m
+# made from the f16 export, measured by llama.cpp (how good llama.cpp's own
+# quantization of these weights is).
+ft_ppl q8_0 "$ex/q8_0.gguf"
+ft_ppl q4_k_m "$ex/q4_k_m.gguf"
+for q in q8_0 q4_k_m; do
+  "$LLAMA/llama-quantize" "$ex/f16.gguf" "$work/llama-quantize-$q.gguf" "${q^^}" >"$work/llama-quantize-$q.log" 2>&1
+  llama_ppl "llama-quantize-$q" "$work/llama-quantize-$q.gguf"
+done
 ft_ppl base "$BASE"
 llama_ppl base "$BASE"
 ft_ppl base-adapter "$BASE" --adapter "$run"
@@ -216,7 +227,7 @@ def size(key):
 
 rows = []
 ft_fused = f("ppl_ft_fused")
-rows.append(("fused (HF, float32)", size("size_fused"), r["export_seconds_fused"], "—", f"{ft_fused:.4f}", "—", "(reference)"))
+rows.append(("fused (HF, float32)", size("size_fused"), r["export_seconds_fused"], "—", f"{ft_fused:.4f}", "—", "(reference)", "—", "—"))
 limits = {"f16": None, "q8_0": 1.0, "q4_k_m": 5.0}
 for q, limit in limits.items():
     lp = f(f"ppl_llama_{q}")
@@ -225,8 +236,10 @@ for q, limit in limits.items():
         fails.append(f"{q}: llama.cpp perplexity {lp:.4f} is {d:+.2f} % from ft's {ft_fused:.4f} (allowed ±{limit} %)")
     if r.get(f"chunks_llama_{q}") != r.get("chunks_ft_fused"):
         fails.append(f"{q}: llama.cpp scored {r.get(f'chunks_llama_{q}')} chunks, ft {r.get('chunks_ft_fused')} (tokenization differs)")
+    own = "—" if q == "f16" else f"{f(f'ppl_ft_{q}'):.4f}"
+    ref = "—" if q == "f16" else f"{f(f'ppl_llama_llama-quantize-{q}'):.4f}"
     rows.append((f"gguf {q}", size(f"size_{q}.gguf"), r[f"export_seconds_{q}.gguf"], f"{lp:.4f}", f"{ft_fused:.4f}",
-                 f"{d:+.2f} %" + (f" (≤{limit:g} %)" if limit else ""), r[f"greedy_{q}"]))
+                 f"{d:+.2f} %" + (f" (≤{limit:g} %)" if limit else ""), r[f"greedy_{q}"], own, ref))
 if r["greedy_f16"] != "yes":
     fails.append("f16: llama.cpp's greedy text differs from ft generate on the fused folder")
 if r.get("prompt_tokens_llama_f16") != r.get("prompt_tokens_ft_fused"):
@@ -234,14 +247,14 @@ if r.get("prompt_tokens_llama_f16") != r.get("prompt_tokens_ft_fused"):
 
 bl, bf = f("ppl_llama_base"), f("ppl_ft_base")
 rows.append(("base Q4_1 (no adapter)", size("size_base"), "—", f"{bl:.4f}", f"{bf:.4f}", f"{delta(bl, bf):+.2f} %",
-             r["greedy_base"]))
+             r["greedy_base"], "—", "—"))
 ll, lf = f("ppl_llama_base-lora"), f("ppl_ft_base-adapter")
 dl = delta(ll, lf)
 if not abs(dl) <= 1.0:
     fails.append(f"lora: llama.cpp perplexity with --lora {ll:.4f} is {dl:+.2f} % from ft's {lf:.4f} with the adapter (allowed ±1 %)")
 rows.append(("gguf-lora on Q4_1 base", size("size_lora.gguf"), r["export_seconds_lora.gguf"], f"{ll:.4f}", f"{lf:.4f}",
-             f"{dl:+.2f} % (≤1 %)", r["greedy_lora_q4_1"]))
-rows.append(("gguf-lora on f16 base", "—", "—", "—", "—", "—", r["greedy_lora_f16"]))
+             f"{dl:+.2f} % (≤1 %)", r["greedy_lora_q4_1"], "—", "—"))
+rows.append(("gguf-lora on f16 base", "—", "—", "—", "—", "—", r["greedy_lora_f16"], "—", "—"))
 
 # The adapter must matter, so that the LoRA comparison means something.
 change = delta(ll, bl)
@@ -265,7 +278,8 @@ if r["greedy_lora_q4_1"] != "yes":
     else:
         fails.append("lora: llama.cpp with --lora on the Q4_1 base differs from ft generate --adapter, and the base alone agrees")
 
-head = ("format", "file size", "export s", "llama.cpp ppl", "ft ppl", "Δ", "greedy equal?")
+head = ("format", "file size", "export s", "llama.cpp ppl", "ft ppl", "Δ", "greedy equal?",
+        "ft ppl of this GGUF", "llama-quantize's from f16: llama.cpp ppl")
 widths = [max(len(str(row[i])) for row in rows + [head]) for i in range(len(head))]
 line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
 print()

@@ -51,12 +51,13 @@ fn every_export_of_a_trained_run_passes_the_check() {
         });
     }
     for file_type in [FileType::F16, FileType::Q8_0, FileType::Q4_K_M] {
-        let report = export_run_gguf(&run, file_type, None).unwrap();
+        let report = export_run_gguf(&run, file_type, None, &mut |_, _| {}).unwrap();
         exports.push(Exported::Gguf(report.path, file_type));
     }
     let lora = export_run_gguf_lora(&run, None).unwrap();
     exports.push(Exported::GgufLora(lora.path));
-    let ollama = finetune::export::export_run_ollama(&run, FileType::Q8_0, None).unwrap();
+    let ollama =
+        finetune::export::export_run_ollama(&run, FileType::Q8_0, None, &mut |_, _| {}).unwrap();
     let folder = ollama.path.parent().unwrap().to_path_buf();
     assert!(folder.join("Modelfile").is_file());
     exports.push(Exported::Ollama(folder, FileType::Q8_0));
@@ -142,7 +143,8 @@ fn the_check_catches_a_dropped_adapter() {
 fn the_check_catches_a_wrong_modelfile_template() {
     let tmp = tempfile::tempdir().unwrap();
     let run = trained_run(tmp.path());
-    let report = finetune::export::export_run_ollama(&run, FileType::F16, None).unwrap();
+    let report =
+        finetune::export::export_run_ollama(&run, FileType::F16, None, &mut |_, _| {}).unwrap();
     let folder = report.path.parent().unwrap().to_path_buf();
     let modelfile = folder.join("Modelfile");
     let text = std::fs::read_to_string(&modelfile).unwrap();

@@ -291,7 +291,7 @@ fn planned_sizes_are_the_sizes_written() {
     for name in ["llama", "qwen3", "gemma3", "phi3", "gpt2"] {
         let tmp = tempfile::tempdir().unwrap();
         let loaded = model::load(&fixture(name), &LoadOptions::default()).unwrap();
-        let planned = finetune::export::gguf::planned_sizes(&loaded, &types).unwrap();
+        let planned = finetune::export::gguf::planned_sizes(&loaded, name, &types).unwrap();
         for (file_type, bytes) in planned {
             let written = export(name, file_type, tmp.path());
             let real = std::fs::metadata(&written).unwrap().len();

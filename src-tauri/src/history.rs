@@ -1,12 +1,12 @@
 //! Past runs for the Runs panel (the same folder as `ft runs`), and
-//! exporting a run's adapters.
+//! exporting a run (every form `ft export` writes, with the export check).
 
-use std::path::PathBuf;
-
-use finetune::export::{export_run, ExportFormat};
+use finetune::export::job::{ExportOutcome, ExportProgress, ExportRequest};
+use finetune::gguf::mix::FileType;
 use finetune::runs::{runs_dir, Run};
 use finetune::train::TrainEvent;
 use serde::{Deserialize, Serialize};
+use tauri::ipc::Channel;
 
 use crate::error::CommandError;
 use crate::workbench::background;
@@ -96,13 +96,53 @@ pub async fn run_events(id: String) -> Result<Vec<TrainEvent>, CommandError> {
     background(move || Run::open(&runs_dir(), &id)?.read_events()).await
 }
 
-/// Writes the run's adapters in `format`; returns the folder written.
+/// Exports the run as `request` says (mlx-lm, PEFT, fused, GGUF of a
+/// type, GGUF LoRA or Ollama), telling `on_progress` what it is doing,
+/// then runs the export check; the outcome carries the check's table.
 #[tauri::command]
-pub async fn export_adapters(id: String, format: ExportFormat) -> Result<String, CommandError> {
-    background(move || -> finetune::Result<PathBuf> {
+pub async fn export_run(
+    id: String,
+    request: ExportRequest,
+    on_progress: Channel<ExportProgress>,
+) -> Result<ExportOutcome, CommandError> {
+    background(move || {
         let run = Run::open(&runs_dir(), &id)?;
-        export_run(&run, format, None)
+        finetune::export::job::export(&run, &request, &mut |p| {
+            // A closed window only stops the reports, not the export.
+            let _ = on_progress.send(p.clone());
+        })
     })
     .await
-    .map(|p| p.display().to_string())
 }
+
+/// One choice of the GGUF quant picker: llama.cpp's name and the exact size
+/// of the file it would write for this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantChoice {
+    pub name: String,
+    pub bytes: u64,
+}
+
+/// The GGUF types offered for the run's model, each with its file size,
+/// computed before anything is written.
+#[tauri::command]
+pub async fn gguf_sizes(id: String) -> Result<Vec<QuantChoice>, CommandError> {
+    background(move || {
+        let run = Run::open(&runs_dir(), &id)?;
+        let offered: Vec<FileType> = OFFERED
+            .iter()
+            .filter_map(|n| FileType::from_name(n))
+            .collect();
+        Ok(finetune::export::run_gguf_sizes(&run, &offered)?
+            .into_iter()
+            .map(|(t, bytes)| QuantChoice {
+                name: t.name().to_ascii_lowercase(),
+                bytes,
+            })
+            .collect())
+    })
+    .await
+}
+
+/// The types the picker offers, best quality first.
+const OFFERED: &[&str] = &["f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"];

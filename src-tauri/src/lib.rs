@@ -34,7 +34,8 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
             workbench::classify_path,
             history::list_runs,
             history::run_events,
-            history::export_adapters,
+            history::export_run,
+            history::gguf_sizes,
             chat::chat,
         ])
 }

@@ -99,7 +99,7 @@ fn runs_are_listed_and_a_missing_run_cannot_be_exported() {
     // SAFETY: this is the only test in this binary that reads FINETUNE_RUNS.
     unsafe { std::env::set_var("FINETUNE_RUNS", runs.path()) };
     assert_eq!(invoke("list_runs", json!({})).unwrap(), json!([]));
-    let err = invoke("export_adapters", json!({ "id": "nope", "format": "peft" })).unwrap_err();
+    let err = invoke("gguf_sizes", json!({ "id": "nope" })).unwrap_err();
     assert!(
         err["message"].as_str().unwrap().contains("no run `nope`"),
         "{err}"

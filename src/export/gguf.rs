@@ -176,12 +176,14 @@ impl Plan {
 }
 
 /// The exact size of the GGUF file [`write_gguf`] would write for each of
-/// `file_types`, without writing anything (for a picker that shows sizes).
+/// `file_types` under `name`, without writing anything (for a picker that
+/// shows sizes).
 pub fn planned_sizes(
     loaded: &LoadedModel,
+    name: &str,
     file_types: &[FileType],
 ) -> Result<Vec<(FileType, u64)>> {
-    let plan = Plan::new(loaded, "size")?;
+    let plan = Plan::new(loaded, name)?;
     file_types
         .iter()
         .map(|&t| {

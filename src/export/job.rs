@@ -56,6 +56,15 @@ fn yes() -> bool {
     true
 }
 
+/// What an export is doing, for a progress bar.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportProgress {
+    pub phase: String,
+    /// Steps of the phase done, of `total` (0 of 0: no count).
+    pub done: usize,
+    pub total: usize,
+}
+
 /// What was written, with the check's report.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportOutcome {
@@ -91,8 +100,15 @@ pub fn parse_quant(name: Option<&str>) -> Result<FileType> {
 pub fn export(
     run: &Run,
     request: &ExportRequest,
-    on_phase: &mut dyn FnMut(&str),
+    on_progress: &mut dyn FnMut(&ExportProgress),
 ) -> Result<ExportOutcome> {
+    let on_phase = |on_progress: &mut dyn FnMut(&ExportProgress), phase: &str| {
+        on_progress(&ExportProgress {
+            phase: phase.into(),
+            done: 0,
+            total: 0,
+        })
+    };
     let start = std::time::Instant::now();
     let output = request.output.as_deref();
     let quant = parse_quant(request.quant.as_deref())?;
@@ -104,7 +120,7 @@ pub fn export(
                 Target::Peft => ExportFormat::Peft,
                 _ => ExportFormat::Fused,
             };
-            on_phase(&format!("writing {}", format.name()));
+            on_phase(on_progress, &format!("writing {}", format.name()));
             let path = export_run(run, format, output)?;
             match format {
                 ExportFormat::Fused => Exported::Fused(path),
@@ -112,22 +128,39 @@ pub fn export(
             }
         }
         Target::Gguf => {
-            on_phase(&format!("fusing and writing GGUF {}", quant.name()));
-            let report = export_run_gguf(run, quant, output)?;
+            on_phase(
+                on_progress,
+                &format!("fusing the adapters for GGUF {}", quant.name()),
+            );
+            let phase = format!("writing GGUF {} tensors", quant.name());
+            let report = export_run_gguf(run, quant, output, &mut |done, total| {
+                on_progress(&ExportProgress {
+                    phase: phase.clone(),
+                    done,
+                    total,
+                })
+            })?;
             let path = report.path.clone();
             gguf = Some(report);
             Exported::Gguf(path, quant)
         }
         Target::GgufLora => {
-            on_phase("writing the LoRA GGUF");
+            on_phase(on_progress, "writing the LoRA GGUF");
             Exported::GgufLora(export_run_gguf_lora(run, output)?.path)
         }
         Target::Ollama => {
-            on_phase(&format!(
-                "fusing and writing GGUF {} for Ollama",
-                quant.name()
-            ));
-            let report = super::export_run_ollama(run, quant, output)?;
+            on_phase(
+                on_progress,
+                &format!("fusing the adapters for GGUF {}", quant.name()),
+            );
+            let phase = format!("writing GGUF {} tensors for Ollama", quant.name());
+            let report = super::export_run_ollama(run, quant, output, &mut |done, total| {
+                on_progress(&ExportProgress {
+                    phase: phase.clone(),
+                    done,
+                    total,
+                })
+            })?;
             let dir = report
                 .path
                 .parent()
@@ -149,7 +182,7 @@ pub fn export(
         check_file: None,
     };
     if request.check {
-        on_phase("checking the export against the trained model");
+        on_phase(on_progress, "checking the export against the trained model");
         let report = check_export(&Subject::of_run(run)?, &exported, &CheckOptions::default())?;
         outcome.check_file = Some(report.write_beside()?);
         outcome.check = Some(report);

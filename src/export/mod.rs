@@ -173,13 +173,14 @@ pub fn export_run_gguf(
     run: &crate::runs::Run,
     file_type: crate::gguf::mix::FileType,
     output: Option<&Path>,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<gguf::GgufReport> {
     let name = file_type.name().to_ascii_lowercase();
     let default = Path::new(&format!("export-gguf-{name}")).join(format!("model-{name}.gguf"));
     let (config, output) = gguf_output(run, output, &default)?;
     let loaded = load_fused(run, &config)?;
-    let label = format!("{} (FineTune run {})", model_label(&config.model), run.id);
-    gguf::write_gguf(&loaded, &output, file_type, &label)
+    let label = run_label(run, &config);
+    gguf::write_gguf_with_progress(&loaded, &output, file_type, &label, progress)
 }
 
 /// Writes a run's model as an Ollama folder (default: `<run>/export-ollama-
@@ -191,6 +192,7 @@ pub fn export_run_ollama(
     run: &crate::runs::Run,
     file_type: crate::gguf::mix::FileType,
     output: Option<&Path>,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<gguf::GgufReport> {
     let name = file_type.name().to_ascii_lowercase();
     let config = trained_config(run)?;
@@ -214,9 +216,15 @@ pub fn export_run_ollama(
     // reproduce stops the export here.
     let template = go_template::translate(chat, loaded.tokenizer.text_bos().is_some())?;
     let file = format!("model-{name}.gguf");
-    let label = format!("{} (FineTune run {})", model_label(&config.model), run.id);
+    let label = run_label(run, &config);
     let staging = crate::files::Staging::new(&dir)?;
-    let mut report = gguf::write_gguf(&loaded, &staging.path().join(&file), file_type, &label)?;
+    let mut report = gguf::write_gguf_with_progress(
+        &loaded,
+        &staging.path().join(&file),
+        file_type,
+        &label,
+        progress,
+    )?;
     ollama::write_modelfile(staging.path(), &format!("./{file}"), None, &template, &[])?;
     let dir = staging.publish()?;
     report.path = dir.join(file);
@@ -285,6 +293,34 @@ fn gguf_output(
         })?;
     }
     Ok((config, output))
+}
+
+/// `general.name` of a run's GGUF.
+fn run_label(run: &crate::runs::Run, config: &crate::train::TrainConfig) -> String {
+    format!("{} (FineTune run {})", model_label(&config.model), run.id)
+}
+
+/// The exact size of the GGUF `ft export --format gguf` (or ollama) would
+/// write for `run` as each of `file_types`, before anything is written.
+pub fn run_gguf_sizes(
+    run: &crate::runs::Run,
+    file_types: &[crate::gguf::mix::FileType],
+) -> Result<Vec<(crate::gguf::mix::FileType, u64)>> {
+    let config = trained_config(run)?;
+    // The adapters fold into the weights without changing a shape, so the
+    // base with the run's template is enough.
+    let options = crate::model::LoadOptions {
+        dequantize: true,
+        ..Default::default()
+    };
+    let mut loaded = crate::model::load(&config.model, &options)?;
+    let resolved = crate::data::templates::resolve(
+        config.template.as_deref(),
+        loaded.chat_template.as_ref(),
+        &loaded.tokenizer,
+    )?;
+    loaded.chat_template = Some(resolved.template);
+    gguf::planned_sizes(&loaded, &run_label(run, &config), file_types)
 }
 
 /// The run's config, once it has adapters to export.

@@ -115,6 +115,37 @@ pub fn check_and_report(
     report_check(&report, &written)
 }
 
+/// A line per phase on stderr, and a bar while tensors are written.
+fn show_progress() -> impl FnMut(&finetune::export::job::ExportProgress) {
+    let mut phase = String::new();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    move |p| {
+        if p.phase != phase {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            phase = p.phase.clone();
+            if p.total == 0 {
+                eprintln!("{phase}…");
+            } else {
+                let b = indicatif::ProgressBar::new(p.total as u64);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
+                        .expect("a valid template"),
+                );
+                b.set_message(phase.clone());
+                bar = Some(b);
+            }
+        }
+        if let Some(b) = &bar {
+            b.set_position(p.done as u64);
+            if p.done == p.total {
+                b.finish_and_clear();
+            }
+        }
+    }
+}
+
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     use finetune::export::job::{export, ExportRequest, Target};
     let run = Run::open(&args.runs_dir.unwrap_or_else(runs_dir), &args.run)?;
@@ -132,7 +163,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         output: args.output,
         check: !args.no_check,
     };
-    let outcome = export(&run, &request, &mut |phase| eprintln!("{phase}…"))?;
+    let outcome = export(&run, &request, &mut show_progress())?;
     match &outcome.gguf {
         Some(report) => print_gguf_summary(report),
         None => eprintln!(

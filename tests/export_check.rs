@@ -186,3 +186,26 @@ fn a_converted_model_is_checked_against_its_source() {
         report.table()
     );
 }
+
+/// Every built-in template `--template` offers can go to Ollama: its
+/// translation renders what the Jinja template renders.
+#[test]
+fn every_built_in_template_translates_to_ollama() {
+    let tmp = tempfile::tempdir().unwrap();
+    let loaded = model::load(
+        &common::TinyModel::default().write(tmp.path()),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let mut failed = Vec::new();
+    for name in finetune::data::templates::names() {
+        let resolved =
+            finetune::data::templates::resolve(Some(name), None, &loaded.tokenizer).unwrap();
+        for adds_bos in [false, true] {
+            if let Err(e) = finetune::export::go_template::translate(&resolved.template, adds_bos) {
+                failed.push(format!("{name} (adds BOS: {adds_bos}): {e}"));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}

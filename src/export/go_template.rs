@@ -78,7 +78,8 @@ enum Probe {
     /// an assistant first): learnt where the template renders it.
     Optional,
     /// Also skipped where a content is missing (a lone system message,
-    /// which Gemma 3's template holds back for a user turn).
+    /// which Gemma 3's template holds back for a user turn, or one before
+    /// an assistant turn).
     Loose,
 }
 
@@ -98,7 +99,9 @@ const PROBES: &[(&[&str], bool, Probe)] = &[
     (&[SYSTEM, USER, ASSISTANT], false, Probe::Optional),
     (&[USER], true, Probe::Optional),
     (&[SYSTEM, USER], true, Probe::Optional),
-    (&[SYSTEM, ASSISTANT, USER], true, Probe::Optional),
+    // Templates that fold the system prompt into the first user turn
+    // (Llama 2, Mistral) have nowhere to put it before an assistant turn.
+    (&[SYSTEM, ASSISTANT, USER], true, Probe::Loose),
     (&[ASSISTANT, USER], true, Probe::Optional),
     (&[SYSTEM], true, Probe::Loose),
 ];

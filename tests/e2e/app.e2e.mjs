@@ -219,11 +219,29 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     const stopped = await waitFor(s, '[data-testid="train-message"]', 120_000, (t) => /Stopped at step/.test(t));
     assert.match(stopped.text, /cancelled/);
 
-    // Runs: the stopped run, exported for PEFT.
+    // Runs: the stopped run, exported to GGUF Q4_K_M (the picker shows each
+    // type's size before writing) and to Ollama; each export is checked
+    // against the trained model and the check's table is shown.
     await waitFor(s, '[data-testid="run-row"]', 30_000, (t) => /stopped/.test(t));
-    await click(s, '[data-testid="export-peft"]');
-    const exported = await waitFor(s, '[data-testid="export-message"]', 60_000, (t) => /^Wrote /.test(t));
-    assert.match(exported.text, /export-peft/);
+    await click(s, '[data-testid="export-open"]');
+    const q4 = await waitFor(s, '[data-testid="export-quant"] option[value="q4_k_m"]', 120_000, (t) => /MiB/.test(t));
+    assert.match(q4.text, /^q4_k_m — \d+(\.\d)? MiB$/);
+    await choose(s, "export-target", "gguf");
+    await choose(s, "export-quant", "q4_k_m");
+    await click(s, '[data-testid="export-start"]');
+    const gguf = await waitFor(s, '[data-testid="export-message"]', 600_000, (t) => /^Wrote /.test(t));
+    assert.match(gguf.text, /model-q4_k_m\.gguf/);
+    const verdict = await waitFor(s, '[data-testid="export-verdict"]', 30_000);
+    assert.equal(verdict.text, "passed");
+    const checkTable = await waitFor(s, '[data-testid="export-check"]', 30_000);
+    assert.match(checkTable.text, /perplexity/);
+    assert.match(checkTable.text, /template/);
+    await screenshot(s, "export-check", '[data-testid="export-check"]');
+    await choose(s, "export-target", "ollama");
+    await click(s, '[data-testid="export-start"]');
+    const ollama = await waitFor(s, '[data-testid="export-message"]', 600_000, (t) => /^Wrote .*export-ollama/.test(t));
+    assert.match(ollama.text, /export-ollama-q4_k_m/);
+    assert.equal((await waitFor(s, '[data-testid="export-verdict"]', 30_000)).text, "passed");
     await screenshot(s, "runs", '[data-testid="runs-table"]');
 
     // The run folder the CLI also reads.
@@ -233,7 +251,10 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     const events = readFileSync(join(dir, "events.jsonl"), "utf8").trim().split("\n").map(JSON.parse);
     assert.equal(events[0].event, "started");
     assert.equal(events.at(-1).event, "stopped");
-    assert.ok(existsSync(join(dir, "export-peft", "adapter_model.safetensors")));
+    assert.ok(existsSync(join(dir, "export-gguf-q4_k_m", "model-q4_k_m.gguf")));
+    assert.ok(existsSync(join(dir, "export-gguf-q4_k_m", "model-q4_k_m.check.md")));
+    assert.ok(existsSync(join(dir, "export-ollama-q4_k_m", "Modelfile")));
+    assert.ok(existsSync(join(dir, "export-ollama-q4_k_m", "model-q4_k_m.gguf")));
     const config = readFileSync(join(dir, "config.yaml"), "utf8");
     assert.match(config, /template: alpaca/);
   } finally {

@@ -204,7 +204,61 @@ export interface ChatMessage {
   content: string;
 }
 
-export type ExportFormat = "mlx" | "peft" | "fused";
+/** The forms a run exports to (the engine's export::job::Target). */
+export type ExportTarget = "mlx" | "peft" | "fused" | "gguf" | "gguf-lora" | "ollama";
+
+export interface ExportRequest {
+  target: ExportTarget;
+  /** GGUF type for gguf and ollama (q4_k_m, q8_0, …). */
+  quant?: string | null;
+}
+
+/** What an export is doing; `total` 0: a phase without a count. */
+export interface ExportProgress {
+  phase: string;
+  done: number;
+  total: number;
+}
+
+export interface CheckRow {
+  check: string;
+  /** ok, FAIL, or note (measured, nothing to pass or fail). */
+  status: string;
+  result: string;
+}
+
+/** The export check: the export loaded back and compared with the trained model. */
+export interface CheckReport {
+  export: string;
+  kind: string;
+  bytes: number;
+  against: string;
+  data: string;
+  rows: CheckRow[];
+  perplexity_trained: number;
+  perplexity_export: number;
+  perplexity_base: number | null;
+  perplexity_delta_percent: number;
+  greedy_identical: number;
+  greedy_total: number;
+  passed: boolean;
+  seconds: number;
+}
+
+export interface ExportOutcome {
+  path: string;
+  target: ExportTarget;
+  bytes: number;
+  seconds: number;
+  check: CheckReport | null;
+  check_file: string | null;
+}
+
+/** A GGUF type the picker offers, with the exact size of its file. */
+export interface QuantChoice {
+  name: string;
+  bytes: number;
+}
 
 /** What a dropped path is: a model, a dataset, or neither. */
 export type DropKind = "model" | "dataset" | "unknown";
@@ -233,7 +287,14 @@ export const listTemplates = () => invoke<{ name: string }[]>("list_templates");
 export const inspectDataset = (request: InspectRequest) => invoke<DatasetReport>("inspect_dataset", { request });
 export const listRuns = () => invoke<RunInfo[]>("list_runs");
 export const runEvents = (id: string) => invoke<TrainEvent[]>("run_events", { id });
-export const exportAdapters = (id: string, format: ExportFormat) => invoke<string>("export_adapters", { id, format });
+export const ggufSizes = (id: string) => invoke<QuantChoice[]>("gguf_sizes", { id });
+
+/** Exports run `id`; `onProgress` hears each phase. Resolves with the files and the check. */
+export function exportRun(id: string, request: ExportRequest, onProgress: (p: ExportProgress) => void): Promise<ExportOutcome> {
+  const channel = new Channel<ExportProgress>();
+  channel.onmessage = onProgress;
+  return invoke<ExportOutcome>("export_run", { id, request, onProgress: channel });
+}
 export const classifyPath = (path: string) => invoke<DropKind>("classify_path", { path });
 
 export function resumeRun(id: string, onEvent: (e: TrainEvent) => void): Promise<string> {

@@ -212,12 +212,37 @@ describe("panels", () => {
     expect(options).toEqual(["the model's own", "chatml", "alpaca"]);
   });
 
-  it("the runs panel lists runs, offers resume and exports", async () => {
+  it("the runs panel lists runs, offers resume and exports with sizes, progress and the check", async () => {
     const calls: [string, unknown][] = [];
+    const check = {
+      export: "/runs/r/export-gguf-q4_k_m/model-q4_k_m.gguf",
+      kind: "GGUF Q4_K_M",
+      bytes: 105_500_000,
+      against: "run r as trained (template `model`)",
+      data: "4 validation record(s)",
+      rows: [
+        { check: "template", status: "ok", result: "same prompt text on 15 conversation(s)" },
+        { check: "perplexity", status: "ok", result: "trained 51.295, export 52.654 (+2.65 %)" },
+        { check: "adapter", status: "FAIL", result: "the adapter is lost" },
+      ],
+      perplexity_trained: 51.295,
+      perplexity_export: 52.654,
+      perplexity_base: 72.5,
+      perplexity_delta_percent: 2.65,
+      greedy_identical: 3,
+      greedy_total: 4,
+      passed: false,
+      seconds: 12,
+    };
     mockIPC((cmd, args) => {
       calls.push([cmd, args]);
       if (cmd === "list_runs") return [run];
-      if (cmd === "export_adapters") return "/runs/20261127-120000-train/export-peft";
+      if (cmd === "gguf_sizes") return [{ name: "q8_0", bytes: 144_800_000 }, { name: "q4_k_m", bytes: 105_500_000 }];
+      if (cmd === "export_run") {
+        const channel = (args as { onProgress: Channel<unknown> }).onProgress;
+        feed(channel, [{ phase: "writing GGUF Q4_K_M tensors", done: 10, total: 272 }]);
+        return { path: check.export, target: "gguf", bytes: check.bytes, seconds: 3.2, check, check_file: "/runs/r/model-q4_k_m.check.md" };
+      }
       if (cmd === "run_events") return [];
       throw new Error(`unexpected ${cmd}`);
     });
@@ -227,10 +252,18 @@ describe("panels", () => {
     expect(document.querySelectorAll('[data-testid="run-row"]').length).toBe(1);
     (document.querySelector('[data-testid="resume-run"]') as HTMLButtonElement).click();
     expect(resumed).toBe(run.id);
-    (document.querySelector('[data-testid="export-peft"]') as HTMLButtonElement).click();
+    (document.querySelector('[data-testid="export-open"]') as HTMLButtonElement).click();
     await settle();
-    expect(calls).toContainEqual(["export_adapters", { id: run.id, format: "peft" }]);
-    expect(document.querySelector('[data-testid="export-message"]')?.textContent).toContain("export-peft");
+    const options = [...document.querySelectorAll('[data-testid="export-quant"] option')].map((o) => o.textContent);
+    expect(options).toEqual(["q8_0 — 138.1 MiB", "q4_k_m — 100.6 MiB"]);
+    (document.querySelector('[data-testid="export-start"]') as HTMLButtonElement).click();
+    await settle();
+    expect(calls).toContainEqual(["export_run", expect.objectContaining({ id: run.id, request: { target: "gguf", quant: "q4_k_m" } })]);
+    expect(document.querySelector('[data-testid="export-message"]')?.textContent).toContain("model-q4_k_m.gguf");
+    expect(document.querySelector('[data-testid="export-verdict"]')?.textContent).toBe("FAILED");
+    const rows = [...document.querySelectorAll('[data-testid="check-row"]')].map((r) => r.textContent);
+    expect(rows).toHaveLength(3);
+    expect(rows[2]).toContain("the adapter is lost");
   });
 
   it("chat streams the base model's reply piece by piece", async () => {

@@ -91,7 +91,13 @@ fn chat_texts(tokenizer: &Tokenizer) -> Vec<String> {
     let present: Vec<&str> = MARKERS
         .iter()
         .copied()
-        .filter(|m| tokenizer.token_to_id(m).is_some())
+        // Markers the tokenizer matches whole (Qwen's vocabulary has `</s>`
+        // as plain text, which its tokenizer splits, but llama.cpp makes
+        // every `</s>` a control token whatever the file says).
+        .filter(|m| {
+            let id = tokenizer.token_to_id(m);
+            id.is_some() && tokenizer.encode(m).ok() == id.map(|i| vec![i])
+        })
         .collect();
     assert!(!present.is_empty(), "the vocabulary has no chat marker");
     let mut texts: Vec<String> = present
@@ -796,5 +802,145 @@ fn real_qwen3_tokenizer_json_round_trips_as_qwen2() {
             Some(151643),
             "pad_token <|endoftext|>"
         );
+    }
+}
+
+// ---------------------------------------------------------------- llama.cpp itself
+
+/// llama.cpp's `llama-completion` (scripts/build_llama_cpp.sh), or None
+/// after saying the cross-check skips.
+fn llama_completion() -> Option<PathBuf> {
+    cached(
+        cache().join("llama.cpp/bin/llama-completion"),
+        "the llama.cpp cross-check",
+    )
+}
+
+/// The prompt ids llama.cpp prints for `text` (`--verbose-prompt`: one
+/// `<id> -> '<piece>'` line per token, after the count).
+fn llama_cpp_ids(bin: &Path, gguf: &Path, text: &str) -> Vec<u32> {
+    // llama.cpp logs from a thread of its own and sometimes exits before
+    // the last lines are out: a few more tokens generated give it time,
+    // and a run whose list came out short is run again.
+    let mut last = String::new();
+    for _ in 0..5 {
+        let out = std::process::Command::new(bin)
+            .arg("-m")
+            .arg(gguf)
+            .args(["-p", text])
+            .args(["-n", "16", "--ignore-eos", "--verbose-prompt", "-no-cnv"])
+            .args(["--no-warmup", "-c", "8192", "-t", "1", "--temp", "0"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        let count: Option<usize> = log
+            .lines()
+            .find_map(|l| l.split("number of tokens in prompt = ").nth(1))
+            .and_then(|n| n.trim().parse().ok());
+        let ids: Vec<u32> = log
+            .lines()
+            .filter_map(|l| {
+                let rest = l.split_once(" I ")?.1.trim_start();
+                let (id, _) = rest.split_once(" -> '")?;
+                id.parse().ok()
+            })
+            .collect();
+        if let Some(count) = count.filter(|&c| ids.len() >= c) {
+            return ids[..count].to_vec();
+        }
+        last = format!("({}) {log}", out.status);
+    }
+    panic!("llama.cpp printed no whole prompt for {text:?}: {last}");
+}
+
+/// llama.cpp, given the exported file, tokenizes every text as the
+/// folder's own tokenizer does (after the BOS it adds).
+fn llama_cpp_agrees(folder: &Path) {
+    let Some(bin) = llama_completion() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (report, loaded, back) = export(folder, tmp.path());
+    let bos = back
+        .tokenizer
+        .bos_token_id()
+        .filter(|_| back.tokenizer.add_bos_token);
+    // One run of llama.cpp for all the texts: their concatenation is as
+    // good a test, and a large vocabulary takes llama.cpp a while to load.
+    let text = all_texts(&loaded.tokenizer).join("\n");
+    let mut got = llama_cpp_ids(&bin, &report.path, &text);
+    if let Some(bos) = bos {
+        assert_eq!(got.first(), Some(&bos), "llama.cpp adds BOS");
+        got.remove(0);
+    }
+    let want = loaded.tokenizer.encode(&text).unwrap();
+    let at = want.iter().zip(&got).take_while(|(a, b)| a == b).count();
+    assert_eq!(
+        got,
+        want,
+        "llama.cpp differs from token {at} on (from there) {:?}",
+        loaded
+            .tokenizer
+            .decode_with_special(&want[at.min(want.len())..])
+            .unwrap()
+    );
+}
+
+#[test]
+fn llama_cpp_tokenizes_an_exported_byte_level_bpe_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    llama_cpp_agrees(&TinyModel::default().write(tmp.path()));
+}
+
+#[test]
+fn llama_cpp_tokenizes_an_exported_sentencepiece_bpe_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = json!({"bos_token": "<s>", "eos_token": "</s>"});
+    for prepend in [true, false] {
+        let folder = tiny_model_with(
+            &tmp.path().join(format!("{prepend}")),
+            &tiny_sentencepiece(prepend),
+            &config,
+        );
+        llama_cpp_agrees(&folder);
+    }
+}
+
+#[test]
+fn llama_cpp_tokenizes_exported_real_vocabularies_alike() {
+    let sources = [
+        (
+            cache().join("llama-vocabs/ggml-vocab-llama-spm.gguf"),
+            None,
+            None,
+        ),
+        (cache().join("models/gemma-3-270m-q4_k_m.gguf"), None, None),
+    ];
+    for (source, pre, norm) in sources {
+        let Some(source) = cached(source, "the llama.cpp cross-check") else {
+            continue;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let (json, config, _) = tokenizer_json_of(&source, pre, norm);
+        llama_cpp_agrees(&tiny_model_with(tmp.path(), &json, &config));
+    }
+    for name in ["qwen3", "llama3", "gemma3", "llama2"] {
+        let dir = cache().join("hf-tokenizers").join(name);
+        if !dir.join("tokenizer.json").is_file() {
+            continue;
+        }
+        let json: Json =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
+                .unwrap();
+        let mut config: Json = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap(),
+        )
+        .unwrap();
+        if let Some(c) = config.as_object_mut() {
+            c.remove("chat_template");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        llama_cpp_agrees(&tiny_model_with(tmp.path(), &json, &config));
     }
 }

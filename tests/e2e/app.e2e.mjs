@@ -224,8 +224,8 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     // against the trained model and the check's table is shown.
     await waitFor(s, '[data-testid="run-row"]', 30_000, (t) => /stopped/.test(t));
     await click(s, '[data-testid="export-open"]');
-    const q4 = await waitFor(s, '[data-testid="export-quant"] option[value="q4_k_m"]', 120_000, (t) => /MiB/.test(t));
-    assert.match(q4.text, /^q4_k_m — \d+(\.\d)? MiB$/);
+    const q4 = await waitFor(s, '[data-testid="export-quant"] option[value="q4_k_m"]', 120_000, (t) => /B$/.test(t));
+    assert.match(q4.text, /^q4_k_m — \d+(\.\d)? (B|KiB|MiB|GiB)$/);
     await choose(s, "export-target", "gguf");
     await choose(s, "export-quant", "q4_k_m");
     await click(s, '[data-testid="export-start"]');

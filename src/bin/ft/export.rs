@@ -62,6 +62,9 @@ fn print_gguf_summary(report: &finetune::export::gguf::GgufReport) {
     for ((written, from), n) in counts {
         eprintln!("  {n:>4} × {written:<6} from {from}");
     }
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
 }
 
 #[derive(Args)]

@@ -250,6 +250,8 @@ export interface ExportOutcome {
   target: ExportTarget;
   bytes: number;
   seconds: number;
+  /** A GGUF written: what llama.cpp will do differently (settings GGUF cannot hold). */
+  gguf: { warnings: string[] } | null;
   check: CheckReport | null;
   check_file: string | null;
 }

@@ -241,7 +241,15 @@ describe("panels", () => {
       if (cmd === "export_run") {
         const channel = (args as { onProgress: Channel<unknown> }).onProgress;
         feed(channel, [{ phase: "writing GGUF Q4_K_M tensors", done: 10, total: 272 }]);
-        return { path: check.export, target: "gguf", bytes: check.bytes, seconds: 3.2, check, check_file: "/runs/r/model-q4_k_m.check.md" };
+        return {
+          path: check.export,
+          target: "gguf",
+          bytes: check.bytes,
+          seconds: 3.2,
+          gguf: { warnings: ["llama.cpp ignores the sliding window"] },
+          check,
+          check_file: "/runs/r/model-q4_k_m.check.md",
+        };
       }
       if (cmd === "run_events") return [];
       throw new Error(`unexpected ${cmd}`);
@@ -261,6 +269,7 @@ describe("panels", () => {
     expect(calls).toContainEqual(["export_run", expect.objectContaining({ id: run.id, request: { target: "gguf", quant: "q4_k_m" } })]);
     expect(document.querySelector('[data-testid="export-message"]')?.textContent).toContain("model-q4_k_m.gguf");
     expect(document.querySelector('[data-testid="export-verdict"]')?.textContent).toBe("FAILED");
+    expect(document.querySelector('[data-testid="export-warning"]')?.textContent).toContain("sliding window");
     const rows = [...document.querySelectorAll('[data-testid="check-row"]')].map((r) => r.textContent);
     expect(rows).toHaveLength(3);
     expect(rows[2]).toContain("the adapter is lost");

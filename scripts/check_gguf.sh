@@ -11,8 +11,17 @@
 #     perplexity` on the fused folder for q8_0, within 5 % for q4_k_m (f16:
 #     reported), same --ctx, same protocol (see `ft eval perplexity --help`);
 #   - the GGUF LoRA applied by llama.cpp (--lora) to the base GGUF must give
-#     the greedy text of `ft generate BASE --adapter RUN`, and must change
-#     llama.cpp's perplexity and greedy text (a no-op adapter cannot pass).
+#     the greedy text of `ft generate BASE --adapter RUN` on an f16 GGUF of
+#     the base (`ft models convert`), and on the Q4_1 base the trained one
+#     unless the base alone already differs there (llama.cpp's CPU path
+#     quantizes activations to Q8_1 for Q4_1 dot products; ft computes in
+#     float32); its perplexity must be within 1 % of ft's with the adapter,
+#     and it must change llama.cpp's perplexity (by > 1 %) and greedy text
+#     (a no-op adapter cannot pass); the adapter must change ft's text too;
+#   - for the record: ft's own perplexity of each quantized GGUF, and
+#     llama.cpp's of llama-quantize's q8_0 / q4_k_m made from the f16 export.
+# Environment: ITERS (30), LR (1e-3), CTX (512), THREADS, FT (the ft binary;
+# FT_PREBUILT=1 skips `cargo build`), FINETUNE_CACHE.
 # Prints a table and exits 1 on any failure. Work files (kept, for a look
 # afterwards) go to $CACHE/check-gguf/<UTC time>/.
 #

@@ -86,6 +86,12 @@ pub fn catch_panic<T>(work: impl FnOnce() -> T) -> std::result::Result<T, String
     })
 }
 
+/// Whether this thread is inside [`catch_panic`], where a panic becomes an
+/// error (a panic hook of one's own, such as a fuzzer's, leaves those be).
+pub fn catching_panic() -> bool {
+    CATCHING.with(|c| c.get()) > 0
+}
+
 /// Makes a panic (a bug: every bad input is an [`Error`]) end the program
 /// with one line on stderr and exit code 1, never a backtrace or a source
 /// location. Panics on threads named in `caught` (threads that catch them

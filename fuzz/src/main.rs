@@ -135,6 +135,11 @@ fn worker(target: Target) -> ! {
         .unwrap_or(4096);
     set_limit(libc::RLIMIT_CORE, 0);
     std::panic::set_hook(Box::new(|info| {
+        // A third-party crate's panic that FineTune catches and reports as
+        // an error about the file is not a finding.
+        if finetune::error::catching_panic() {
+            return;
+        }
         eprintln!("\nFT-FUZZ PANIC: {info}");
         std::process::abort();
     }));

@@ -104,7 +104,7 @@ pub fn generate(
 }
 
 /// The last position's logits as f32 on the host.
-fn last_logits(logits: Array) -> Result<Vec<f32>> {
+pub(crate) fn last_logits(logits: Array) -> Result<Vec<f32>> {
     let shape = logits.shape().to_vec();
     let (l, v) = (shape[1], shape[2]);
     let last = logits

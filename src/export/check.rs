@@ -68,22 +68,26 @@ impl Exported {
     /// How far an export of this kind may honestly drift from the trained
     /// model: perplexity in percent, whether greedy text must be identical,
     /// and the logit margin below which a differing greedy pick is a tie.
+    /// The perplexity bounds catch a broken export (a wrong layout or a lost
+    /// tensor moves it by far more), not a quantization's usual cost: on the
+    /// default model Q8_0 moves it 0.1 %, Q4_K_M 3 % (BENCHMARKS.md), but a
+    /// tiny model with sharp logits moves several times more.
     fn tolerance(&self) -> Tolerance {
         let file_type = match self {
             Self::Gguf(_, t) | Self::Ollama(_, t) => *t,
-            _ => return Tolerance::new(0.1, true, 1e-3),
+            _ => return Tolerance::new(0.5, true, 1e-3),
         };
         let name = file_type.name().to_ascii_uppercase();
         match name.as_str() {
-            "F32" => Tolerance::new(0.1, true, 1e-3),
-            "F16" => Tolerance::new(0.5, true, 0.05),
-            "BF16" => Tolerance::new(1.5, true, 0.3),
-            "Q8_0" => Tolerance::new(1.5, true, 0.3),
-            n if n.starts_with("Q6") => Tolerance::new(3.0, false, 0.0),
-            n if n.starts_with("Q5") => Tolerance::new(5.0, false, 0.0),
-            n if n.starts_with("Q4") || n.starts_with("IQ4") => Tolerance::new(12.0, false, 0.0),
-            n if n.starts_with("Q3") => Tolerance::new(25.0, false, 0.0),
-            _ => Tolerance::new(60.0, false, 0.0),
+            "F32" => Tolerance::new(0.5, true, 1e-3),
+            "F16" => Tolerance::new(2.0, true, 0.05),
+            "BF16" => Tolerance::new(5.0, true, 0.3),
+            "Q8_0" => Tolerance::new(5.0, true, 0.3),
+            n if n.starts_with("Q6") => Tolerance::new(8.0, false, 0.0),
+            n if n.starts_with("Q5") => Tolerance::new(12.0, false, 0.0),
+            n if n.starts_with("Q4") || n.starts_with("IQ4") => Tolerance::new(25.0, false, 0.0),
+            n if n.starts_with("Q3") => Tolerance::new(50.0, false, 0.0),
+            _ => Tolerance::new(100.0, false, 0.0),
         }
     }
 }
@@ -309,17 +313,25 @@ pub fn check_export(
         &trained.tokenizer,
     )?;
     let template = resolved.template;
+    // A model without a template of its own (converted as it is) may be
+    // written without one.
+    let template_expected = subject.template.is_some() || trained.chat_template.is_some();
     let (samples, data) = Samples::from_config(subject.config.as_ref(), options)?;
     let policy = subject
         .config
         .as_ref()
         .map(|c| c.mask_policy())
         .unwrap_or(crate::data::tokenize::MaskPolicy::Completions);
+    // Texts fit the model (GPT-2 sees a fixed number of positions).
+    let max_length = trained
+        .model
+        .max_positions()
+        .map_or(options.max_tokens, |p| options.max_tokens.min(p));
     let tokenization = Tokenization {
         template: Some(&template),
         tokenizer: &trained.tokenizer,
         policy,
-        max_length: options.max_tokens,
+        max_length,
     };
     let texts = samples.token_texts(&tokenization)?;
 
@@ -347,6 +359,7 @@ pub fn check_export(
         &template,
         &view.template,
         view.tokenizer.text_bos().is_some(),
+        template_expected,
         &samples,
         &mut rows,
     )?;
@@ -658,6 +671,7 @@ fn compare_templates(
     trained: &ChatTemplate,
     export: &ExportTemplate,
     adds_bos: bool,
+    expected: bool,
     samples: &Samples,
     rows: &mut Vec<CheckRow>,
 ) -> Result<()> {
@@ -670,6 +684,14 @@ fn compare_templates(
             let want = trained.render(messages, true)?;
             let got = match export {
                 ExportTemplate::Base => return Ok(()),
+                ExportTemplate::Jinja(None) if !expected => {
+                    rows.push(CheckRow {
+                        check: "template".into(),
+                        status: "note".into(),
+                        result: "neither the model nor the export has a chat template".into(),
+                    });
+                    return Ok(());
+                }
                 ExportTemplate::Jinja(None) => {
                     rows.push(CheckRow {
                         check: "template".into(),
@@ -721,27 +743,11 @@ fn compare_templates(
 
 /// Where two renderings part, with a little context.
 fn describe_difference(want: &str, got: &str) -> String {
-    let at = want
-        .char_indices()
-        .zip(got.chars())
-        .find(|((_, a), b)| a != b)
-        .map(|((i, _), _)| i)
-        .unwrap_or_else(|| want.len().min(got.len()));
-    let near = |s: &str| -> String {
-        let mut from = at.saturating_sub(20).min(s.len());
-        while !s.is_char_boundary(from) {
-            from -= 1;
-        }
-        let mut to = (at + 30).min(s.len());
-        while !s.is_char_boundary(to) {
-            to += 1;
-        }
-        format!("{:?}", &s[from..to])
-    };
+    let at = go::first_difference(want, got);
     format!(
-        "at byte {at}, trained {} but export {}",
-        near(want),
-        near(got)
+        "at byte {at}, trained {:?} but export {:?}",
+        go::around(want, at),
+        go::around(got, at)
     )
 }
 
@@ -819,12 +825,21 @@ fn greedy_run(
     prompt: &[u32],
     options: &CheckOptions,
 ) -> Result<Greedy> {
+    // The prompt's end, where the model sees fewer positions than the
+    // prompt and the continuation need.
+    let prompt = match model.max_positions() {
+        Some(limit) if prompt.len() + options.new_tokens > limit => {
+            let keep = limit.saturating_sub(options.new_tokens).max(1);
+            &prompt[prompt.len().saturating_sub(keep)..]
+        }
+        _ => prompt,
+    };
     let mut cache = model.new_cache();
     let input = Array::from_slice(
         &prompt.iter().map(|&t| t as i32).collect::<Vec<_>>(),
         &[1, prompt.len() as i32],
     );
-    let mut logits = last_logits(&model.forward(&input, Some(&mut cache))?)?;
+    let mut logits = crate::generate::last_logits(model.forward(&input, Some(&mut cache))?)?;
     let (mut ids, mut margins, mut stopped_on) = (Vec::new(), Vec::new(), None);
     for _ in 0..options.new_tokens {
         let (best, margin) = top_two(&logits);
@@ -835,7 +850,7 @@ fn greedy_run(
         }
         ids.push(best);
         let input = Array::from_slice(&[best as i32], &[1, 1]);
-        logits = last_logits(&model.forward(&input, Some(&mut cache))?)?;
+        logits = crate::generate::last_logits(model.forward(&input, Some(&mut cache))?)?;
     }
     let text = tokenizer.decode(&ids)?;
     Ok(Greedy {
@@ -844,17 +859,6 @@ fn greedy_run(
         text,
         stopped_on,
     })
-}
-
-fn last_logits(logits: &Array) -> Result<Vec<f32>> {
-    let shape = logits.shape();
-    let (l, v) = (shape[1], shape[2]);
-    let last = logits
-        .reshape(&[l, v])?
-        .take_axis(Array::from_int(l - 1), 0)?
-        .as_dtype(mlx_rs::Dtype::Float32)?;
-    last.eval()?;
-    Ok(last.as_slice::<f32>().to_vec())
 }
 
 /// The most likely token and its lead over the runner-up.

@@ -460,16 +460,8 @@ fn compare(chat: &ChatTemplate, name: &str, want: &str, got: &str) -> Result<()>
     if want == got {
         return Ok(());
     }
-    let at = want
-        .char_indices()
-        .zip(got.chars())
-        .find(|((_, a), b)| a != b)
-        .map(|((i, _), _)| i)
-        .unwrap_or_else(|| want.len().min(got.len()));
-    let around = |s: &str| -> String {
-        let start = floor_boundary(s, at.saturating_sub(20));
-        s[start..].chars().take(50).collect()
-    };
+    let at = first_difference(want, got);
+    let around = |s: &str| around(s, at);
     Err(refusal(
         chat,
         &format!(
@@ -479,6 +471,22 @@ fn compare(chat: &ChatTemplate, name: &str, want: &str, got: &str) -> Result<()>
             around(got)
         ),
     ))
+}
+
+/// The byte where two texts first differ (the shorter one's length when one
+/// begins the other).
+pub(crate) fn first_difference(want: &str, got: &str) -> usize {
+    want.char_indices()
+        .zip(got.chars())
+        .find(|((_, a), b)| a != b)
+        .map(|((i, _), _)| i)
+        .unwrap_or_else(|| want.len().min(got.len()))
+}
+
+/// Up to 50 characters of `s` from a little before byte `at`.
+pub(crate) fn around(s: &str, at: usize) -> String {
+    let start = floor_boundary(s, at.saturating_sub(20));
+    s[start..].chars().take(50).collect()
 }
 
 /// The largest character boundary of `s` at or before `at`.

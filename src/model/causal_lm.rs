@@ -188,6 +188,15 @@ impl Model {
         KvCache::new(self.num_layers())
     }
 
+    /// The most positions the model can see at once: GPT-2's learned
+    /// position table; None for rotary models, which have no hard limit.
+    pub fn max_positions(&self) -> Option<usize> {
+        match self {
+            Model::Llama(_) => None,
+            Model::Gpt2(m) => Some(m.config.n_positions.max(1) as usize),
+        }
+    }
+
     /// `model_type` as in config.json.
     pub fn model_type(&self) -> &str {
         match self {

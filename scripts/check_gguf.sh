@@ -83,10 +83,9 @@ print(f"steps to {steps[-1]['step']}: loss {steps[0]['loss']:.3f} -> {steps[-1][
 PY
 
 # ---------------------------------------------------------------- exports
-no_check=()
-if "$FT" export --help | grep -q -- '--no-check'; then
-  no_check=(--no-check) # time the export alone, not ft's own export check
-fi
+# Exports are timed alone: ft's own export check (tests/export_check.rs) is
+# not what llama.cpp referees here.
+no_check=(--no-check)
 export_one() { # name format [quant]
   local name="$1" format="$2" quant="${3:-}" out start
   out="$work/export/$name"
@@ -105,9 +104,7 @@ export_one q4_k_m.gguf gguf q4_k_m
 export_one lora.gguf gguf-lora
 ex="$work/export"
 echo "== ft models convert (the base as an f16 GGUF, for the LoRA check without Q4_1 arithmetic)"
-convert_no_check=()
-if "$FT" models convert --help | grep -q -- '--no-check'; then convert_no_check=(--no-check); fi
-"$FT" models convert "$BASE" --to gguf --quant f16 --output "$work/base-f16.gguf" "${convert_no_check[@]}" \
+"$FT" models convert "$BASE" --to gguf --quant f16 --output "$work/base-f16.gguf" --no-check \
   >"$work/convert.log" 2>&1 || { cat "$work/convert.log"; exit 1; }
 
 # ---------------------------------------------------------------- greedy text

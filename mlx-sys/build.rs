@@ -6,6 +6,9 @@
 //! - `MLX_BACKEND`: `cpu` (default) or `cuda` on Linux; macOS always uses Metal.
 //! - `MLX_DIR`: overrides the unpacked wheel's `mlx/` folder (`include/`, `lib/`).
 //! - `MLX_C_DIR`: overrides the mlx-c source folder (holding `mlx/c/*.cpp`).
+//! - `FINETUNE_DIST=1` (macOS): leave the absolute rpath to the cache out of
+//!   the final binaries, for a `.app` that must find only its own
+//!   `Contents/Frameworks/libmlx.dylib` (see docs/macos.md).
 //!
 //! Outputs for crates that link a binary (they must depend on mlx-sys directly
 //! to receive them): `DEP_MLX_LIBDIR` and `DEP_MLX_LINK_ARGS` (`;`-separated
@@ -20,7 +23,13 @@ use std::path::{Path, PathBuf};
 const MLX_VERSION: &str = "0.32.2";
 
 fn main() {
-    for var in ["FINETUNE_CACHE", "MLX_BACKEND", "MLX_DIR", "MLX_C_DIR"] {
+    for var in [
+        "FINETUNE_CACHE",
+        "MLX_BACKEND",
+        "MLX_DIR",
+        "MLX_C_DIR",
+        "FINETUNE_DIST",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=compat");
@@ -54,6 +63,14 @@ fn main() {
         for framework in ["Foundation", "Metal", "QuartzCore", "Accelerate"] {
             println!("cargo:rustc-link-lib=framework={framework}");
         }
+        // mlx-sys's own unit-test binary links -lmlx too. GNU ld drops the
+        // unused library (--as-needed); Apple's linker keeps its load command,
+        // `@rpath/libmlx.dylib` (the wheel's install name), and the wheel's
+        // libmlx has no LC_RPATH: without one here dyld aborts that binary
+        // before main ("no LC_RPATH's found") and nextest lists nothing.
+        // `rustc-link-arg` reaches this package's own binaries and tests only;
+        // dependents apply DEP_MLX_LINK_ARGS themselves.
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
     }
     println!("cargo::metadata=libdir={}", lib_dir.display());
     println!("cargo::metadata=backend={backend}");
@@ -149,7 +166,23 @@ fn generate_bindings(mlx_c_dir: &Path, compat_dir: &Path, target_arch: &str) {
 /// Linker arguments for the final binaries, which only they can apply.
 fn binary_link_args(target_os: &str, backend: &str, mlx_dir: &Path) -> Vec<String> {
     let lib_dir = mlx_dir.join("lib");
-    let mut args = vec![format!("-Wl,-rpath,{}", lib_dir.display())];
+    let absolute = format!("-Wl,-rpath,{}", lib_dir.display());
+    if target_os == "macos" {
+        // dyld tries the rpaths in order. A development build finds libmlx
+        // (and mlx.metallib beside it) in the cache; inside FineTune.app both
+        // binaries (`Contents/MacOS/finetune-app`, `Contents/MacOS/ft`) find
+        // `Contents/Frameworks/libmlx.dylib`. Spelled `@loader_path` (the
+        // same folder for a main executable) so that it never duplicates the
+        // `@executable_path/../Frameworks` tauri-build adds to the app:
+        // dyld on macOS 15.4+ refuses a binary with a duplicate LC_RPATH.
+        let mut args = Vec::new();
+        if env::var("FINETUNE_DIST").as_deref() != Ok("1") {
+            args.push(absolute);
+        }
+        args.push("-Wl,-rpath,@loader_path/../Frameworks".into());
+        return args;
+    }
+    let mut args = vec![absolute];
     if target_os != "linux" {
         return args;
     }

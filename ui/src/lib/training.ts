@@ -119,3 +119,11 @@ export function alignedValidation(view: TrainingView): (number | null)[] {
   const byStep = new Map(view.valSteps.map((s, i) => [s, view.valLosses[i]]));
   return view.steps.map((s) => byStep.get(s) ?? null);
 }
+
+/** What the Train panel tells the window about its run (the sidebar's line). */
+export interface TrainStatus {
+  phase: Phase;
+  step: number;
+  totalSteps: number;
+  loss: number | null;
+}

@@ -72,9 +72,12 @@ describe("App", () => {
     expect(document.querySelector('[data-testid="model-parameters"]')?.textContent).toContain("134,515,008");
     expect(document.querySelector('[data-testid="data-error"]')?.textContent).toContain("no such file");
     expect(document.querySelector('[data-testid="gflops"]')?.textContent).toContain("214.7 GFLOP/s");
-    const listed = document.querySelector('[data-testid="default-files"]')?.textContent ?? "";
+    // Nothing chosen yet: the summary names the bundled files, their sizes
+    // and what is missing.
+    const listed = document.querySelector('[data-testid="summary"]')?.textContent ?? "";
     expect(listed).toContain("/cache/model.gguf");
     expect(listed).toContain("93.8 MiB");
+    expect(document.querySelector('[data-testid="summary-data"]')?.textContent).toContain("/cache/train.jsonl");
     expect(listed).toContain("missing");
   });
 

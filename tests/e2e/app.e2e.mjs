@@ -4,6 +4,8 @@
 // the model (a tiny random one, typed in), the sample dataset's statistics,
 // a template with its preview, live training (chart points and memory
 // figures that change), Stop, the run in the history, and an export.
+// Each step is a sidebar entry: the test opens it first, as a person would
+// (the other steps are hidden, and WebDriver only clicks what is shown).
 //
 // Run by scripts/e2e.sh (which starts Xvfb and tauri-driver and writes the
 // tiny model).
@@ -76,6 +78,22 @@ async function choose(session, selectTestId, value) {
   await click(session, `[data-testid="${selectTestId}"] option[value="${value}"]`);
 }
 
+/** Opens a step from the sidebar and waits until it is the one shown. */
+async function show(session, step) {
+  await click(session, `[data-testid="nav-${step}"]`);
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline) {
+    const [current, hidden] = await call("POST", `/session/${session}/execute/sync`, {
+      script: `return [document.querySelector('[data-testid="nav-' + arguments[0] + '"]').getAttribute("aria-current"),
+                       document.getElementById("step-" + arguments[0]).hidden];`,
+      args: [step],
+    });
+    if (current === "step" && !hidden) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`step ${step} was not shown`);
+}
+
 /** Scrolls `selector` into view, then saves the window as `name`.png. */
 async function screenshot(session, name, selector) {
   if (selector) {
@@ -111,10 +129,14 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     // Launch to interactive: the Start button can be pressed.
     await waitFor(s, '[data-testid="start"]', 30_000);
     const interactiveMs = Date.now() - launched;
+    // The size the layout is made for (where the window can be resized).
+    await call("POST", `/session/${s}/window/rect`, { width: 1280, height: 800 }).catch(() => {});
+    await show(s, "machine");
     const gflops = await waitFor(s, '[data-testid="gflops"]', 60_000);
     assert.match(gflops.text, /GFLOP\/s/);
 
     // Model: the bundled one first, then the tiny one typed in.
+    await show(s, "model");
     const bundled = await waitFor(s, '[data-testid="model-info"]', 60_000, (t) => /llama, 30 layers/.test(t));
     assert.match(bundled.text, /134,515,008/);
     await type(s, '[data-testid="model-input"]', TINY);
@@ -123,6 +145,7 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     await screenshot(s, "model", '[data-testid="model-info"]');
 
     // Dataset: the sample data, tokenized with the tiny model's tokenizer.
+    await show(s, "data");
     const records = await waitFor(s, '[data-testid="data-records"]', 120_000, (t) => /\d/.test(t));
     assert.match(records.text, /2,000|1,9\d\d/);
     const stats = await waitFor(s, '[data-testid="data-stats"]', 5_000);
@@ -130,6 +153,7 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     await screenshot(s, "dataset", '[data-testid="data-stats"]');
 
     // Template: alpaca, and its preview with the trained reply highlighted.
+    await show(s, "template");
     await choose(s, "template-select", "alpaca");
     const preview = await waitFor(s, '[data-testid="template-preview"]', 60_000, (t) => t.includes("### Response:"));
     assert.ok(preview.text.length > 20);
@@ -138,6 +162,7 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     await screenshot(s, "template", '[data-testid="template-select"]');
 
     // Train: long enough to watch, then stop.
+    await show(s, "train");
     await setInput(s, "Steps", 500);
     await setInput(s, "Max length", 64);
     await setInput(s, "Validate every", 5);
@@ -215,6 +240,19 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     mkdirSync(OUT, { recursive: true });
     writeFileSync(join(OUT, "perf.json"), JSON.stringify(figures, null, 1));
     console.log(`# perf ${JSON.stringify(figures)}`);
+    // The window never scrolls as a page (the step's panel scrolls inside
+    // itself), and the training view keeps its chart across a switch.
+    const page = await call("POST", `/session/${s}/execute/sync`, {
+      script: `const e = document.scrollingElement;
+               return { scrollHeight: e.scrollHeight, scrollWidth: e.scrollWidth, height: innerHeight, width: innerWidth };`,
+      args: [],
+    });
+    console.log(`# window ${JSON.stringify(page)}`);
+    assert.ok(page.scrollHeight <= page.height && page.scrollWidth <= page.width, `the page scrolls: ${JSON.stringify(page)}`);
+    await show(s, "runs");
+    await show(s, "train");
+    const points3 = Number(await attribute(s, '[data-testid="loss-chart"]', "data-points"));
+    assert.ok(points3 >= points2, `the chart kept its points across a switch: ${points2} -> ${points3}`);
     await click(s, '[data-testid="stop"]');
     const stopped = await waitFor(s, '[data-testid="train-message"]', 120_000, (t) => /Stopped at step/.test(t));
     assert.match(stopped.text, /cancelled/);
@@ -222,6 +260,7 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     // Runs: the stopped run, exported to GGUF Q4_K_M (the picker shows each
     // type's size before writing) and to Ollama; each export is checked
     // against the trained model and the check's table is shown.
+    await show(s, "runs");
     await waitFor(s, '[data-testid="run-row"]', 30_000, (t) => /stopped/.test(t));
     await click(s, '[data-testid="export-open"]');
     const q4 = await waitFor(s, '[data-testid="export-quant"] option[value="q4_k_m"]', 120_000, (t) => /B$/.test(t));

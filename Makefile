@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 check-gguf fixtures llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz bench-big-data
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 check-gguf fixtures llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz bench-big-data check-macos
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,7 +18,7 @@ help: ## List the targets
 run: setup build ## Set up, build and open the desktop app on the default model and sample data
 	bash scripts/run-app.sh $(APP)
 
-test: setup ui ## Set up, build and run every test (engine, app shell, UI, end to end)
+test: setup ui check-macos ## Set up, build and run every test (engine, app shell, UI, end to end)
 	$(MAKE) --no-print-directory test-ui test-rust test-e2e
 
 ##@ Building
@@ -35,6 +35,9 @@ device: build ## Show the machine, MLX backends and measured matmul speed
 	$(FT) device
 
 ##@ Testing
+check-macos: ## The macOS build on paper, in seconds: the real mlx-metal wheel's Mach-O load commands, the .app tree, deployment target, entitlements, bash 3.2 (docs/macos.md)
+	bash scripts/check_macos.sh
+
 test-rust: ## Engine and app-shell tests (cargo nextest, or cargo test without it)
 ifeq ($(NEXTEST),yes)
 	$(CARGO) nextest run --workspace $(FEATURES) --no-fail-fast

@@ -354,7 +354,8 @@ describe("what will be trained", () => {
     // Before the drop: the bundled model and the sample data.
     expect(text("summary-model")).toContain(files[0].path);
     expect(text("summary-data")).toContain(files[1].path);
-    expect(text("summary-data")).toContain("bundled");
+    expect(text("summary-data")).toContain("sample data");
+    expect(text("summary-model")).toContain("bundled");
 
     // The same path a drop on the window takes: the webview's drag-drop event.
     await emit("tauri://drag-drop", { paths: ["/home/me/my-data/chats.jsonl"], position: { x: 10, y: 10 } });

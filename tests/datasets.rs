@@ -537,3 +537,53 @@ fn a_conversation_opening_with_the_assistant_is_masked_right() {
         ["Welcome!<|im_end|>\n", "Anything else?<|im_end|>\n"]
     );
 }
+
+#[test]
+fn ft_data_split_of_a_json_list_keeps_every_record_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records: Vec<String> = (0..25)
+        .map(|i| {
+            format!(r#"{{"prompt": "question {i} [with brackets]", "completion": "answer {i}"}}"#)
+        })
+        .collect();
+    let data = write(
+        tmp.path(),
+        "list.json",
+        format!("[\n{}\n]\n", records.join(",\n")).as_bytes(),
+    );
+    let out = tmp.path().join("split");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ft"))
+        .args(["data", "split", data.to_str().unwrap(), "--output"])
+        .arg(&out)
+        .args(["--valid-fraction", "0.2", "--seed", "5"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.join(name))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (train, valid) = (lines("train.jsonl"), lines("valid.jsonl"));
+    assert_eq!((train.len(), valid.len()), (20, 5));
+    let mut seen: Vec<String> = train
+        .iter()
+        .chain(&valid)
+        .map(|v| v["prompt"].as_str().unwrap().to_string())
+        .collect();
+    seen.sort();
+    let mut expected: Vec<String> = (0..25)
+        .map(|i| format!("question {i} [with brackets]"))
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    // Nothing is left beside the output but the data file and the split.
+    let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["list.json", "split"]);
+}

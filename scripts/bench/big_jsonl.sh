@@ -3,10 +3,13 @@
 # files of 200 MB and 2 GB (varied lengths) in $FINETUNE_CACHE/data/, then
 # runs `ft data inspect` and `ft train start --iters 5` on each under
 # /usr/bin/time -v and prints peak RSS and wall time per run, so the
-# figures show whether resident memory grows with the file.
+# figures show whether resident memory grows with the file. With
+# FORMAT=json the same records are written as one `.json` list, and
+# `ft data split` is measured as well.
 #
 #   bash scripts/bench/big_jsonl.sh            # both sizes
 #   SIZES="200" bash scripts/bench/big_jsonl.sh  # MB, space-separated
+#   FORMAT=json SIZES="20 200" bash scripts/bench/big_jsonl.sh
 #
 # Needs GNU time (/usr/bin/time; `apt-get install time`) and python3.
 set -euo pipefail
@@ -17,6 +20,7 @@ SIZES="${SIZES:-200 2000}"
 MODEL="${MODEL:-$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 MAX_LENGTH="${MAX_LENGTH:-512}"
 FT="${FT:-target/debug/ft}"
+FORMAT="${FORMAT:-jsonl}"
 
 if [[ ! -x /usr/bin/time ]] || ! /usr/bin/time -v true >/dev/null 2>&1; then
     echo "big_jsonl: GNU time is missing: install it with \`sudo apt-get install time\` (or brew install gnu-time)" >&2
@@ -80,11 +84,35 @@ measure() { # label, command... → "label  rss_mib  seconds"
     rm -f "$log" "$log.out"
 }
 
+as_json_list() { # a .jsonl path → the same records as a .json list beside it
+    local jsonl=$1 json="${1%.jsonl}.json"
+    if [[ ! -f "$json" || "$json" -ot "$jsonl" ]]; then
+        python3 - "$jsonl" "$json" <<'EOF'
+import os, sys
+src, dst = sys.argv[1], sys.argv[2]
+with open(src) as lines, open(dst + ".tmp", "w") as out:
+    out.write("[\n")
+    for i, line in enumerate(lines):
+        out.write((",\n" if i else "") + line.rstrip("\n"))
+    out.write("\n]\n")
+os.replace(dst + ".tmp", dst)
+EOF
+    fi
+    echo "$json"
+}
+
 RUNS=$(mktemp -d)
 trap 'rm -rf "$RUNS"' EXIT
 for mb in $SIZES; do
     path=$(generate "$mb")
-    echo "== $path ($(du -h "$path" | cut -f1), $(wc -l <"$path") records)"
+    if [[ "$FORMAT" == json ]]; then
+        path=$(as_json_list "$path")
+        echo "== $path ($(du -h "$path" | cut -f1))"
+        measure "data split ${mb} MB" "$FT" data split "$path" --output "$RUNS/split-$mb"
+        rm -rf "$RUNS/split-$mb"
+    else
+        echo "== $path ($(du -h "$path" | cut -f1))"
+    fi
     measure "inspect ${mb} MB" "$FT" data inspect "$path" --model "$MODEL" --max-length "$MAX_LENGTH" --json
     measure "train --iters 5 ${mb} MB" "$FT" train start "$MODEL" "$path" --iters 5 \
         --batch-size 2 --max-length "$MAX_LENGTH" --runs-dir "$RUNS" --json

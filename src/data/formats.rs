@@ -9,6 +9,11 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
+use super::json_stream::{self, snippet, strip_position, JsonRecords, Shape};
+
+/// A `.json` document that is one record is read whole: at most this much.
+const SINGLE_RECORD_LIMIT: u64 = 1 << 30;
+
 /// File formats, by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -172,15 +177,16 @@ fn finish_hash<R>(h: &Hashing<R>) -> Digest {
 }
 
 /// The rows of a file, read as they are asked for: JSON Lines line by line,
-/// CSV / TSV record by record, Parquet row group by row group. A `.json`
-/// document is parsed whole (its rows are in memory); a `.txt` corpus is
+/// CSV / TSV record by record, Parquet row group by row group, a `.json`
+/// list (or object of records) record by record; a `.txt` corpus is
 /// one row holding the whole text (tokenization streams it instead, see
 /// [`TextPieces`]).
 pub struct Rows {
     path: PathBuf,
     inner: Inner,
-    /// The last row, when it says the file is cut off (a `.json` list):
-    /// reported before any other record's problem.
+    /// The row that says the file is cut off (a `.json` list), found by a
+    /// quick pass before reading: reported before any other record's
+    /// problem.
     pub cut_off: Option<Row>,
 }
 
@@ -196,6 +202,7 @@ enum Inner {
         any: bool,
     },
     Parquet(parquet::record::reader::RowIter<'static>, usize),
+    Json(JsonRecords<BufReader<Hashing<File>>>),
     Whole(std::vec::IntoIter<Row>, Option<Digest>),
     Done(Option<Digest>),
 }
@@ -251,7 +258,23 @@ impl Rows {
                 }
             }
             Format::Parquet => Inner::Parquet(parquet_rows(path)?, 0),
-            Format::Json | Format::Text => {
+            Format::Json => {
+                let file = File::open(path).map_err(io_error(path))?;
+                let (shape, cut_off) = json_stream::survey(BufReader::with_capacity(CHUNK, file))
+                    .map_err(io_error(path))?;
+                if matches!(shape, Shape::List | Shape::Records) {
+                    let reader = BufReader::with_capacity(CHUNK, hashing(path)?);
+                    return Ok(Self {
+                        path: path.into(),
+                        inner: Inner::Json(JsonRecords::new(path, reader, &shape)?),
+                        cut_off,
+                    });
+                }
+                let mut reader = hashing(path)?;
+                let rows = json_stream::single(path, &mut reader, &shape, SINGLE_RECORD_LIMIT)?;
+                Inner::Whole(rows.into_iter(), Some(finish_hash(&reader)))
+            }
+            Format::Text => {
                 use sha2::{Digest as _, Sha256};
                 let bytes = std::fs::read(path).map_err(io_error(path))?;
                 let digest: Digest = Sha256::digest(&bytes).into();
@@ -260,36 +283,18 @@ impl Rows {
                     Error::Invalid(format!("{}:{line}: not valid UTF-8", path.display()))
                 })?;
                 let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-                let rows = if format == Format::Json {
-                    json_document(path, text)?
-                } else {
-                    vec![Row {
-                        location: String::new(),
-                        value: Ok(serde_json::json!({ "text": text, "corpus": true })),
-                    }]
-                };
+                let rows = vec![Row {
+                    location: String::new(),
+                    value: Ok(serde_json::json!({ "text": text, "corpus": true })),
+                }];
                 Inner::Whole(rows.into_iter(), Some(digest))
             }
         };
-        let mut rows = Self {
+        Ok(Self {
             path: path.into(),
             inner,
             cut_off: None,
-        };
-        if let Inner::Whole(list, _) = &rows.inner {
-            let last = list.as_slice().last();
-            if let Some(
-                row @ Row {
-                    value: Err(reason), ..
-                },
-            ) = last
-            {
-                if reason.contains("cut off") {
-                    rows.cut_off = Some(row.clone());
-                }
-            }
-        }
-        Ok(rows)
+        })
     }
 
     /// The SHA-256 of the bytes the rows were read from, once every row has
@@ -412,6 +417,14 @@ impl Rows {
                     }))
                 }
             },
+            Inner::Json(records) => match records.next() {
+                Some(row) => Some(row),
+                None => {
+                    let digest = records.finished().map(|r| finish_hash(r.get_ref()));
+                    self.inner = Inner::Done(digest);
+                    None
+                }
+            },
             Inner::Whole(list, digest) => match list.next() {
                 Some(row) => Some(Ok(row)),
                 None => {
@@ -522,143 +535,6 @@ fn json_line(number: usize, line: &str) -> Row {
                 snippet(line, e.column())
             )),
         },
-    }
-}
-
-fn snippet(line: &str, column: usize) -> String {
-    let mut start = column.saturating_sub(20).min(line.len());
-    while !line.is_char_boundary(start) {
-        start -= 1;
-    }
-    line[start..].chars().take(40).collect()
-}
-
-/// serde_json's message without its own " at line L column C" (the
-/// location is given in front, relative to the file).
-fn strip_position(message: &str) -> &str {
-    message.split(" at line ").next().unwrap_or(message)
-}
-
-/// Line and column (1-based) of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
-}
-
-/// A `.json` document: a list of records, read one element at a time so a
-/// file cut off mid-record still yields the complete records before the
-/// cut; or an object whose values are records.
-fn json_document(path: &Path, text: &str) -> Result<Vec<Row>> {
-    let trimmed = text.trim_start();
-    if !trimmed.starts_with('[') {
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            let line = text.lines().nth(e.line().saturating_sub(1)).unwrap_or("");
-            Error::Invalid(format!(
-                "{}:{}:{}: malformed JSON ({e}) near `{}`",
-                path.display(),
-                e.line(),
-                e.column(),
-                snippet(line, e.column())
-            ))
-        })?;
-        return match value {
-            Value::Object(map)
-                if !map.contains_key("messages") && map.values().all(Value::is_object) =>
-            {
-                Ok(map
-                    .into_iter()
-                    .map(|(k, v)| Row {
-                        location: format!(": record `{k}`"),
-                        value: Ok(v),
-                    })
-                    .collect())
-            }
-            Value::Object(_) => Ok(vec![Row {
-                location: ": record 1".into(),
-                value: Ok(value),
-            }]),
-            other => Err(Error::Invalid(format!(
-                "{}: expected a list of records (or an object of records), found {}",
-                path.display(),
-                kind(&other)
-            ))),
-        };
-    }
-    let mut rows = Vec::new();
-    let mut pos = text.len() - trimmed.len() + 1; // after '['
-    let skip_ws = |pos: &mut usize| {
-        while text[*pos..].starts_with(|c: char| c.is_whitespace()) {
-            *pos += text[*pos..].chars().next().map_or(1, char::len_utf8);
-        }
-    };
-    loop {
-        skip_ws(&mut pos);
-        if text[pos..].starts_with(']') {
-            return Ok(rows);
-        }
-        let number = rows.len() + 1;
-        let mut stream = serde_json::Deserializer::from_str(&text[pos..]).into_iter::<Value>();
-        match stream.next() {
-            Some(Ok(value)) => {
-                pos += stream.byte_offset();
-                rows.push(Row {
-                    location: format!(": record {number}"),
-                    value: Ok(value),
-                });
-            }
-            Some(Err(e)) if e.is_eof() => {
-                let (line, column) = line_column(text, pos);
-                rows.push(Row {
-                    location: format!(":{line}:{column}"),
-                    value: Err(format!(
-                        "the file ends in the middle of record {number}, which starts here (cut off?); the {} records before it are complete",
-                        number - 1
-                    )),
-                });
-                return Ok(rows);
-            }
-            Some(Err(e)) => {
-                // The element's own text is unknown past the error: stop here.
-                let (line, column) = line_column(text, pos);
-                let (line, column) = if e.line() == 1 {
-                    (line, column + e.column() - 1)
-                } else {
-                    (line + e.line() - 1, e.column())
-                };
-                let source = text.lines().nth(line - 1).unwrap_or("");
-                return Err(Error::Invalid(format!(
-                    "{}:{line}:{column}: malformed JSON in record {number} ({}) near `{}`",
-                    path.display(),
-                    strip_position(&e.to_string()),
-                    snippet(source, column)
-                )));
-            }
-            None => {
-                rows.push(Row {
-                    location: format!(": record {number}"),
-                    value: Err(format!(
-                        "the file ends before the list is closed (cut off?); the {} records before it are complete",
-                        number - 1
-                    )),
-                });
-                return Ok(rows);
-            }
-        }
-        skip_ws(&mut pos);
-        if text[pos..].starts_with(',') {
-            pos += 1;
-        } else if !text[pos..].starts_with(']') {
-            if pos >= text.len() {
-                continue; // reported as cut off on the next pass
-            }
-            let (line, column) = line_column(text, pos);
-            return Err(Error::Invalid(format!(
-                "{}:{line}:{column}: expected `,` or `]` after record {number}",
-                path.display()
-            )));
-        }
     }
 }
 

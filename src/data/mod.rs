@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod examples;
 pub mod formats;
+pub mod json_stream;
 pub mod records;
 pub mod stats;
 pub mod templates;

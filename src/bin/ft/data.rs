@@ -267,7 +267,8 @@ fn split(
     seed: u64,
     on_bad: OnBadRecord,
 ) -> anyhow::Result<()> {
-    use rand::{seq::SliceRandom, SeedableRng};
+    use rand::SeedableRng;
+    use std::io::Write;
     if !(0.0..1.0).contains(&fraction) || fraction == 0.0 {
         return Err(finetune::Error::Invalid(format!(
             "--valid-fraction must be between 0 and 1, got {fraction}"
@@ -281,11 +282,15 @@ fn split(
         ))
         .into());
     }
-    let mut rows = Vec::new();
+    // Two streaming passes, so memory holds one record, not the file: the
+    // first counts the rows (and stops at a bad one), the second writes
+    // each to the part chosen for it by a seeded draw of row numbers.
+    let mut rows = 0usize;
     let mut skipped = 0;
-    for row in formats::read_rows(data)? {
+    for row in formats::Rows::open(data)? {
+        let row = row?;
         match row.value {
-            Ok(v) => rows.push(v),
+            Ok(_) => rows += 1,
             Err(reason) if on_bad == OnBadRecord::Skip => {
                 skipped += 1;
                 eprintln!("skipped {}{}: {reason}", data.display(), row.location);
@@ -300,24 +305,55 @@ fn split(
             }
         }
     }
-    rows.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-    let n_valid = ((rows.len() as f64 * fraction).round() as usize).clamp(1, rows.len().max(2) - 1);
-    let (valid, train) = rows.split_at(n_valid.min(rows.len()));
-    let tmp = output.with_extension("tmp");
-    std::fs::create_dir_all(&tmp)?;
-    for (name, part) in [("train.jsonl", train), ("valid.jsonl", valid)] {
-        let mut text = String::new();
-        for v in part {
-            text.push_str(&serde_json::to_string(v)?);
-            text.push('\n');
-        }
-        std::fs::write(tmp.join(name), text)?;
+    if rows < 2 {
+        return Err(finetune::Error::Invalid(format!(
+            "{}: {rows} usable record(s); a split needs at least 2",
+            data.display()
+        ))
+        .into());
     }
-    std::fs::rename(&tmp, output)?;
+    let n_valid = ((rows as f64 * fraction).round() as usize).clamp(1, rows - 1);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut is_valid = vec![false; rows];
+    for i in rand::seq::index::sample(&mut rng, rows, n_valid) {
+        is_valid[i] = true;
+    }
+    let staging = finetune::files::Staging::new(output)?;
+    let create = |name: &str| -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+        let path = staging.path().join(name);
+        let file = std::fs::File::create(&path).map_err(|source| finetune::Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(std::io::BufWriter::new(file))
+    };
+    let (mut train_out, mut valid_out) = (create("train.jsonl")?, create("valid.jsonl")?);
+    let mut index = 0;
+    for row in formats::Rows::open(data)? {
+        let Ok(value) = row?.value else { continue };
+        let out = if is_valid[index] {
+            &mut valid_out
+        } else {
+            &mut train_out
+        };
+        serde_json::to_writer(&mut *out, &value)?;
+        out.write_all(b"\n")?;
+        index += 1;
+    }
+    if index != rows {
+        return Err(finetune::Error::Invalid(format!(
+            "{}: changed while it was being split; try again",
+            data.display()
+        ))
+        .into());
+    }
+    train_out.flush()?;
+    valid_out.flush()?;
+    drop((train_out, valid_out));
+    staging.publish()?;
+    let (train, valid) = (rows - n_valid, n_valid);
     eprintln!(
-        "wrote {} training and {} validation records to {}{}",
-        train.len(),
-        valid.len(),
+        "wrote {train} training and {valid} validation records to {}{}",
         output.display(),
         if skipped > 0 {
             format!(" ({skipped} unreadable records skipped)")

@@ -259,13 +259,21 @@ fn load_fused(run: &crate::runs::Run, config: &crate::train::TrainConfig) -> Res
     let mut loaded = crate::model::load(&config.model, &options)?;
     crate::lora::load_adapters(&mut loaded.model, &run.adapters_dir())?;
     fuse_adapters(&mut loaded)?;
+    carry_run_template(&mut loaded, config)?;
+    Ok(loaded)
+}
+
+/// Gives `loaded` the chat template the run trained with (its `template`
+/// setting, else the model's own, else the tokenizer's guess), so that an
+/// export speaks the way the run was trained.
+fn carry_run_template(loaded: &mut LoadedModel, config: &crate::train::TrainConfig) -> Result<()> {
     let resolved = crate::data::templates::resolve(
         config.template.as_deref(),
         loaded.chat_template.as_ref(),
         &loaded.tokenizer,
     )?;
     loaded.chat_template = Some(resolved.template);
-    Ok(loaded)
+    Ok(())
 }
 
 /// The run's config and the GGUF file to write (`output`, else `default`
@@ -314,12 +322,7 @@ pub fn run_gguf_sizes(
         ..Default::default()
     };
     let mut loaded = crate::model::load(&config.model, &options)?;
-    let resolved = crate::data::templates::resolve(
-        config.template.as_deref(),
-        loaded.chat_template.as_ref(),
-        &loaded.tokenizer,
-    )?;
-    loaded.chat_template = Some(resolved.template);
+    carry_run_template(&mut loaded, &config)?;
     gguf::planned_sizes(&loaded, &run_label(run, &config), file_types)
 }
 
@@ -350,14 +353,8 @@ pub fn export_run(
     format: ExportFormat,
     output: Option<&Path>,
 ) -> Result<std::path::PathBuf> {
-    let config = run.read_config()?;
+    let config = trained_config(run)?;
     let adapters = run.adapters_dir();
-    if !adapters.join("adapter_config.json").exists() {
-        return Err(Error::Invalid(format!(
-            "run {}: no adapters yet (it has not finished or saved a step)",
-            run.id
-        )));
-    }
     let output = output
         .map(Path::to_path_buf)
         .unwrap_or_else(|| run.dir.join(format!("export-{}", format.name())));

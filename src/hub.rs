@@ -95,6 +95,12 @@ pub fn resolve(id: &str, mut on_event: impl FnMut(DownloadEvent)) -> Result<Path
     download(&cache, id, &mut on_event)
 }
 
+/// The local snapshot folder of hub model `id` when every file it needs is
+/// in the cache (never touches the network).
+pub fn cached(id: &str) -> Option<PathBuf> {
+    cached_snapshot(&Cache::new(cache_dir()), id).ok().flatten()
+}
+
 /// The snapshot folder if config.json, tokenizer.json and every weight file
 /// are cached.
 fn cached_snapshot(cache: &Cache, id: &str) -> Result<Option<PathBuf>> {

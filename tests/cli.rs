@@ -94,7 +94,7 @@ fn every_command_has_help_that_exits_zero() {
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     }
     // Bad usage is exit code 2 with clap's message, not a panic.
-    let o = run(&["train", "start"]);
+    let o = run(&["train", "start", "--iters", "many"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!stderr(&o).contains("panicked"));
 }

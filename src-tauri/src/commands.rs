@@ -25,6 +25,9 @@ pub struct DefaultFile {
     pub path: String,
     pub present: bool,
     pub size_bytes: Option<u64>,
+    /// The hub id this file is (or would be, once downloaded) a snapshot of.
+    #[serde(default)]
+    pub hub_id: Option<String>,
 }
 
 impl DefaultFile {
@@ -39,6 +42,7 @@ impl DefaultFile {
             path: path.display().to_string(),
             present: size_bytes.is_some(),
             size_bytes,
+            hub_id: None,
         }
     }
 }
@@ -54,11 +58,44 @@ fn dir_size(dir: &Path) -> Option<u64> {
     )
 }
 
-/// The default model and sample dataset `make setup` fetched.
+/// The default model and the sample dataset: in a clone what `make setup`
+/// fetched; in an installed app the dataset it ships and the default model
+/// from the Hugging Face cache, or, before its download, the hub id to
+/// offer (`hub_id`, with `present: false`).
 #[tauri::command]
 pub fn default_files() -> Vec<DefaultFile> {
+    use finetune::paths;
+    let model = paths::default_model();
+    let model = if model.exists() {
+        DefaultFile::probe("Model", &model)
+    } else if let Some(snapshot) = finetune::hub::cached(paths::DEFAULT_MODEL_ID) {
+        DefaultFile {
+            hub_id: Some(paths::DEFAULT_MODEL_ID.into()),
+            ..DefaultFile::probe("Model", &snapshot)
+        }
+    } else {
+        DefaultFile {
+            hub_id: paths::is_packaged().then(|| paths::DEFAULT_MODEL_ID.into()),
+            ..DefaultFile::probe("Model", &model)
+        }
+    };
     vec![
-        DefaultFile::probe("Model", &finetune::paths::default_model()),
-        DefaultFile::probe("Dataset", &finetune::paths::sample_dataset()),
+        model,
+        DefaultFile::probe("Dataset", &paths::sample_dataset()),
     ]
+}
+
+/// The versions the About line shows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Versions {
+    pub app: String,
+    pub mlx: String,
+}
+
+#[tauri::command]
+pub fn versions() -> Result<Versions, CommandError> {
+    Ok(Versions {
+        app: env!("CARGO_PKG_VERSION").into(),
+        mlx: finetune::device::mlx_version()?,
+    })
 }

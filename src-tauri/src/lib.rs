@@ -21,6 +21,7 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
         .invoke_handler(tauri::generate_handler![
             commands::device_report,
             commands::default_files,
+            commands::versions,
             training::start_training,
             training::pause_training,
             training::resume_training,

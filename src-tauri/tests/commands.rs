@@ -47,6 +47,26 @@ fn default_files_lists_model_and_dataset_from_the_cache() {
     assert!(files[1]
         .path
         .starts_with(&cache.path().display().to_string()));
+
+    // An installed app's sample data ships in its resources folder.
+    let resources = tempfile::tempdir().unwrap();
+    let sample = resources.path().join("sample-data/chitchat");
+    std::fs::create_dir_all(&sample).unwrap();
+    std::fs::write(sample.join("train.jsonl"), b"{\"text\": \"hi\"}\n").unwrap();
+    // SAFETY: as above.
+    unsafe { std::env::set_var("FINETUNE_RESOURCES", resources.path()) };
+    let files: Vec<DefaultFile> =
+        serde_json::from_value(invoke("default_files").expect("command succeeds")).unwrap();
+    assert_eq!(files[1].path, sample.display().to_string());
+    assert!(files[1].present);
+    unsafe { std::env::remove_var("FINETUNE_RESOURCES") };
+}
+
+#[test]
+fn versions_names_the_app_and_the_mlx_it_loaded() {
+    let versions = invoke("versions").expect("command succeeds");
+    assert_eq!(versions["app"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(versions["mlx"], "0.32.2");
 }
 
 #[test]

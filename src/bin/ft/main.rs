@@ -113,10 +113,21 @@ enum Command {
     },
 }
 
+/// The arguments, with `--version` naming MLX's version as well (asked of
+/// the library at run time, so it is the one actually loaded).
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mlx = finetune::device::mlx_version().unwrap_or_else(|_| "unknown".into());
+    let version = format!("{} (MLX {mlx})", env!("CARGO_PKG_VERSION"));
+    let version: &'static str = Box::leak(version.into_boxed_str());
+    let matches = Cli::command().version(version).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
     finetune::error::install_panic_hook("ft", &[]);
     finetune::blas::shorten_idle_spin();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -43,11 +43,12 @@ pub enum TrainCommand {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// A .gguf file, a Hugging Face model folder, or a hub id.
-    pub model: PathBuf,
+    /// A .gguf file, a Hugging Face model folder, or a hub id [default:
+    /// the default model, SmolLM2-135M-Instruct]
+    pub model: Option<PathBuf>,
     /// A data file (.jsonl, .json, .csv, .tsv, .parquet, .txt) or a folder
-    /// with train.* (and valid.*) files.
-    pub data: PathBuf,
+    /// with train.* (and valid.*) files [default: the sample chat dataset]
+    pub data: Option<PathBuf>,
     /// YAML config; flags given here override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -189,8 +190,14 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
         TrainConfig::default()
     };
     let mut config = resolve_config(base, args.profile.as_deref(), args.config.as_deref())?;
-    config.model = args.model.clone();
-    config.data = args.data.clone();
+    config.model = args
+        .model
+        .clone()
+        .unwrap_or_else(finetune::paths::default_model);
+    config.data = args
+        .data
+        .clone()
+        .unwrap_or_else(finetune::paths::sample_dataset);
     if let Some(v) = args.iters {
         config.iters = Some(v);
     }

@@ -24,6 +24,17 @@ export interface DefaultFile {
   path: string;
   present: boolean;
   size_bytes: number | null;
+  /** The hub id of a default that is (or, once downloaded, will be) in the Hugging Face cache. */
+  hub_id?: string | null;
+}
+
+export interface Versions {
+  app: string;
+  mlx: string;
+}
+
+export function versions(): Promise<Versions> {
+  return invoke<Versions>("versions");
 }
 
 export function deviceReport(): Promise<DeviceReport> {

@@ -81,6 +81,51 @@ describe("App", () => {
     expect(listed).toContain("missing");
   });
 
+  it("offers the default model for download on first run, and downloads it with progress", async () => {
+    const calls: { cmd: string; args: Record<string, unknown> }[] = [];
+    const firstRun: DefaultFile[] = [
+      { label: "Model", path: "HuggingFaceTB/SmolLM2-135M-Instruct", present: false, size_bytes: null, hub_id: "HuggingFaceTB/SmolLM2-135M-Instruct" },
+      { label: "Dataset", path: "/usr/lib/finetune/sample-data/chitchat", present: true, size_bytes: 1_500_000 },
+    ];
+    mockIPC((cmd, args) => {
+      calls.push({ cmd, args: args as Record<string, unknown> });
+      if (cmd === "device_report") return report;
+      if (cmd === "default_files") return firstRun;
+      if (cmd === "versions") return { app: "0.1.0", mlx: "0.32.2" };
+      if (cmd === "list_runs") return [];
+      if (cmd === "list_templates") return [{ name: "model" }];
+      if (cmd === "download_model") {
+        const channel = (args as { onProgress: { onmessage: (e: unknown) => void } }).onProgress;
+        channel.onmessage({ event: "started", file: "model.safetensors", bytes: 100 });
+        channel.onmessage({ event: "progress", bytes: 100 });
+        channel.onmessage({ event: "finished", file: "model.safetensors" });
+        return "/home/u/.cache/huggingface/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/abc";
+      }
+      if (cmd === "model_info")
+        return {
+          path: "/home/u/.cache/huggingface/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/abc",
+          architecture: "llama", layers: 30, hidden_size: 576, vocab_size: 49152, parameters: 134515008,
+          quantized_bits: null, bytes_on_disk: 269060552, tensor_types: null, chat_template: true,
+        };
+      if (cmd === "inspect_dataset") throw new Error("not under test");
+      return null;
+    });
+    app = mount(App, { target: document.body });
+    await settle();
+    // Nothing is fetched unasked: the model panel offers the download.
+    expect(calls.map((c) => c.cmd)).not.toContain("download_model");
+    expect(calls.map((c) => c.cmd)).not.toContain("model_info");
+    expect(document.querySelector('[data-testid="model-offer"]')?.textContent).toContain("HuggingFaceTB/SmolLM2-135M-Instruct");
+    expect(document.querySelector('[data-testid="summary-model"]')?.textContent).toContain("not downloaded yet");
+    expect(document.querySelector('[data-testid="versions"]')?.textContent).toBe("FineTune 0.1.0 · MLX 0.32.2");
+    (document.querySelector('[data-testid="model-download-default"]') as HTMLButtonElement).click();
+    await settle();
+    const download = calls.find((c) => c.cmd === "download_model");
+    expect(download?.args.id).toBe("HuggingFaceTB/SmolLM2-135M-Instruct");
+    expect(document.querySelector('[data-testid="model-offer"]')).toBeNull();
+    expect(document.querySelector('[data-testid="model-parameters"]')?.textContent).toContain("134,515,008");
+  });
+
   it("shows a backend error instead of the report", async () => {
     mockIPC((cmd) => {
       if (cmd === "default_files") return [];

@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 check-gguf fixtures llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz bench-big-data check-macos
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 check-gguf fixtures llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz bench-big-data check-macos dist test-dist
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,12 @@ build: ui ## Build the engine, the ft command line and the desktop app (serving 
 
 device: build ## Show the machine, MLX backends and measured matmul speed
 	$(FT) device
+
+dist: setup ## Packages for this platform: Linux .deb + AppImage (target/dist/), macOS .app + .dmg; PROFILE=debug builds faster
+	bash scripts/dist/build.sh
+
+test-dist: ## The packages away from the clone: the .deb in a clean Debian root (mmdebstrap), the AppImage with the cache hidden (after make dist; root)
+	bash scripts/dist/test_installed.sh
 
 ##@ Testing
 check-macos: ## The macOS build on paper, in seconds: the real mlx-metal wheel's Mach-O load commands, the .app tree, deployment target, entitlements, bash 3.2 (docs/macos.md)

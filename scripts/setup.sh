@@ -52,6 +52,8 @@ apt_packages=(
   libwebkit2gtk-4.1-dev libssl-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev  # Tauri
   webkit2gtk-driver xvfb curl               # end-to-end tests of the real window
   unzip fonts-dejavu-core                   # unpacking wheels; the font `ft report` draws text with
+  xdotool python3-gi gir1.2-gtk-3.0         # a real drag and drop onto the window in the e2e test
+  patchelf dpkg-dev squashfs-tools mmdebstrap  # make dist (relative rpaths, .deb, AppImage), make test-dist
 )
 if [ "$OS" = Linux ] && [ "${FINETUNE_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   missing=()

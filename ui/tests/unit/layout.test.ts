@@ -10,25 +10,14 @@ import type { Channel } from "@tauri-apps/api/core";
 import App from "../../src/App.svelte";
 import { selection } from "../../src/lib/selection.svelte";
 import { STEPS } from "../../src/lib/steps";
-import type { DatasetReport, DefaultFile, ModelInfo, RunInfo, TrainEvent } from "../../src/lib/api";
+import type { DatasetReport, DefaultFile, ModelInfo, TrainEvent } from "../../src/lib/api";
+import { started, step, run } from "./fixtures";
 
 const files: DefaultFile[] = [
   { label: "Model", path: "/cache/bundled-model.gguf", present: true, size_bytes: 98_362_432 },
   { label: "Dataset", path: "/cache/sample/train.jsonl", present: true, size_bytes: 1_000_000 },
 ];
 
-const run: RunInfo = {
-  id: "20261127-120000-train",
-  dir: "/runs/20261127-120000-train",
-  model: "/m",
-  data: "/d",
-  status: "stopped",
-  steps: 30,
-  total_steps: 100,
-  final_loss: 1.25,
-  best_val_loss: 1.5,
-  resumable: true,
-};
 
 function modelInfo(path: string | null): ModelInfo {
   return {
@@ -67,33 +56,7 @@ function datasetReport(data: string | null): DatasetReport {
   };
 }
 
-const started: TrainEvent = {
-  event: "started",
-  total_steps: 3,
-  steps_per_epoch: 10,
-  train_examples: 40,
-  valid_examples: 8,
-  trainable_parameters: 1000,
-  total_parameters: 100000,
-};
 
-function step(n: number, loss: number): TrainEvent {
-  return {
-    event: "step",
-    step: n,
-    epoch: n / 10,
-    loss,
-    learning_rate: 1e-4,
-    grad_norm: 0.5,
-    trained_tokens: 100 * n,
-    tokens_per_second: 50,
-    elapsed_seconds: n * 2,
-    eta_seconds: (3 - n) * 2,
-    mlx_active_bytes: 2 ** 30,
-    mlx_peak_bytes: 2 * 2 ** 30,
-    system_available_bytes: 6 * 2 ** 30,
-  };
-}
 
 function feed<T>(channel: Channel<T>, messages: T[]) {
   const internals = (window as unknown as { __TAURI_INTERNALS__: { runCallback: (id: number, d: unknown) => void } })

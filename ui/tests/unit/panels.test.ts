@@ -10,7 +10,8 @@ import ChatPanel from "../../src/lib/ChatPanel.svelte";
 import TrainPanel from "../../src/lib/TrainPanel.svelte";
 import { overlay } from "../../src/lib/runs";
 import { selection } from "../../src/lib/selection.svelte";
-import type { DatasetReport, DownloadEvent, ModelInfo, RunInfo, TrainEvent } from "../../src/lib/api";
+import type { DatasetReport, DownloadEvent, ModelInfo, TrainEvent } from "../../src/lib/api";
+import { run } from "./fixtures";
 
 async function settle() {
   for (let i = 0; i < 8; i++) {
@@ -49,18 +50,6 @@ const report: DatasetReport = {
   ],
 };
 
-const run: RunInfo = {
-  id: "20261127-120000-train",
-  dir: "/runs/20261127-120000-train",
-  model: "/m",
-  data: "/d",
-  status: "stopped",
-  steps: 30,
-  total_steps: 100,
-  final_loss: 1.25,
-  best_val_loss: 1.5,
-  resumable: true,
-};
 
 function feed<T>(channel: Channel<T>, messages: T[]) {
   const internals = (window as unknown as { __TAURI_INTERNALS__: { runCallback: (id: number, d: unknown) => void } })

@@ -5,34 +5,9 @@ import type { Channel } from "@tauri-apps/api/core";
 import TrainPanel from "../../src/lib/TrainPanel.svelte";
 import { alignedValidation, apply, EMA_ALPHA, initialView } from "../../src/lib/training";
 import type { TrainEvent } from "../../src/lib/api";
+import { started, step } from "./fixtures";
 
-const started: TrainEvent = {
-  event: "started",
-  total_steps: 3,
-  steps_per_epoch: 10,
-  train_examples: 40,
-  valid_examples: 8,
-  trainable_parameters: 1000,
-  total_parameters: 100000,
-};
 
-function step(n: number, loss: number): TrainEvent {
-  return {
-    event: "step",
-    step: n,
-    epoch: n / 10,
-    loss,
-    learning_rate: 1e-4,
-    grad_norm: 0.5,
-    trained_tokens: 100 * n,
-    tokens_per_second: 50,
-    elapsed_seconds: n * 2,
-    eta_seconds: (3 - n) * 2,
-    mlx_active_bytes: 2 ** 30,
-    mlx_peak_bytes: 2 * 2 ** 30,
-    system_available_bytes: 6 * 2 ** 30,
-  };
-}
 
 describe("training view", () => {
   it("folds events into chart series with an EMA", () => {

@@ -19,9 +19,22 @@ export FINETUNE_RUNS="$work/runs" FINETUNE_APP="$APP" E2E_OUT="$ROOT/target/e2e"
 export TAURI_DRIVER_URL="http://127.0.0.1:$port"
 mkdir -p "$FINETUNE_RUNS"
 
+# A display of our own (not xvfb-run's hidden one): the test drags files
+# onto the window from a second X client (scripts/e2e_drag.py), so it
+# needs DISPLAY too. The screen is wider than the window, which the test
+# moves right to leave the drag source's corner free.
+display=""
+for _ in $(seq 20); do
+  n=$((100 + RANDOM % 800))
+  [ -e "/tmp/.X11-unix/X$n" ] || [ -e "/tmp/.X$n-lock" ] || { display=$n; break; }
+done
+[ -n "$display" ] || { echo "e2e: no free X display number" >&2; exit 1; }
+export DISPLAY=":$display" E2E_DRAG="$ROOT/scripts/e2e_drag.py"
 # Its own process group, so everything it starts (Xvfb, WebKitWebDriver,
 # the app) goes away with it.
-setsid xvfb-run -a -s "-screen 0 1280x1000x24" "$DRIVER" --port "$port" --native-port $((port + 1)) \
+setsid bash -c 'Xvfb "$DISPLAY" -screen 0 1600x1000x24 -nolisten tcp & x=$!
+  for _ in $(seq 100); do [ -e "/tmp/.X11-unix/X${DISPLAY#:}" ] && break; sleep 0.1; done
+  "$0" "$@"; kill $x' "$DRIVER" --port "$port" --native-port $((port + 1)) \
   >"$work/driver.log" 2>&1 &
 group=$!
 trap 'kill -- -$group 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -36,6 +36,7 @@ mounted=()
 cleanup() {
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null || true; done
     [[ -n "${group:-}" ]] && kill -- "-$group" 2>/dev/null || true
+    [[ -n "${xvfb:-}" ]] && kill "$xvfb" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -89,18 +90,27 @@ inside() { chroot "$root" env -i HOME=/root PATH=/usr/bin:/bin HF_HUB_OFFLINE=1 
 say "installed: $(inside ft --version)"
 inside ft device >"$work/device.txt" || { cat "$work/device.txt" >&2; die "ft device failed in the clean root"; }
 grep -E "^MLX" "$work/device.txt"
-inside ft train start --iters 3 --batch-size 2 --max-length 64 --json >"$work/train.json" 2>"$work/train.err" \
+inside ft train start --iters 3 --batch-size 2 --max-length 64 --runs-dir /tmp/cli-runs --json >"$work/train.json" 2>"$work/train.err" \
     || { tail -20 "$work/train.err" >&2; die "ft train start failed in the clean root"; }
 grep -q '"event":"finished"' "$work/train.json" || { tail -5 "$work/train.json" >&2; die "no finished event"; }
 say "ft train start: $(grep -c '"event":"step"' "$work/train.json") steps on the shipped sample data"
 
-run_e2e() { # label, app path, runs folder, chroot root or "" → runs the e2e test
+# One X display on the host for both runs: the app draws there, and the
+# test's drag source (scripts/e2e_drag.py) drops files onto it.
+display=$((100 + RANDOM % 800))
+Xvfb ":$display" -screen 0 1600x1000x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
+xvfb=$!
+for _ in $(seq 100); do [[ -e "/tmp/.X11-unix/X$display" ]] && break; sleep 0.1; done
+export DISPLAY=":$display"
+
+run_e2e() { # label, app path, host path of its runs folder, chroot root or ""
     local label=$1 app=$2 runs=$3 in_root=$4 port=$((20000 + RANDOM % 20000))
-    local driver_cmd=(xvfb-run -a -s "-screen 0 1280x1000x24" "$DRIVER" --port "$port" --native-port $((port + 1)))
+    local driver_cmd=(env APPIMAGE_EXTRACT_AND_RUN=1 HOME="$home" HF_HUB_OFFLINE=1 FINETUNE_CACHE="$work/no-cache"
+        "$DRIVER" --port "$port" --native-port $((port + 1)))
     if [[ -n "$in_root" ]]; then
         cp "$DRIVER" "$in_root/usr/local/bin/tauri-driver"
-        driver_cmd=(chroot "$in_root" env HOME=/root PATH=/usr/local/bin:/usr/bin:/bin HF_HUB_OFFLINE=1
-            xvfb-run -a -s "-screen 0 1280x1000x24" /usr/local/bin/tauri-driver --port "$port" --native-port $((port + 1)))
+        driver_cmd=(chroot "$in_root" env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin HF_HUB_OFFLINE=1
+            DISPLAY="$DISPLAY" /usr/local/bin/tauri-driver --port "$port" --native-port $((port + 1)))
     fi
     setsid "${driver_cmd[@]}" >"$work/driver-$label.log" 2>&1 &
     group=$!
@@ -109,27 +119,36 @@ run_e2e() { # label, app path, runs folder, chroot root or "" → runs the e2e t
         sleep 0.1
     done
     say "end to end on the $label app"
-    FINETUNE_APP="$app" FINETUNE_RUNS="$runs" FINETUNE_INSTALLED=1 E2E_OUT="$ROOT/target/e2e-$label" \
-        TAURI_DRIVER_URL="http://127.0.0.1:$port" FINETUNE_E2E_ROOT="$in_root" \
-        node --test "$ROOT"/tests/e2e/*.e2e.mjs \
+    # $work is seen at the same path inside the root: the tiny model the
+    # test drops and the dataset file it writes there.
+    FINETUNE_APP="$app" FINETUNE_RUNS="$runs" FINETUNE_INSTALLED=1 E2E_OUT="$work/e2e-$label" \
+        FINETUNE_TINY_MODEL="$work/tiny/tiny-llama" E2E_DRAG="$ROOT/scripts/e2e_drag.py" \
+        TAURI_DRIVER_URL="http://127.0.0.1:$port" node --test "$ROOT"/tests/e2e/*.e2e.mjs \
         || { tail -30 "$work/driver-$label.log" >&2; die "the end-to-end test failed on the $label app"; }
+    mkdir -p "$ROOT/target/e2e-$label" && cp "$work/e2e-$label"/*.png "$ROOT/target/e2e-$label/" 2>/dev/null || true
     kill -- "-$group" 2>/dev/null || true
     group=""
 }
-run_e2e installed-deb /usr/bin/finetune-app /root/.local/share/finetune/runs "$root"
+home="$work/home"
+mkdir -p "$home" "$root$work" "$root/tmp/.X11-unix"
+mount --bind "$work" "$root$work"
+mounted+=("$root$work")
+mount --bind /tmp/.X11-unix "$root/tmp/.X11-unix"
+mounted+=("$root/tmp/.X11-unix")
+run_e2e installed-deb /usr/bin/finetune-app "$root/root/.local/share/finetune/runs" "$root"
 
 # ---------------------------------------------------------------- the AppImage
-home="$work/home"
-mkdir -p "$home"
 place_model "$home/.cache/huggingface"
 hidden() {
-    env -i HOME="$home" PATH=/usr/bin:/bin DISPLAY="${DISPLAY:-}" HF_HUB_OFFLINE=1 \
+    env -i HOME="$home" PATH=/usr/bin:/bin DISPLAY="$DISPLAY" HF_HUB_OFFLINE=1 \
         APPIMAGE_EXTRACT_AND_RUN=1 FINETUNE_CACHE="$work/no-cache" "$@"
 }
 say "AppImage: $(hidden "$appimage" ft --version)"
-
 hidden "$appimage" ft device >"$work/device-appimage.txt" || die "ft device failed from the AppImage"
-hidden "$appimage" ft train start --iters 3 --batch-size 2 --max-length 64 --json >"$work/train-appimage.json" 2>"$work/train-appimage.err" \
+hidden "$appimage" ft train start --iters 3 --batch-size 2 --max-length 64 --runs-dir "$work/cli-runs" --json \
+    >"$work/train-appimage.json" 2>"$work/train-appimage.err" \
     || { tail -20 "$work/train-appimage.err" >&2; die "ft train start failed from the AppImage"; }
 grep -q '"event":"finished"' "$work/train-appimage.json" || die "no finished event from the AppImage"
+run_e2e appimage "$appimage" "$home/.local/share/finetune/runs" ""
+kill "$xvfb" 2>/dev/null || true
 say "all passed"

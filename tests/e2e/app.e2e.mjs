@@ -1,7 +1,8 @@
 // End-to-end: drives the real FineTune window (Tauri + WebKitGTK) through
 // tauri-driver and WebKitWebDriver with plain W3C WebDriver calls. Each
 // screen is asserted and photographed (target/e2e/*.png):
-// the model (a tiny random one, typed in), the sample dataset's statistics,
+// the model (a tiny random one, dropped on the window as from a file
+// manager), the sample dataset's statistics, then a dataset file dropped too,
 // a template with its preview, live training (chart points and memory
 // figures that change), Stop, the run in the history, and an export.
 // Each step is a sidebar entry: the test opens it first, as a person would
@@ -10,6 +11,7 @@
 // Run by scripts/e2e.sh (which starts Xvfb and tauri-driver and writes the
 // tiny model).
 import { strict as assert } from "node:assert";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -19,6 +21,9 @@ const APP = process.env.FINETUNE_APP;
 const RUNS = process.env.FINETUNE_RUNS;
 const TINY = process.env.FINETUNE_TINY_MODEL;
 const OUT = process.env.E2E_OUT ?? "target/e2e";
+const DRAG = process.env.E2E_DRAG;
+// The installed package (scripts/dist/test_installed.sh), not a clone's build.
+const INSTALLED = process.env.FINETUNE_INSTALLED === "1";
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 
 async function call(method, path, body) {
@@ -94,6 +99,32 @@ async function show(session, step) {
   throw new Error(`step ${step} was not shown`);
 }
 
+// Where the window sits on the virtual screen: right of the drag source's
+// corner (scripts/e2e_drag.py opens at 0,0).
+const WINDOW = { x: 240, y: 0, width: 1280, height: 800 };
+
+/**
+ * A real drag and drop of `path` onto the window: an X drag source offering
+ * it as a file URI, the pointer moved by xdotool, Tauri's native drop event.
+ */
+function drop(path) {
+  assert.ok(DRAG && process.env.DISPLAY, "E2E_DRAG and DISPLAY are set by scripts/e2e.sh");
+  const x = WINDOW.x + WINDOW.width / 2;
+  const y = WINDOW.y + WINDOW.height / 2;
+  execFileSync("/usr/bin/python3", [DRAG, path, String(x), String(y)], { stdio: "inherit", timeout: 60_000 });
+}
+
+/** The texts of every place that names the selection. */
+async function namedSelection(session) {
+  return call("POST", `/session/${session}/execute/sync`, {
+    script: `const text = (id) => document.querySelector('[data-testid="' + id + '"]')?.textContent ?? "";
+             return { summaryModel: text("summary-model"), summaryData: text("summary-data"),
+                      navModel: text("nav-hint-model"), navData: text("nav-hint-data"),
+                      modelInfo: text("model-info"), dataStats: text("data-stats"), dataPanel: document.getElementById("step-data").textContent };`,
+    args: [],
+  });
+}
+
 /** Scrolls `selector` into view, then saves the window as `name`.png. */
 async function screenshot(session, name, selector) {
   if (selector) {
@@ -130,17 +161,24 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     await waitFor(s, '[data-testid="start"]', 30_000);
     const interactiveMs = Date.now() - launched;
     // The size the layout is made for (where the window can be resized).
-    await call("POST", `/session/${s}/window/rect`, { width: 1280, height: 800 }).catch(() => {});
+    await call("POST", `/session/${s}/window/rect`, WINDOW).catch(() => {});
     await show(s, "machine");
     const gflops = await waitFor(s, '[data-testid="gflops"]', 60_000);
     assert.match(gflops.text, /GFLOP\/s/);
 
-    // Model: the bundled one first, then the tiny one typed in.
+    // Model: the default one first (in a clone SmolLM2 from the cache; an
+    // installed app's, placed in the Hugging Face cache as if downloaded, is
+    // the tiny one), then the tiny one dropped on the window.
     await show(s, "model");
-    const bundled = await waitFor(s, '[data-testid="model-info"]', 60_000, (t) => /llama, 30 layers/.test(t));
-    assert.match(bundled.text, /134,515,008/);
-    await type(s, '[data-testid="model-input"]', TINY);
-    await click(s, '[data-testid="model-load"]');
+    if (INSTALLED) {
+      const cached = await waitFor(s, '[data-testid="model-info"]', 60_000, (t) => /llama, 2 layers/.test(t));
+      assert.match(cached.text, /huggingface\/hub\/models--HuggingFaceTB--SmolLM2-135M-Instruct/);
+    } else {
+      const bundled = await waitFor(s, '[data-testid="model-info"]', 60_000, (t) => /llama, 30 layers/.test(t));
+      assert.match(bundled.text, /134,515,008/);
+    }
+    // The tiny model's folder dropped on the window, as from a file manager.
+    drop(TINY);
     await waitFor(s, '[data-testid="model-info"]', 60_000, (t) => /llama, 2 layers/.test(t));
     await screenshot(s, "model", '[data-testid="model-info"]');
 
@@ -151,6 +189,31 @@ test("from a model and a dataset to a trained, stopped and exported run", { time
     const stats = await waitFor(s, '[data-testid="data-stats"]', 5_000);
     assert.match(stats.text, /valid\.jsonl/);
     await screenshot(s, "dataset", '[data-testid="data-stats"]');
+
+    // A dataset file dropped on the window: every place that names the
+    // selection names the dropped files, none the bundled ones.
+    const dropped = join(OUT, "dropped-chat.jsonl");
+    mkdirSync(OUT, { recursive: true });
+    writeFileSync(
+      dropped,
+      Array.from({ length: 40 }, (_, i) =>
+        JSON.stringify({ messages: [{ role: "user", content: `Question ${i}?` }, { role: "assistant", content: `Answer ${i}.` }] }),
+      ).join("\n") + "\n",
+    );
+    drop(dropped);
+    await waitFor(s, '[data-testid="data-records"]', 120_000, (t) => /^\s*40\b/.test(t) || /\b40\b/.test(t));
+    const named = await namedSelection(s);
+    const tinyName = TINY.split("/").filter(Boolean).pop();
+    assert.ok(named.summaryModel.includes(TINY), `summary names the dropped model: ${named.summaryModel}`);
+    assert.ok(named.summaryData.includes(dropped), `summary names the dropped dataset: ${named.summaryData}`);
+    assert.ok(named.navModel.includes(tinyName), `sidebar names the dropped model: ${named.navModel}`);
+    assert.ok(named.navData.includes("dropped-chat.jsonl"), `sidebar names the dropped dataset: ${named.navData}`);
+    assert.ok(named.modelInfo.includes(TINY), `the Model step shows the dropped model: ${named.modelInfo}`);
+    assert.ok(named.dataPanel.includes("dropped-chat.jsonl"), "the Dataset step shows the dropped file");
+    for (const text of [named.summaryModel, named.summaryData, named.navModel, named.navData]) {
+      assert.ok(!/SmolLM2|chitchat|sample data|bundled/.test(text), `a bundled default is still named: ${text}`);
+    }
+    await screenshot(s, "dropped", '[data-testid="summary"]');
 
     // Template: alpaca, and its preview with the trained reply highlighted.
     await show(s, "template");

@@ -67,13 +67,6 @@ pub fn default_model() -> PathBuf {
     PathBuf::from(DEFAULT_MODEL_ID)
 }
 
-/// Whether the default model is on this machine (an installed app offers
-/// to download it when not).
-pub fn default_model_present() -> bool {
-    let model = default_model();
-    model.exists() || crate::hub::cached(DEFAULT_MODEL_ID).is_some()
-}
-
 /// The sample chat dataset (a folder with `train.jsonl` and `valid.jsonl`):
 /// in the package's resources, else in the cache folder.
 pub fn sample_dataset() -> PathBuf {

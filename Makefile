@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 check-gguf fixtures llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz bench-big-data check-macos dist test-dist
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-kernels cuda-bundle check-interop check-peft check-gemma3 check-gguf fixtures fixtures-preference llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz bench-big-data check-macos dist test-dist
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -112,6 +112,9 @@ check-gguf: setup llama-cpp ## llama.cpp referees ft's exports: loads f16/q8_0/q
 
 fixtures: setup ## Regenerate tests/fixtures/parity with PyTorch + transformers (makes a venv; rarely needed)
 	bash scripts/fixtures/run.sh
+
+fixtures-preference: setup ## Regenerate tests/fixtures/preference: TRL's DPO / IPO / ORPO losses, rewards and LoRA gradients on a fixed batch (makes a venv)
+	bash scripts/fixtures/preference.sh
 
 llama-cpp: ## Build llama.cpp's tools from the llama-cpp-python sdist into the cache (a long build; outside make test)
 	bash scripts/build_llama_cpp.sh

@@ -49,7 +49,9 @@ openblas=/usr/lib/x86_64-linux-gnu/libopenblas.so.0
 echo "dist: building ft and the app ($PROFILE, FINETUNE_DIST=1)"
 cargo_profile=()
 [[ "$PROFILE" == release ]] && cargo_profile=(--release)
-cargo build "${cargo_profile[@]}" -p finetune --bin ft
+# One cargo run for both binaries
+# (shared crates compiled once); `tauri bundle` then packs them.
+cargo build "${cargo_profile[@]}" -p finetune -p finetune-app --bins --features finetune-app/custom-protocol
 npm --prefix ui run build
 
 # What the packages carry besides the binaries, staged once: the wheel's
@@ -94,7 +96,7 @@ print(json.dumps({
 }, indent=1))
 EOF
 rm -rf "$target_dir/bundle/deb"
-(cd src-tauri && npx --prefix ../ui tauri build "${profile_flag[@]}" --bundles deb \
+(cd src-tauri && npx --prefix ../ui tauri bundle "${profile_flag[@]}" --bundles deb \
     --features custom-protocol --config "$OUT/tauri.dist.json")
 deb=$(ls "$target_dir"/bundle/deb/*.deb 2>/dev/null | head -1)
 [[ -n "$deb" ]] || die "tauri build made no .deb"

@@ -64,7 +64,8 @@ include="xvfb,xauth,webkit2gtk-driver,ca-certificates,$depends"
 if [[ ! -f "$base" || "$(cat "$base.include" 2>/dev/null)" != "$include" ]]; then
     say "making a clean $release root (mmdebstrap; once, cached in $base)"
     mkdir -p "$(dirname "$base")"
-    mmdebstrap --variant=apt --include="$include" "$release" "$base.tmp" >"$work/mmdebstrap.log" 2>&1 \
+    rm -rf "$base.tmp"
+    mmdebstrap --variant=apt --format=tar --include="$include" "$release" "$base.tmp" >"$work/mmdebstrap.log" 2>&1 \
         || { tail -20 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
     mv "$base.tmp" "$base"
     echo "$include" >"$base.include"

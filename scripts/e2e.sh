@@ -42,4 +42,4 @@ for _ in $(seq 100); do
   curl -s "$TAURI_DRIVER_URL/status" >/dev/null 2>&1 && break
   sleep 0.1
 done
-node --test "$ROOT"/tests/e2e/*.e2e.mjs || { echo "--- tauri-driver log:" >&2; tail -50 "$work/driver.log" >&2; exit 1; }
+node --test --test-concurrency=1 "$ROOT"/tests/e2e/*.e2e.mjs || { echo "--- tauri-driver log:" >&2; tail -50 "$work/driver.log" >&2; exit 1; }

@@ -196,6 +196,18 @@ if [ ! -f "$DATA/.complete" ]; then
   touch "$DATA/.complete"
 fi
 
+# Preference pairs from the same file: two people's first answers to one of
+# its 35 prompts, the higher-rated conversation's answer chosen (how, and
+# what the signal is worth: scripts/make_preference_dataset.py).
+PAIRS="$CACHE/data/chitchat-pairs"
+if [ ! -f "$PAIRS/.complete" ]; then
+  fetch_wheel "chitchat-dataset==0.9.0" 7bf89f36645e2d5ec87d53370c8e851b5a688479c7beb7079cb4c87fc5acea3e
+  say "writing the preference pairs"
+  rm -rf "$PAIRS" && mkdir -p "$PAIRS"
+  unzip -p "$WHEEL" chitchat_dataset/dataset.json | "$PYTHON" "$ROOT/scripts/make_preference_dataset.py" "$PAIRS"
+  touch "$PAIRS/.complete"
+fi
+
 # ---------------------------------------------------------------- real test datasets
 # Files other people wrote, for the dataset tests: a ShareGPT dump (cut off
 # mid-record, as published), a CSV, and a Shakespeare play as plain text.

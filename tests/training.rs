@@ -262,6 +262,7 @@ fn early_stopping_keeps_the_best_adapters() {
                 step,
                 val_loss,
                 best,
+                ..
             } => Some((*step, *val_loss, *best)),
             _ => None,
         })

@@ -59,6 +59,12 @@ pub struct StartRequest {
     /// Recompute activations in the backward pass (less memory).
     #[serde(default)]
     pub grad_checkpoint: bool,
+    /// sft (default), or dpo / ipo / orpo over preference pairs.
+    #[serde(default)]
+    pub method: Option<finetune::train::Method>,
+    /// DPO / IPO β, ORPO λ (default 0.1).
+    #[serde(default)]
+    pub beta: Option<f32>,
 }
 
 /// The job the window controls (one at a time).
@@ -169,6 +175,12 @@ impl StartRequest {
         }
         if let Some(precision) = self.precision {
             config.precision = precision;
+        }
+        if let Some(method) = self.method {
+            config.method = method;
+        }
+        if let Some(beta) = self.beta {
+            config.beta = beta;
         }
         Ok(config)
     }

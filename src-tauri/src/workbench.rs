@@ -26,7 +26,15 @@ pub(crate) async fn background<T: Send + 'static>(
 }
 
 fn model_path(path: Option<PathBuf>) -> PathBuf {
-    path.unwrap_or_else(finetune::paths::default_model)
+    let path = path.unwrap_or_else(finetune::paths::default_model);
+    // A hub id already downloaded: its snapshot folder in the HF cache, so
+    // the panel names (and measures) the files on disk.
+    if !path.exists() {
+        if let Some(dir) = path.to_str().and_then(finetune::hub::cached) {
+            return dir;
+        }
+    }
+    path
 }
 
 /// A model's facts, as the Model panel shows them.
@@ -151,6 +159,11 @@ pub struct DatasetReport {
     /// The validation file found beside it, if any.
     pub valid_file: Option<String>,
     pub stats: DatasetStats,
+    /// Preference pairs (0 for other data); `previews` then alternate
+    /// chosen and rejected, pair by pair.
+    pub pairs: usize,
+    pub chosen_stats: Option<DatasetStats>,
+    pub rejected_stats: Option<DatasetStats>,
     pub chat_records: usize,
     pub skipped_empty: usize,
     pub skipped: Vec<Skipped>,
@@ -189,10 +202,11 @@ pub async fn inspect_dataset(request: InspectRequest) -> Result<DatasetReport, C
         };
         let cache = finetune::paths::cache_dir().join("tokenized");
         let file = tokenization.file(&data, &read, Some(&cache))?;
+        let per_record = if file.pairs > 0 { 2 } else { 1 };
         let previews = file
             .examples
             .iter()
-            .take(request.preview)
+            .take(request.preview * per_record)
             .map(|e| preview(&e, &loaded.tokenizer))
             .collect::<finetune::Result<Vec<_>>>()?;
         let valid_file = finetune::data::valid_file(&data);
@@ -200,6 +214,11 @@ pub async fn inspect_dataset(request: InspectRequest) -> Result<DatasetReport, C
             file: file.source.display().to_string(),
             valid_file: valid_file.map(|p| p.display().to_string()),
             stats: DatasetStats::of(&file.examples),
+            pairs: file.pairs,
+            chosen_stats: (file.pairs > 0)
+                .then(|| DatasetStats::of(&finetune::data::Side(&file.examples, 0))),
+            rejected_stats: (file.pairs > 0)
+                .then(|| DatasetStats::of(&finetune::data::Side(&file.examples, 1))),
             chat_records: file.chat_records,
             skipped_empty: file.skipped_empty,
             skipped: file.skipped,

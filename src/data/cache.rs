@@ -29,7 +29,7 @@ use super::tokenize::Example;
 use crate::error::{Error, Result};
 
 /// Bumped whenever tokenization or this layout changes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 const MAGIC: &[u8; 8] = b"FTTOK02\n";
 const END: &[u8; 8] = b"FTTOKEND";
@@ -46,6 +46,9 @@ pub struct Header {
     pub skipped_empty: usize,
     pub skipped: Vec<Skipped>,
     pub chat_records: usize,
+    /// Preference pairs kept, each as two examples (chosen, rejected).
+    #[serde(default)]
+    pub pairs: usize,
 }
 
 enum Target {

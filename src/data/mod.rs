@@ -6,18 +6,20 @@ pub mod cache;
 pub mod examples;
 pub mod formats;
 pub mod json_stream;
+pub mod preference;
 pub mod records;
 pub mod stats;
 pub mod templates;
 pub mod tokenize;
 
 pub use examples::{ExampleSource, Examples};
+pub use preference::{Pair, Side};
 pub use records::{
     read_records, split_file, train_file, valid_file, OnBadRecord, ReadOptions, Record, RecordSet,
     RecordStream, Skipped,
 };
 pub use stats::DatasetStats;
 pub use tokenize::{
-    preview, split_examples, tokenize_file, tokenize_record, Example, MaskPolicy, Tokenization,
-    TokenizedFile,
+    preview, split_examples, split_pairs, tokenize_file, tokenize_record, Example, MaskPolicy,
+    Tokenization, TokenizedFile,
 };

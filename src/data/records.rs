@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::formats::{kind, Digest, Row, Rows, EXTENSIONS};
+use super::preference::Pair;
 use crate::chat_template::Message;
 use crate::error::{Error, Result};
 
@@ -25,6 +26,8 @@ pub enum Record {
     Text(String),
     /// A plain-text corpus, cut into examples of the maximum length.
     Corpus(String),
+    /// A prompt with a chosen and a rejected answer (preference training).
+    Preference(Box<Pair>),
 }
 
 /// What to do with a record that cannot be read.
@@ -88,6 +91,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "output",
     "text",
     "system",
+    "chosen",
+    "rejected",
 ];
 
 /// The `train` / `valid` / `test` files of a dataset folder (mlx-lm's
@@ -315,6 +320,9 @@ pub(crate) fn parse_record(value: Value) -> std::result::Result<Record, String> 
             string_field(&object, "text")?.unwrap_or_default(),
         ));
     }
+    if super::preference::is_pair(&object) {
+        return super::preference::parse(&object);
+    }
     if let Some(messages) = object.get("messages") {
         return chat(openai_messages(messages)?);
     }
@@ -366,7 +374,7 @@ pub(crate) fn parse_record(value: Value) -> std::result::Result<Record, String> 
     }
     let keys: Vec<&str> = object.keys().map(String::as_str).collect();
     Err(format!(
-        "unrecognised record with keys [{}]: expected `messages`, `conversations`, `prompt` + `completion`, `instruction` + `output`, or `text` (map other column names with --columns)",
+        "unrecognised record with keys [{}]: expected `messages`, `conversations`, `prompt` + `completion`, `instruction` + `output`, `text`, or `chosen` + `rejected` (map other column names with --columns)",
         keys.join(", ")
     ))
 }
@@ -405,7 +413,7 @@ fn content_text(m: &Map<String, Value>, i: usize) -> std::result::Result<String,
     Ok(text)
 }
 
-fn openai_messages(messages: &Value) -> std::result::Result<Vec<Message>, String> {
+pub(super) fn openai_messages(messages: &Value) -> std::result::Result<Vec<Message>, String> {
     let list = messages
         .as_array()
         .ok_or("`messages` must be a list of {role, content}")?;

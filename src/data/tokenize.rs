@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::{self, Header, Writer};
 use super::examples::{Examples, Store};
 use super::formats::{self, Digest, Format, TextPieces};
+use super::preference::Pair;
 use super::records::{train_file, ReadOptions, Record, RecordStream, Skipped};
 use crate::chat_template::{ChatTemplate, Message};
 use crate::error::{Error, Result};
@@ -47,6 +48,9 @@ pub struct TokenizedFile {
     pub skipped: Vec<Skipped>,
     /// Conversations among the records (the template matters only then).
     pub chat_records: usize,
+    /// Preference pairs: example 2i is pair i's chosen answer, 2i + 1 its
+    /// rejected one (0 for other data).
+    pub pairs: usize,
     /// Whether the examples came from the tokenization cache.
     pub from_cache: bool,
 }
@@ -60,6 +64,7 @@ impl TokenizedFile {
             skipped_empty: header.skipped_empty,
             skipped: header.skipped,
             chat_records: header.chat_records,
+            pairs: header.pairs,
             from_cache,
         }
     }
@@ -133,6 +138,7 @@ impl Tokenization<'_> {
     ) -> Result<Option<Digest>> {
         let mut stream = RecordStream::open_scanned(source, read)?;
         let mut done = 0;
+        let mut first_is_pair = None;
         loop {
             let chunk: Vec<Record> = stream.by_ref().take(CHUNK_RECORDS).collect::<Result<_>>()?;
             if chunk.is_empty() {
@@ -140,20 +146,38 @@ impl Tokenization<'_> {
             }
             header.chat_records += chunk
                 .iter()
-                .filter(|r| matches!(r, Record::Chat(_)))
+                .filter(|r| {
+                    matches!(r, Record::Chat(_))
+                        || matches!(r, Record::Preference(p) if matches!(**p, Pair::Chat { .. }))
+                })
                 .count();
             let results: Vec<Result<Vec<Example>>> =
                 chunk.par_iter().map(|record| self.record(record)).collect();
             for (i, result) in results.into_iter().enumerate() {
+                let at = done + i + 1;
                 let produced = result.map_err(|e| {
-                    Error::Invalid(format!(
-                        "{}: record {}: {e}",
-                        source.display(),
-                        done + i + 1
-                    ))
+                    Error::Invalid(format!("{}: record {at}: {e}", source.display()))
                 })?;
-                for example in produced {
-                    self.keep(example, writer, header)?;
+                let is_pair = matches!(chunk[i], Record::Preference(_));
+                // A file is pairs throughout or not at all: batches of
+                // pairs rely on examples 2i and 2i + 1 being one pair.
+                if *first_is_pair.get_or_insert(is_pair) != is_pair {
+                    return Err(Error::Invalid(format!(
+                        "{}: record {at}: {} (a dataset is either preference pairs or examples to learn, not both)",
+                        source.display(),
+                        if is_pair {
+                            "a preference pair (`chosen` / `rejected`) among records that are not"
+                        } else {
+                            "not a preference pair, among records that are (`chosen` / `rejected`)"
+                        }
+                    )));
+                }
+                if is_pair {
+                    self.keep_pair(produced, writer, header)?;
+                } else {
+                    for example in produced {
+                        self.keep(example, writer, header)?;
+                    }
                 }
             }
             done += chunk.len();
@@ -166,6 +190,24 @@ impl Tokenization<'_> {
     fn keep(&self, example: Example, writer: &mut Writer, header: &mut Header) -> Result<()> {
         if example.trained_tokens() > 0 && example.tokens.len() > 1 {
             writer.push(&example)
+        } else {
+            header.skipped_empty += 1;
+            Ok(())
+        }
+    }
+
+    /// Both sides of a pair, or neither when one has nothing to learn left
+    /// after truncation.
+    fn keep_pair(
+        &self,
+        sides: Vec<Example>,
+        writer: &mut Writer,
+        header: &mut Header,
+    ) -> Result<()> {
+        let usable = |e: &Example| e.trained_tokens() > 0 && e.tokens.len() > 1;
+        if sides.len() == 2 && sides.iter().all(usable) {
+            header.pairs += 1;
+            sides.iter().try_for_each(|e| writer.push(e))
         } else {
             header.skipped_empty += 1;
             Ok(())
@@ -236,6 +278,7 @@ impl Tokenization<'_> {
     pub fn record(&self, record: &Record) -> Result<Vec<Example>> {
         match record {
             Record::Corpus(text) => self.corpus(text),
+            Record::Preference(pair) => self.pair(pair),
             _ => tokenize_record(
                 record,
                 self.template,
@@ -245,6 +288,89 @@ impl Tokenization<'_> {
             )
             .map(|e| vec![e]),
         }
+    }
+
+    /// A pair's two examples, chosen then rejected, each trained on its
+    /// answer only (the prompt is context).
+    fn pair(&self, pair: &Pair) -> Result<Vec<Example>> {
+        let sides: Vec<(Record, usize)> = match (pair, self.template) {
+            (
+                Pair::Chat {
+                    prompt,
+                    chosen,
+                    rejected,
+                },
+                _,
+            ) => [chosen, rejected]
+                .into_iter()
+                .map(|side| {
+                    (
+                        Record::Chat([prompt.clone(), side.clone()].concat()),
+                        prompt.len(),
+                    )
+                })
+                .collect(),
+            (
+                Pair::Text {
+                    system,
+                    prompt,
+                    chosen,
+                    rejected,
+                },
+                Some(_),
+            ) => {
+                let mut head = Vec::new();
+                if let Some(system) = system {
+                    head.push(Message::new("system", system));
+                }
+                head.push(Message::new("user", prompt));
+                [chosen, rejected]
+                    .into_iter()
+                    .map(|answer| {
+                        let mut messages = head.clone();
+                        messages.push(Message::new("assistant", answer));
+                        (Record::Chat(messages), head.len())
+                    })
+                    .collect()
+            }
+            (
+                Pair::Text {
+                    system,
+                    prompt,
+                    chosen,
+                    rejected,
+                },
+                None,
+            ) => {
+                let prompt = match system {
+                    Some(system) => format!("{system}\n\n{prompt}"),
+                    None => prompt.clone(),
+                };
+                [chosen, rejected]
+                    .into_iter()
+                    .map(|answer| {
+                        let record = Record::Completion {
+                            prompt: prompt.clone(),
+                            completion: answer.clone(),
+                        };
+                        (record, 0)
+                    })
+                    .collect()
+            }
+        };
+        sides
+            .iter()
+            .map(|(record, answer_from)| {
+                tokenize_from(
+                    record,
+                    self.template,
+                    self.tokenizer,
+                    MaskPolicy::Completions,
+                    self.max_length,
+                    *answer_from,
+                )
+            })
+            .collect()
     }
 
     /// A corpus cut into consecutive windows of `max_length` tokens, every
@@ -291,8 +417,18 @@ pub fn tokenize_file(
 /// Splits off `fraction` of the examples for validation, shuffled with
 /// `seed` (each part keeps the file's order; nothing is read).
 pub fn split_examples(examples: Examples, fraction: f64, seed: u64) -> (Examples, Examples) {
+    split_units(examples, 1, fraction, seed)
+}
+
+/// [`split_examples`] for preference pairs: whole pairs (examples 2i and
+/// 2i + 1) go to one side.
+pub fn split_pairs(examples: Examples, fraction: f64, seed: u64) -> (Examples, Examples) {
+    split_units(examples, 2, fraction, seed)
+}
+
+fn split_units(examples: Examples, unit: usize, fraction: f64, seed: u64) -> (Examples, Examples) {
     use rand::{seq::SliceRandom, SeedableRng};
-    let n = examples.len();
+    let n = examples.len() / unit;
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
     let n_valid = ((n as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
@@ -302,7 +438,7 @@ pub fn split_examples(examples: Examples, fraction: f64, seed: u64) -> (Examples
         is_valid[i] = true;
     }
     drop(order);
-    let (valid, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| is_valid[i]);
+    let (valid, train): (Vec<usize>, Vec<usize>) = (0..n * unit).partition(|&i| is_valid[i / unit]);
     (examples.select(&train), examples.select(&valid))
 }
 
@@ -352,12 +488,38 @@ pub fn tokenize_record(
     policy: MaskPolicy,
     max_length: usize,
 ) -> Result<Example> {
+    tokenize_from(record, template, tokenizer, policy, max_length, 0)
+}
+
+/// [`tokenize_record`], a chat's assistant messages before message
+/// `trained_from` being context (a preference pair's shared prompt).
+fn tokenize_from(
+    record: &Record,
+    template: Option<&ChatTemplate>,
+    tokenizer: &Tokenizer,
+    policy: MaskPolicy,
+    max_length: usize,
+    trained_from: usize,
+) -> Result<Example> {
     let (text, spans) = match record {
         Record::Chat(messages) => {
             let template = template.ok_or_else(|| {
                 Error::Invalid("chat records need a chat template, and the model has none".into())
             })?;
-            render_chat(template, messages, policy == MaskPolicy::LastTurn)?
+            let from = if policy == MaskPolicy::LastTurn {
+                messages
+                    .iter()
+                    .rposition(|m| m.role == "assistant")
+                    .unwrap_or(0)
+            } else {
+                trained_from
+            };
+            render_chat(template, messages, from)?
+        }
+        Record::Preference(_) => {
+            return Err(Error::Invalid(
+                "a preference pair makes two examples (Tokenization::record)".into(),
+            ))
         }
         Record::Completion { prompt, completion } => {
             let text = format!("{prompt}{completion}");
@@ -407,15 +569,15 @@ pub fn tokenize_record(
     })
 }
 
-/// The rendered conversation and the byte spans of the assistant's turns.
+/// The rendered conversation and the byte spans of the assistant's turns
+/// from message `trained_from` on.
 fn render_chat(
     template: &ChatTemplate,
     messages: &[Message],
-    last_turn_only: bool,
+    trained_from: usize,
 ) -> Result<(String, Vec<(usize, usize)>)> {
     let full = template.render(messages, false)?;
     let mut spans = Vec::new();
-    let last = messages.iter().rposition(|m| m.role == "assistant");
     // Where the previous assistant turn ended in `full`.
     let mut cursor = 0;
     for (i, message) in messages.iter().enumerate() {
@@ -453,7 +615,7 @@ fn render_chat(
             (start, end)
         };
         cursor = span.1;
-        if !last_turn_only || Some(i) == last {
+        if i >= trained_from {
             spans.push(span);
         }
     }

@@ -26,6 +26,7 @@ use crate::chat_template::{ChatTemplate, Message};
 use crate::data::records::{Record, RecordStream};
 use crate::data::templates;
 use crate::data::tokenize::Tokenization;
+use crate::data::Pair;
 use crate::error::{Error, Result};
 use crate::gguf::mix::FileType;
 use crate::model::{LoadOptions, LoadedModel, Model};
@@ -490,6 +491,14 @@ impl Samples {
                     conversations.push(messages.clone());
                 }
                 Record::Completion { prompt, .. } => prompts.push(Prompt::Text(prompt.clone())),
+                // A pair's prompt, and its preferred answer as the conversation.
+                Record::Preference(pair) => match &**pair {
+                    Pair::Chat { prompt, chosen, .. } => {
+                        prompts.push(Prompt::Chat(prompt.clone()));
+                        conversations.push([prompt.clone(), chosen.clone()].concat());
+                    }
+                    Pair::Text { prompt, .. } => prompts.push(Prompt::Text(prompt.clone())),
+                },
                 Record::Text(text) | Record::Corpus(text) => {
                     let head: String = text.chars().take(200).collect();
                     prompts.push(Prompt::Text(head));

@@ -327,6 +327,14 @@ impl Model {
         }
     }
 
+    /// The adapters in or out of the forward pass; out, the model is the
+    /// base it was loaded as (preference training's reference).
+    pub fn set_adapters_enabled(&mut self, enabled: bool) {
+        for p in self.projections_mut() {
+            p.adapter_off = !enabled;
+        }
+    }
+
     /// Whether any decoder projection carries an adapter.
     pub fn has_lora(&mut self) -> bool {
         self.projections_mut().any(|p| p.has_lora())

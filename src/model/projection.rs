@@ -51,6 +51,9 @@ pub struct Projection {
     pub lora_dropout: f32,
     /// Training mode (dropout on); evaluation and generation leave it off.
     pub training: bool,
+    /// The adapter left out of the forward pass: the base model, as the
+    /// reference of preference training (one copy of the weights).
+    pub adapter_off: bool,
 }
 
 impl Projection {
@@ -68,6 +71,7 @@ impl Projection {
             m: Param::new(None),
             lora_dropout: 0.0,
             training: false,
+            adapter_off: false,
         }
     }
 
@@ -91,6 +95,7 @@ impl Projection {
             m: Param::new(None),
             lora_dropout: 0.0,
             training: false,
+            adapter_off: false,
         }
     }
 
@@ -204,6 +209,9 @@ impl Module<&Array> for Projection {
     fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
         // Plain LoRA over a dense weight, without dropout: one fused node
         // (our CPU kernel where it applies, MLX's ops otherwise).
+        if self.adapter_off {
+            return self.base_forward(x);
+        }
         if let (Some(a), Some(b), None, None, None) = (
             &*self.lora_a,
             &*self.lora_b,
@@ -216,18 +224,7 @@ impl Module<&Array> for Projection {
                 return kernels::lora_linear(x, &self.weight, a, b, self.lora_scale);
             }
         }
-        let y = match (self.quantization, &*self.scales) {
-            (Some(q), Some(scales)) => ops::quantized_matmul(
-                x,
-                &*self.weight,
-                scales,
-                self.biases.as_ref(),
-                true,
-                q.group_size,
-                q.bits,
-            )?,
-            _ => x.matmul(self.weight.t())?,
-        };
+        let y = self.base_matmul(x)?;
         let y = match (&*self.lora_a, &*self.lora_b) {
             (Some(a), Some(b)) => {
                 let scale = Array::from_f32(self.lora_scale);
@@ -272,6 +269,37 @@ impl Module<&Array> for Projection {
             }
             _ => y,
         };
+        self.finish(x, y)
+    }
+
+    fn training_mode(&mut self, _mode: bool) {}
+}
+
+impl Projection {
+    /// x · Wᵀ over the dense or quantized weight, without bias or adapter.
+    fn base_matmul(&self, x: &Array) -> Result<Array, Exception> {
+        match (self.quantization, &*self.scales) {
+            (Some(q), Some(scales)) => ops::quantized_matmul(
+                x,
+                &*self.weight,
+                scales,
+                self.biases.as_ref(),
+                true,
+                q.group_size,
+                q.bits,
+            ),
+            _ => x.matmul(self.weight.t()),
+        }
+    }
+
+    /// The layer without its adapter.
+    fn base_forward(&self, x: &Array) -> Result<Array, Exception> {
+        let y = self.base_matmul(x)?;
+        self.finish(x, y)
+    }
+
+    /// Adds the bias and gives the output the input's dtype.
+    fn finish(&self, x: &Array, y: Array) -> Result<Array, Exception> {
         let y = match &*self.bias {
             Some(b) => y.add(b)?,
             None => y,
@@ -285,8 +313,6 @@ impl Module<&Array> for Projection {
             Ok(y)
         }
     }
-
-    fn training_mode(&mut self, _mode: bool) {}
 }
 
 /// L2 norm of each row of a matrix: (out, in) → (out,).

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::optimizer::OptimizerKind;
+use super::preference::Method;
 use super::schedule::ScheduleKind;
 use crate::data::{MaskPolicy, OnBadRecord, ReadOptions};
 use crate::error::{Error, Result};
@@ -101,6 +102,14 @@ pub struct TrainConfig {
     /// Stop when the validation loss has not improved for this many
     /// evaluations (the best adapters are always kept in `output/best`).
     pub early_stopping_patience: Option<usize>,
+    /// `sft` (default: learn the answers), or a preference method over
+    /// chosen / rejected pairs: `dpo`, `ipo` or `orpo`.
+    pub method: Method,
+    /// DPO's and IPO's β (how far the policy may move from the reference),
+    /// ORPO's λ (the weight of the odds-ratio term).
+    pub beta: f32,
+    /// DPO: the assumed chance that a pair's preference is wrong (0: none).
+    pub label_smoothing: f32,
 }
 
 /// Mixed precision: what the frozen weights are kept in.
@@ -185,6 +194,9 @@ impl Default for TrainConfig {
             steps_per_eval: 100,
             val_batches: 25,
             early_stopping_patience: None,
+            method: Method::Sft,
+            beta: 0.1,
+            label_smoothing: 0.0,
         }
     }
 }

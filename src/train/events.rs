@@ -27,6 +27,10 @@ pub enum TrainEvent {
         /// the memory available before the first step).
         #[serde(default)]
         memory_estimate: Option<super::memory::MemoryEstimate>,
+        /// What the run learns from (`train_examples` and `valid_examples`
+        /// count pairs for a preference method).
+        #[serde(default)]
+        method: super::preference::Method,
     },
     Step {
         step: usize,
@@ -42,11 +46,18 @@ pub enum TrainEvent {
         mlx_active_bytes: usize,
         mlx_peak_bytes: usize,
         system_available_bytes: u64,
+        /// Preference runs (DPO, IPO, ORPO): the pairs' figures over the
+        /// steps since the last report.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preference: Option<PreferenceMetrics>,
     },
     Eval {
         step: usize,
         val_loss: f32,
         best: bool,
+        /// Preference runs: the held-out pairs' figures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preference: Option<PreferenceMetrics>,
     },
     Checkpoint {
         step: usize,
@@ -62,6 +73,19 @@ pub enum TrainEvent {
     Failed {
         error: String,
     },
+}
+
+/// What a preference run measures over a set of pairs: the mean rewards of
+/// the chosen and the rejected answers (β × policy-minus-reference
+/// log-probability; ORPO: β × the average log-probability), their mean
+/// margin, and the fraction of pairs whose chosen reward is the higher.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceMetrics {
+    pub chosen_reward: f32,
+    pub rejected_reward: f32,
+    pub margin: f32,
+    pub accuracy: f32,
+    pub pairs: usize,
 }
 
 /// Receives events; called on the training thread, so keep it quick.

@@ -7,12 +7,14 @@ pub mod config;
 pub mod events;
 pub mod memory;
 pub mod optimizer;
+pub mod preference;
 pub mod recompute;
 pub mod schedule;
 pub mod trainer;
 
 pub use config::{resolve_config, TrainConfig, PROFILES};
-pub use events::{Observer, TrainEvent};
+pub use events::{Observer, PreferenceMetrics, TrainEvent};
 pub use memory::MemoryEstimate;
 pub use optimizer::OptimizerKind;
+pub use preference::Method;
 pub use trainer::{plan, resume, train, Plan, TrainControl, TrainSummary};

@@ -24,9 +24,10 @@ use super::config::TrainConfig;
 use super::events::{Observer, TrainEvent};
 use super::memory::{self, MemoryEstimate, StepShape};
 use super::optimizer::TrainOptimizer;
+use super::preference::{self, MetricsWindow, PreferenceLoss, ReferenceCache};
 use super::recompute;
 use super::schedule::Schedule;
-use crate::data::{split_examples, templates, valid_file, Examples, Tokenization};
+use crate::data::{split_examples, split_pairs, templates, valid_file, Examples, Tokenization};
 use crate::error::{Error, Result};
 use crate::eval::nll_from_hidden;
 use crate::kernels::CrossEntropyRows;
@@ -185,11 +186,13 @@ fn run(
         state = checkpoint::restore(&dir, model, &mut optimizer)?;
         resumed_from_step = Some(state.step);
     }
+    let per = if config.method.is_preference() { 2 } else { 1 };
     observer.on_event(&TrainEvent::Started {
         total_steps,
         steps_per_epoch,
-        train_examples: train_set.len(),
-        valid_examples: valid_set.len(),
+        train_examples: train_set.len() / per,
+        valid_examples: valid_set.len() / per,
+        method: config.method,
         trainable_parameters: trainable,
         total_parameters,
         resumed_from_step,
@@ -205,6 +208,20 @@ fn run(
         final_fraction: 0.0,
     };
     let mut step_fn = nn::value_and_grad(loss_fn);
+    // Preference runs: the pairs' loss; its figures ride along as outputs.
+    let preference_loss = config.method.is_preference().then_some(PreferenceLoss {
+        method: config.method,
+        beta: config.beta,
+        label_smoothing: config.label_smoothing,
+    });
+    let mut preference_step = preference_loss.map(|loss| {
+        nn::value_and_grad(move |model: &mut Model, args: Vec<Array>| {
+            loss.compute(model, &args[0], &args[1], &args[2], args.get(3), true)
+        })
+    });
+    let mut reference = ReferenceCache::default();
+    let mut valid_reference = ReferenceCache::default();
+    let mut pair_window = MetricsWindow::default();
     // A compiled forward + backward: MLX fuses its element-wise work.
     let compiled_step = compiles_step(config);
     let mut compiled = compiled_step.then(|| compiled_value_and_grad(model));
@@ -260,30 +277,64 @@ fn run(
         let mut accumulated: Option<HashMap<Rc<str>, Array>> = None;
         let mut loss_sum = Array::from_f32(0.0);
         let mut step_tokens = 0usize;
+        // What the batches are weighted by: trained tokens, or pairs.
+        let mut step_units = 0usize;
+        let mut rewards = Vec::new();
         for micro in 0..config.grad_accumulation {
             let position = (step % steps_per_epoch) * config.grad_accumulation + micro;
-            let batch = try_make_batch(&train_set, &groups[order[position]], pad, multiple)?;
-            let weight = Array::from_f32(batch.trained_tokens as f32);
+            let rows = &groups[order[position]];
+            let batch = try_make_batch(&train_set, rows, pad, multiple)?;
+            let units = match preference_loss {
+                Some(_) => rows.len() / 2,
+                None => batch.trained_tokens,
+            };
+            let weight = Array::from_f32(units as f32);
             let arrays = (
                 &batch.inputs,
                 &batch.targets,
                 &batch.mask,
                 batch.segments.as_ref(),
             );
-            let (loss, grads) = if config.grad_checkpoint {
-                let seed = config
-                    .seed
-                    .wrapping_add(step as u64)
-                    .wrapping_mul(31)
-                    .wrapping_add(micro as u64);
-                recompute::checkpointed_value_and_grad(model, arrays, seed)?
-            } else if let Some(compiled) = compiled.as_mut() {
-                compiled(model, arrays)?
-            } else {
-                step_fn(model, arrays)?
-            };
+            let (loss, grads) =
+                if let (Some(step_fn), Some(kind)) = (preference_step.as_mut(), preference_loss) {
+                    let mut args = vec![
+                        batch.inputs.clone(),
+                        batch.targets.clone(),
+                        batch.mask.clone(),
+                    ];
+                    if kind.method.needs_reference() {
+                        let pairs = preference::pairs_of(rows);
+                        args.push(reference.batch(
+                            model,
+                            &pairs,
+                            &batch.inputs,
+                            &batch.targets,
+                            &batch.mask,
+                        )?);
+                    } else {
+                        let width = batch.inputs.shape()[1] as usize;
+                        args.push(preference::sequence_mask(&train_set, rows, width));
+                    }
+                    let (mut values, grads) = step_fn(model, args)?;
+                    let rejected = values.pop().expect("three outputs");
+                    let chosen = values.pop().expect("three outputs");
+                    rewards.push((chosen, rejected));
+                    (values.pop().expect("the loss"), grads)
+                } else if config.grad_checkpoint {
+                    let seed = config
+                        .seed
+                        .wrapping_add(step as u64)
+                        .wrapping_mul(31)
+                        .wrapping_add(micro as u64);
+                    recompute::checkpointed_value_and_grad(model, arrays, seed)?
+                } else if let Some(compiled) = compiled.as_mut() {
+                    compiled(model, arrays)?
+                } else {
+                    step_fn(model, arrays)?
+                };
             loss_sum = loss_sum.add(loss.multiply(&weight)?)?;
             step_tokens += batch.trained_tokens;
+            step_units += units;
             accumulated = Some(match accumulated {
                 None => grads
                     .into_iter()
@@ -304,12 +355,13 @@ fn run(
                     .expect("set above")
                     .values()
                     .chain(std::iter::once(&loss_sum))
+                    .chain(rewards.iter().flat_map(|(c, r)| [c, r]))
                     .collect();
                 mlx_rs::transforms::eval(pending)?;
             }
         }
         model.set_training(false);
-        let total = Array::from_f32(step_tokens.max(1) as f32);
+        let total = Array::from_f32(step_units.max(1) as f32);
         let grads = accumulated
             .expect("at least one batch")
             .into_iter()
@@ -320,6 +372,7 @@ fn run(
         optimizer.update(model, &grads)?;
         let optimizer_state = optimizer.state_arrays()?;
         let mut to_eval: Vec<&Array> = vec![&loss, &grad_norm];
+        to_eval.extend(rewards.iter().flat_map(|(c, r)| [c, r]));
         let params = model.trainable_parameters().flatten();
         to_eval.extend(params.values().copied());
         to_eval.extend(optimizer_state.iter());
@@ -334,11 +387,14 @@ fn run(
             )));
         }
         last_loss = Some(loss_value);
+        for (chosen, rejected) in &rewards {
+            pair_window.add(chosen, rejected)?;
+        }
         state.step = step + 1;
         state.trained_tokens += step_tokens;
         session_tokens += step_tokens;
-        window.0 += loss_value as f64 * step_tokens as f64;
-        window.1 += step_tokens;
+        window.0 += loss_value as f64 * step_units as f64;
+        window.1 += step_units;
 
         let done = step + 1;
         if done % config.steps_per_report.max(1) == 0 || done == total_steps {
@@ -358,6 +414,7 @@ fn run(
                 mlx_active_bytes: mlx_rs::memory::active_memory()?,
                 mlx_peak_bytes: mlx_rs::memory::peak_memory()?,
                 system_available_bytes: crate::device::system_available_memory(),
+                preference: pair_window.take(),
             });
             window = (0.0, 0);
         }
@@ -365,7 +422,21 @@ fn run(
             (config.steps_per_eval > 0 && done % config.steps_per_eval == 0) || done == total_steps;
         if eval_now && !valid_set.is_empty() {
             let since = Instant::now();
-            let val_loss = evaluate(model, &valid_set, config, batch_size, pad)?;
+            let (val_loss, val_preference) = match preference_loss {
+                Some(kind) => {
+                    let (loss, metrics) = evaluate_pairs(
+                        model,
+                        &valid_set,
+                        config,
+                        batch_size,
+                        pad,
+                        kind,
+                        &mut valid_reference,
+                    )?;
+                    (loss, Some(metrics))
+                }
+                None => (evaluate(model, &valid_set, config, batch_size, pad)?, None),
+            };
             clock.evaluating += since.elapsed();
             let best = state.best_val_loss.is_none_or(|b| val_loss < b);
             if best {
@@ -380,6 +451,7 @@ fn run(
                 step: done,
                 val_loss,
                 best,
+                preference: val_preference,
             });
             if let Some(patience) = config.early_stopping_patience {
                 if !best && state.evals_since_best >= patience && done < total_steps {
@@ -525,6 +597,7 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
             "grad_accumulation must be at least 1".into(),
         ));
     }
+    preference::check_config(config)?;
     let data = load_data(config, &loaded)?;
     let (train_set, valid_set, mut warnings) = (data.train, data.valid, data.warnings);
     if qlora_dense > 0 {
@@ -554,11 +627,15 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
     let mut chosen = None;
     let multiple = pad_multiple(compiles_step(config));
     for &batch_size in &sizes {
-        let groups = if config.packing {
+        // A preference batch is `batch_size` pairs: twice the rows.
+        let groups = if config.method.is_preference() {
+            preference::pair_groups(&train_set, batch_size)
+        } else if config.packing {
             packed_groups(&train_set, batch_size, config.max_length)
         } else {
             length_sorted_groups(&train_set, batch_size)
         };
+        let rows = groups.first().map_or(batch_size, Vec::len);
         if groups.len() < config.grad_accumulation {
             continue;
         }
@@ -570,13 +647,13 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         let n_groups = groups.len();
         let estimate_with = |recompute| {
             let shape = StepShape {
-                batch: batch_size,
+                batch: rows,
                 width,
                 recompute,
             };
             let data = train_set.resident_bytes()
                 + valid_set.resident_bytes()
-                + memory::plan_bytes(train_set.len(), n_groups, batch_size, width) as usize;
+                + memory::plan_bytes(train_set.len(), n_groups, rows, width) as usize;
             MemoryEstimate::of(&loaded.model, trainable, shape).with_data(data as u64)
         };
         let estimate = estimate_with(config.grad_checkpoint);
@@ -590,9 +667,18 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
     }
     let Some((batch_size, groups, memory_estimate, checkpointed_estimate)) = chosen else {
         return Err(Error::Invalid(format!(
-            "{}: {} usable examples make fewer batches of {} than grad_accumulation {} needs",
+            "{}: {} usable {} make fewer batches of {} than grad_accumulation {} needs",
             config.data.display(),
-            train_set.len(),
+            if config.method.is_preference() {
+                train_set.len() / 2
+            } else {
+                train_set.len()
+            },
+            if config.method.is_preference() {
+                "pairs"
+            } else {
+                "examples"
+            },
             sizes.last().copied().unwrap_or(1),
             config.grad_accumulation
         )));
@@ -625,7 +711,10 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
 /// checkpointing in the way.
 fn compiles_step(config: &TrainConfig) -> bool {
     let compile = config.compile.unwrap_or_else(crate::device::default_is_gpu);
-    compile && config.lora.dropout == 0.0 && !config.grad_checkpoint
+    compile
+        && config.lora.dropout == 0.0
+        && !config.grad_checkpoint
+        && !config.method.is_preference()
 }
 
 /// Mean cross-entropy over the masked (trained) tokens, to be
@@ -724,6 +813,48 @@ fn evaluate(
     Ok((total / tokens.max(1) as f64) as f32)
 }
 
+/// The preference loss over held-out pairs (pair-weighted mean) and their
+/// figures.
+fn evaluate_pairs(
+    model: &mut Model,
+    examples: &Examples,
+    config: &TrainConfig,
+    batch_size: usize,
+    pad: u32,
+    kind: PreferenceLoss,
+    reference: &mut ReferenceCache,
+) -> Result<(f32, super::events::PreferenceMetrics)> {
+    let pairs = examples.len() / 2;
+    let groups = preference::pair_groups(examples, batch_size.min(pairs).max(1));
+    let take = if config.val_batches == 0 {
+        groups.len()
+    } else {
+        config.val_batches.min(groups.len())
+    };
+    let (mut total, mut seen) = (0.0f64, 0usize);
+    let mut window = MetricsWindow::default();
+    for rows in groups.iter().take(take) {
+        let batch = try_make_batch(examples, rows, pad, pad_multiple(false))?;
+        let (inputs, targets, mask) = (&batch.inputs, &batch.targets, &batch.mask);
+        let extra = if kind.method.needs_reference() {
+            let ids = preference::pairs_of(rows);
+            reference.batch(model, &ids, inputs, targets, mask)?
+        } else {
+            preference::sequence_mask(examples, rows, inputs.shape()[1] as usize)
+        };
+        let values = kind.compute(model, inputs, targets, mask, Some(&extra), false)?;
+        mlx_rs::transforms::eval(values.iter().collect::<Vec<_>>())?;
+        let n = rows.len() / 2;
+        total += values[0].item_exact::<f32>() as f64 * n as f64;
+        seen += n;
+        window.add(&values[1], &values[2])?;
+    }
+    let metrics = window.take().ok_or_else(|| {
+        Error::Invalid("the validation set has no complete pair to evaluate".into())
+    })?;
+    Ok(((total / seen.max(1) as f64) as f32, metrics))
+}
+
 /// The gradients' global L2 norm (left on the device: reading it here
 /// would make the GPU wait between the backward pass and the update),
 /// summed in a fixed (sorted) order so that runs are bit-for-bit
@@ -799,16 +930,22 @@ fn load_data(config: &TrainConfig, loaded: &model::LoadedModel) -> Result<Data> 
             ));
         }
     }
+    for file in &files {
+        check_method_fits_data(config, file)?;
+    }
     let valid_file = (files.len() > 1).then(|| files.pop().expect("two files"));
     let train = files.pop().expect("the train file");
+    let pairs = config.method.is_preference();
     let (train_examples, valid_examples) = match valid_file {
         Some(valid) => (train.examples, valid.examples),
         None if config.valid_fraction > 0.0 => {
-            let (t, v) = split_examples(train.examples, config.valid_fraction, config.seed);
+            let split = if pairs { split_pairs } else { split_examples };
+            let (t, v) = split(train.examples, config.valid_fraction, config.seed);
+            let (unit, per) = if pairs { ("pairs", 2) } else { ("examples", 1) };
             warnings.push(format!(
-                "no validation file: held out {} of {} examples ({:.0} %, seed {})",
-                v.len(),
-                t.len() + v.len(),
+                "no validation file: held out {} of {} {unit} ({:.0} %, seed {})",
+                v.len() / per,
+                (t.len() + v.len()) / per,
                 config.valid_fraction * 100.0,
                 config.seed
             ));
@@ -824,6 +961,24 @@ fn load_data(config: &TrainConfig, loaded: &model::LoadedModel) -> Result<Data> 
         valid: valid_examples,
         warnings,
     })
+}
+
+/// A preference method needs pairs, and pairs need a preference method.
+fn check_method_fits_data(config: &TrainConfig, file: &crate::data::TokenizedFile) -> Result<()> {
+    let method = config.method;
+    let path = file.source.display();
+    if method.is_preference() && file.pairs == 0 {
+        return Err(Error::Invalid(format!(
+            "{path}: method {method} trains on preference pairs (records with `chosen` and `rejected`), and this file has none"
+        )));
+    }
+    if !method.is_preference() && file.pairs > 0 {
+        return Err(Error::Invalid(format!(
+            "{path}: a preference dataset ({} chosen / rejected pairs): train it with method dpo, ipo or orpo (--method)",
+            file.pairs
+        )));
+    }
+    Ok(())
 }
 
 /// Ends a run before its last step: adapters and a checkpoint are saved

@@ -179,6 +179,9 @@ fn tokenize(args: &InspectArgs) -> anyhow::Result<(LoadedModel, TokenizedFile, V
 
 fn inspect(args: &InspectArgs, count: usize, json: bool) -> anyhow::Result<()> {
     let (loaded, file, warnings) = tokenize(args)?;
+    if file.pairs > 0 {
+        return inspect_pairs(args, &loaded, &file, &warnings, count, json);
+    }
     let stats = DatasetStats::of(&file.examples);
     if json {
         let value = serde_json::json!({
@@ -238,14 +241,85 @@ fn inspect(args: &InspectArgs, count: usize, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A preference set: each side's figures, and pairs shown side by side.
+fn inspect_pairs(
+    args: &InspectArgs,
+    loaded: &LoadedModel,
+    file: &TokenizedFile,
+    warnings: &[String],
+    count: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    use finetune::data::Side;
+    let chosen = DatasetStats::of(&Side(&file.examples, 0));
+    let rejected = DatasetStats::of(&Side(&file.examples, 1));
+    if json {
+        let value = serde_json::json!({
+            "file": file.source,
+            "pairs": file.pairs,
+            "chosen": chosen,
+            "rejected": rejected,
+            "skipped_empty": file.skipped_empty,
+            "skipped": file.skipped,
+            "chat_records": file.chat_records,
+            "warnings": warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("file             {}", file.source.display());
+    println!(
+        "records          {} preference pairs ({} with nothing to learn left out)",
+        file.pairs, file.skipped_empty
+    );
+    for s in file.skipped.iter().take(10) {
+        println!(
+            "  skipped {}{}: {}",
+            file.source.display(),
+            s.location,
+            s.reason
+        );
+    }
+    for (name, stats) in [("chosen", &chosen), ("rejected", &rejected)] {
+        println!(
+            "{name:<16} {} tokens, {} trained (the answers); length min {}, mean {:.1}, max {}; {} cut to {}",
+            stats.total_tokens,
+            stats.trained_tokens,
+            stats.min_length,
+            stats.mean_length,
+            stats.max_length,
+            stats.truncated,
+            args.max_length
+        );
+    }
+    for pair in 0..count.min(file.pairs) {
+        for (side, name) in [(0, "chosen"), (1, "rejected")] {
+            let example = file.examples.get(2 * pair + side)?;
+            print_labelled(&format!("pair {} {name}", pair + 1), &example, loaded)?;
+        }
+    }
+    Ok(())
+}
+
 fn print_preview(
     number: usize,
     example: &finetune::data::Example,
     loaded: &LoadedModel,
 ) -> anyhow::Result<()> {
+    print_labelled(&format!("example {number}"), example, loaded)
+}
+
+fn print_labelled(
+    label: &str,
+    example: &finetune::data::Example,
+    loaded: &LoadedModel,
+) -> anyhow::Result<()> {
     let color = std::io::stdout().is_terminal();
     println!(
-        "\nexample {number} (trained text {}):",
+        "\n{label} (trained text {}):",
         if color { "in green" } else { "between ⟦ ⟧" }
     );
     let mut text = String::new();

@@ -45,8 +45,14 @@ impl Observer for TerminalProgress {
                 total_parameters,
                 resumed_from_step,
                 warnings,
+                method,
                 ..
             } => {
+                let unit = if method.is_preference() {
+                    "pairs"
+                } else {
+                    "examples"
+                };
                 for w in warnings {
                     self.bar.println(format!("warning: {w}"));
                 }
@@ -55,7 +61,7 @@ impl Observer for TerminalProgress {
                         .println(format!("resuming from the checkpoint at step {step}"));
                 }
                 self.bar.println(format!(
-                    "training {} of {} parameters ({:.3}%) on {train_examples} examples ({valid_examples} for validation)",
+                    "training {} of {} parameters ({:.3}%) on {train_examples} {unit} ({valid_examples} for validation)",
                     trainable_parameters,
                     total_parameters,
                     100.0 * *trainable_parameters as f64 / *total_parameters as f64
@@ -71,11 +77,15 @@ impl Observer for TerminalProgress {
                 tokens_per_second,
                 eta_seconds,
                 mlx_peak_bytes,
+                preference,
                 ..
             } => {
                 self.bar.set_position(*step as u64);
+                let pairs = preference.map_or(String::new(), |p| {
+                    format!(" | margin {:.3} | acc {:.0}%", p.margin, p.accuracy * 100.0)
+                });
                 self.bar.set_message(format!(
-                    "epoch {epoch:.2} | loss {loss:.4} | lr {learning_rate:.2e} | {tokens_per_second:.0} tok/s | peak {:.2} GiB | ETA {}",
+                    "epoch {epoch:.2} | loss {loss:.4}{pairs} | lr {learning_rate:.2e} | {tokens_per_second:.0} tok/s | peak {:.2} GiB | ETA {}",
                     gib(*mlx_peak_bytes as f64),
                     duration(*eta_seconds)
                 ));
@@ -84,10 +94,22 @@ impl Observer for TerminalProgress {
                 step,
                 val_loss,
                 best,
+                preference,
             } => {
                 let mark = if *best { " (best)" } else { "" };
-                self.bar
-                    .println(format!("step {step}: validation loss {val_loss:.4}{mark}"));
+                let pairs = preference.map_or(String::new(), |p| {
+                    format!(
+                        "; rewards chosen {:.3}, rejected {:.3}, margin {:.3}, accuracy {:.1}% over {} pairs",
+                        p.chosen_reward,
+                        p.rejected_reward,
+                        p.margin,
+                        p.accuracy * 100.0,
+                        p.pairs
+                    )
+                });
+                self.bar.println(format!(
+                    "step {step}: validation loss {val_loss:.4}{mark}{pairs}"
+                ));
             }
             TrainEvent::Checkpoint { path, .. } => {
                 self.bar.println(format!("adapters saved to {path}"));

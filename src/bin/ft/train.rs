@@ -100,6 +100,17 @@ pub struct TrainArgs {
     /// DoRA: learn a magnitude per output feature as well.
     #[arg(long)]
     pub dora: bool,
+    /// What to learn: sft (the answers; the default), or from chosen /
+    /// rejected pairs: dpo, ipo or orpo.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["sft", "dpo", "ipo", "orpo"]).map(|s| s.parse::<finetune::train::Method>().expect("listed")))]
+    pub method: Option<finetune::train::Method>,
+    /// DPO / IPO: how far the model may move from the base (default 0.1);
+    /// ORPO: the weight of the preference term (λ, default 0.1).
+    #[arg(long)]
+    pub beta: Option<f32>,
+    /// DPO: the assumed chance that a pair's preference is wrong (default 0).
+    #[arg(long)]
+    pub label_smoothing: Option<f32>,
     /// QLoRA: quantize the base model's projections to 4 or 8 bits.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["4", "8"]).map(|s| s.parse::<i32>().expect("listed")))]
     pub qlora_bits: Option<i32>,
@@ -215,7 +226,8 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
          lora_rank => lora.rank, lora_alpha => lora.alpha, warmup_steps => warmup_steps,
          val_every => steps_per_eval, seed => seed, report_every => steps_per_report,
          checkpoint_every => steps_per_checkpoint, optimizer => optimizer, momentum => momentum,
-         precision => precision);
+         precision => precision, method => method, beta => beta,
+         label_smoothing => label_smoothing);
     if let Some(v) = args.early_stopping {
         config.early_stopping_patience = Some(v);
     }

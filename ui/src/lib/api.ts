@@ -56,6 +56,25 @@ export function formatBytes(bytes: number): string {
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
+/** What a run learns from: the answers (SFT) or preference pairs (DPO, IPO, ORPO). */
+export type Method = "sft" | "dpo" | "ipo" | "orpo";
+
+/** Whether `method` trains on preference pairs (chosen / rejected). */
+export function isPreference(method: Method | null | undefined): boolean {
+  return !!method && method !== "sft";
+}
+
+/** A preference run's figures over a set of pairs (the engine's
+ * PreferenceMetrics): mean rewards, their mean margin, and the share of
+ * pairs (0..1) whose chosen answer has the higher reward. */
+export interface PreferenceMetrics {
+  chosen_reward: number;
+  rejected_reward: number;
+  margin: number;
+  accuracy: number;
+  pairs: number;
+}
+
 /** Settings the Train panel sends; empty paths mean the bundled defaults. */
 export interface StartRequest {
   model: string | null;
@@ -81,6 +100,11 @@ export interface StartRequest {
   precision?: "auto" | "float32" | "bfloat16" | "float16" | null;
   full?: boolean;
   grad_checkpoint?: boolean;
+  /** Absent: sft. A preference method needs preference data, and sft
+   * needs ordinary data (the engine refuses the mismatch). */
+  method?: Method;
+  /** DPO / IPO β, ORPO λ (absent: 0.1). */
+  beta?: number;
 }
 
 export interface TrainSummary {
@@ -108,6 +132,9 @@ export type TrainEvent =
       /** Template tokens the tokenizer lacks, skipped records, the validation split. */
       warnings?: string[];
       memory_estimate?: { weights: number; adapters: number; activations: number; logits: number; total: number } | null;
+      /** What the run learns from (absent: sft); the example counts are
+       * pairs for a preference method. */
+      method?: Method;
     }
   | {
       event: "step";
@@ -123,8 +150,17 @@ export type TrainEvent =
       mlx_active_bytes: number;
       mlx_peak_bytes: number;
       system_available_bytes: number;
+      /** Preference runs: the pairs' figures since the last report. */
+      preference?: PreferenceMetrics | null;
     }
-  | { event: "eval"; step: number; val_loss: number; best: boolean }
+  | {
+      event: "eval";
+      step: number;
+      val_loss: number;
+      best: boolean;
+      /** Preference runs: the held-out pairs' figures. */
+      preference?: PreferenceMetrics | null;
+    }
   | { event: "checkpoint"; step: number; path: string }
   | { event: "finished"; summary: TrainSummary }
   | { event: "stopped"; step: number; reason: string }
@@ -183,8 +219,19 @@ export interface DatasetReport {
   skipped: { location: string; reason: string }[];
   template: string;
   warnings: string[];
-  /** Per record: its text in runs, `true` where trained. */
+  /** Per record: its text in runs, `true` where trained. For preference
+   * data the sides alternate: pair 1 chosen, pair 1 rejected, pair 2 chosen… */
   previews: [string, boolean][][];
+  /** Preference pairs (chosen / rejected); 0 (or absent) for ordinary data. */
+  pairs?: number;
+  /** Preference data: each side's figures (`stats` covers both together). */
+  chosen_stats?: DatasetStats | null;
+  rejected_stats?: DatasetStats | null;
+}
+
+/** The preference pairs a report counts (0: ordinary data). */
+export function pairCount(report: DatasetReport | null | undefined): number {
+  return report?.pairs ?? 0;
 }
 
 export interface InspectRequest {
@@ -194,6 +241,7 @@ export interface InspectRequest {
   mask: Mask | null;
   max_length: number;
   skip_bad_records: boolean;
+  /** Records to render (pairs, for preference data). */
   preview: number;
 }
 

@@ -1,6 +1,6 @@
 // The Train panel's state, folded from TrainEvents (no UI code here, so it
 // is tested directly).
-import type { TrainEvent, TrainSummary } from "./api";
+import type { Method, PreferenceMetrics, TrainEvent, TrainSummary } from "./api";
 
 export type Phase = "idle" | "running" | "paused" | "finished" | "stopped" | "failed";
 
@@ -32,6 +32,23 @@ export interface TrainingView {
   /** What the engine estimated the run needs at its peak (bytes). */
   estimateBytes: number;
   warnings: string[];
+  /** What the run learns from; the example counts are pairs for a preference method. */
+  method: Method;
+  trainExamples: number;
+  validExamples: number;
+  /** Preference runs, per step that reported them: the mean rewards of the
+   * chosen and rejected answers, their margin, and the accuracy (0..1). */
+  prefSteps: number[];
+  chosenRewards: number[];
+  rejectedRewards: number[];
+  margins: number[];
+  accuracies: number[];
+  /** The held-out pairs' accuracy (0..1) at each evaluation. */
+  valPrefSteps: number[];
+  valAccuracies: number[];
+  /** The latest figures: of the training pairs, and of the held-out ones. */
+  preference: PreferenceMetrics | null;
+  evalPreference: (PreferenceMetrics & { step: number }) | null;
 }
 
 /** Weight of the newest point in the smoothed loss. */
@@ -63,6 +80,18 @@ export function initialView(): TrainingView {
     message: null,
     estimateBytes: 0,
     warnings: [],
+    method: "sft",
+    trainExamples: 0,
+    validExamples: 0,
+    prefSteps: [],
+    chosenRewards: [],
+    rejectedRewards: [],
+    margins: [],
+    accuracies: [],
+    valPrefSteps: [],
+    valAccuracies: [],
+    preference: null,
+    evalPreference: null,
   };
 }
 
@@ -79,6 +108,9 @@ export function apply(view: TrainingView, e: TrainEvent): TrainingView {
         estimateBytes: e.memory_estimate?.total ?? 0,
         warnings: e.warnings ?? [],
         step: e.resumed_from_step ?? 0,
+        method: e.method ?? "sft",
+        trainExamples: e.train_examples,
+        validExamples: e.valid_examples,
       };
     case "step": {
       const prev = v.smoothed.length ? v.smoothed[v.smoothed.length - 1] : e.loss;
@@ -95,12 +127,26 @@ export function apply(view: TrainingView, e: TrainEvent): TrainingView {
       v.peakBytes = e.mlx_peak_bytes;
       v.activeBytes = e.mlx_active_bytes;
       v.availableBytes = e.system_available_bytes;
+      if (e.preference) {
+        const p = e.preference;
+        v.prefSteps = [...v.prefSteps, e.step];
+        v.chosenRewards = [...v.chosenRewards, p.chosen_reward];
+        v.rejectedRewards = [...v.rejectedRewards, p.rejected_reward];
+        v.margins = [...v.margins, p.margin];
+        v.accuracies = [...v.accuracies, p.accuracy];
+        v.preference = p;
+      }
       return v;
     }
     case "eval":
       v.valSteps = [...v.valSteps, e.step];
       v.valLosses = [...v.valLosses, e.val_loss];
       if (e.best) v.bestVal = e.val_loss;
+      if (e.preference) {
+        v.valPrefSteps = [...v.valPrefSteps, e.step];
+        v.valAccuracies = [...v.valAccuracies, e.preference.accuracy];
+        v.evalPreference = { ...e.preference, step: e.step };
+      }
       return v;
     case "checkpoint":
       v.message = `Adapters saved to ${e.path}`;
@@ -119,6 +165,53 @@ export function alignedValidation(view: TrainingView): (number | null)[] {
   const byStep = new Map(view.valSteps.map((s, i) => [s, view.valLosses[i]]));
   return view.steps.map((s) => byStep.get(s) ?? null);
 }
+
+/** Whether the run has preference figures to chart (a preference method
+ * announced, or steps that carry them). */
+export function hasPreference(view: TrainingView): boolean {
+  return view.method !== "sft" || view.prefSteps.length > 0;
+}
+
+/** The Preference chart's columns: x (every step with training or held-out
+ * figures), the accuracy in percent, the margin, and the held-out accuracy
+ * in percent (null where a step has none). */
+export function preferenceSeries(view: TrainingView): [number[], (number | null)[], (number | null)[], (number | null)[]] {
+  const held = new Map(view.valPrefSteps.map((s, i) => [s, 100 * view.valAccuracies[i]]));
+  const trained = new Set(view.prefSteps);
+  // Usually every evaluation falls on a reported step: one pass.
+  if (view.valPrefSteps.every((s) => trained.has(s))) {
+    return [
+      view.prefSteps,
+      view.accuracies.map((a) => 100 * a),
+      view.margins,
+      view.prefSteps.map((s) => held.get(s) ?? null),
+    ];
+  }
+  const at = new Map(view.prefSteps.map((s, i) => [s, i]));
+  const xs = [...new Set([...view.prefSteps, ...view.valPrefSteps])].sort((a, b) => a - b);
+  const pick = (values: number[], scale = 1) =>
+    xs.map((x) => {
+      const i = at.get(x);
+      return i === undefined ? null : scale * values[i];
+    });
+  return [xs, pick(view.accuracies, 100), pick(view.margins), xs.map((x) => held.get(x) ?? null)];
+}
+
+/** A reward or margin for reading: two decimals from 1 up, two significant
+ * digits below (a margin starts near 0). */
+export function formatMetric(x: number): string {
+  if (!Number.isFinite(x)) return String(x);
+  if (x === 0) return "0.00";
+  return Math.abs(x) >= 1 ? x.toFixed(2) : x.toPrecision(2);
+}
+
+/** An accuracy (0..1) as a whole percentage: "75 %". */
+export function formatAccuracy(a: number): string {
+  return `${Math.round(100 * a)} %`;
+}
+
+/** The methods' names as shown. */
+export const METHOD_NAMES: Record<Method, string> = { sft: "SFT", dpo: "DPO", ipo: "IPO", orpo: "ORPO" };
 
 /** What the Train panel tells the window about its run (the sidebar's line). */
 export interface TrainStatus {

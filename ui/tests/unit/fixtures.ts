@@ -44,3 +44,20 @@ export const run: RunInfo = {
   best_val_loss: 1.5,
   resumable: true,
 };
+
+/** A DPO run of 6 steps over 20 pairs (4 held out) starting. */
+export const startedDpo: TrainEvent = {
+  ...(started as Extract<TrainEvent, { event: "started" }>),
+  total_steps: 6,
+  train_examples: 20,
+  valid_examples: 4,
+  method: "dpo",
+};
+
+/** Step `n` of a preference run, with its loss and pair figures. */
+export function prefStep(n: number, loss: number, accuracy: number, margin: number): TrainEvent {
+  return {
+    ...(step(n, loss) as Extract<TrainEvent, { event: "step" }>),
+    preference: { chosen_reward: margin / 2, rejected_reward: -margin / 2, margin, accuracy, pairs: 2 },
+  };
+}

@@ -22,6 +22,7 @@ CACHE="${FINETUNE_CACHE:-$ROOT/.cache}"
 OUT="$ROOT/target/dist"
 die() { echo "test-dist: $*" >&2; exit 1; }
 say() { echo "test-dist: $*"; }
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
 [[ "$(id -u)" == 0 ]] || die "needs root (chroot and mounts); run it with sudo"
 deb=$(ls "$OUT"/*.deb 2>/dev/null | head -1)
@@ -80,8 +81,10 @@ done
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 cp "$deb" "$root/tmp/finetune.deb"
 say "installing $(basename "$deb") with apt"
+t0=$(date +%s.%N)
 chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q /tmp/finetune.deb >"$work/apt.log" 2>&1 \
     || { tail -20 "$work/apt.log" >&2; die "apt-get install failed"; }
+install_s=$(since "$t0")
 for absent in cargo rustc node npm; do
     chroot "$root" sh -c "! command -v $absent >/dev/null" || die "$absent is in the clean root"
 done
@@ -91,10 +94,12 @@ inside() { chroot "$root" env -i HOME=/root PATH=/usr/bin:/bin HF_HUB_OFFLINE=1 
 say "installed: $(inside ft --version)"
 inside ft device >"$work/device.txt" || { cat "$work/device.txt" >&2; die "ft device failed in the clean root"; }
 grep -E "^MLX" "$work/device.txt"
+t0=$(date +%s.%N)
 inside ft train start --iters 3 --batch-size 2 --max-length 64 --runs-dir /tmp/cli-runs --json >"$work/train.json" 2>"$work/train.err" \
     || { tail -20 "$work/train.err" >&2; die "ft train start failed in the clean root"; }
 grep -q '"event":"finished"' "$work/train.json" || { tail -5 "$work/train.json" >&2; die "no finished event"; }
-say "ft train start: $(grep -c '"event":"step"' "$work/train.json") steps on the shipped sample data"
+first_train_s=$(since "$t0")
+say "ft train start: $(grep -c '"event":"step"' "$work/train.json") steps on the shipped sample data in ${first_train_s} s (first run)"
 
 # One X display on the host for both runs: the app draws there, and the
 # test's drag source (scripts/e2e_drag.py) drops files onto it.
@@ -124,9 +129,10 @@ run_e2e() { # label, app path, host path of its runs folder, chroot root or ""
     # test drops and the dataset file it writes there.
     FINETUNE_APP="$app" FINETUNE_RUNS="$runs" FINETUNE_INSTALLED=1 E2E_OUT="$work/e2e-$label" \
         FINETUNE_TINY_MODEL="$work/tiny/tiny-llama" E2E_DRAG="$ROOT/scripts/e2e_drag.py" \
-        TAURI_DRIVER_URL="http://127.0.0.1:$port" node --test "$ROOT"/tests/e2e/*.e2e.mjs \
+        TAURI_DRIVER_URL="http://127.0.0.1:$port" node --test --test-concurrency=1 "$ROOT"/tests/e2e/*.e2e.mjs \
         || { tail -30 "$work/driver-$label.log" >&2; die "the end-to-end test failed on the $label app"; }
-    mkdir -p "$ROOT/target/e2e-$label" && cp "$work/e2e-$label"/*.png "$ROOT/target/e2e-$label/" 2>/dev/null || true
+    mkdir -p "$ROOT/target/e2e-$label" && cp "$work/e2e-$label"/*.png "$work/e2e-$label"/perf.json "$ROOT/target/e2e-$label/" 2>/dev/null || true
+    say "$label app: launch to interactive $(sed -n 's/.*"launch_to_interactive_ms": *\([0-9]*\).*/\1/p' "$work/e2e-$label/perf.json") ms"
     kill -- "-$group" 2>/dev/null || true
     group=""
 }
@@ -152,4 +158,5 @@ hidden "$appimage" ft train start --iters 3 --batch-size 2 --max-length 64 --run
 grep -q '"event":"finished"' "$work/train-appimage.json" || die "no finished event from the AppImage"
 run_e2e appimage "$appimage" "$home/.local/share/finetune/runs" ""
 kill "$xvfb" 2>/dev/null || true
+say "first run figures: apt-get install ${install_s} s (dependencies preinstalled in the cached root), first ft train start (3 steps) ${first_train_s} s; the apps' launch times above (target/e2e-*/perf.json)"
 say "all passed"

@@ -13,6 +13,7 @@ How the pairs are made, and what they are worth:
   total is "chosen". Ratings are of the whole conversation, not the answer
   alone, and the raters are the speakers themselves: this is a noisy,
   real human signal, not a curated preference set.
+- Two equal answers (many openings are just "Hi") make no pair.
 - Conversations rated 5/5/5 are left out (the rating form's default, 42% of
   them), and so is any pair whose totals differ by less than MIN_GAP.
 - Held-out pairs use prompts never seen in training (a stable hash of the
@@ -76,6 +77,9 @@ def pairs_for(prompt, answers, rng):
             continue
         for low_score, low_key, low_answer in reversed(high[i + 1 :]):
             if low_key in used or score - low_score < MIN_GAP:
+                continue
+            # Many openings are the same greeting ("Hi"): no preference there.
+            if " ".join(low_answer.lower().split()) == " ".join(answer.lower().split()):
                 continue
             used.update((key, low_key))
             pairs.append(

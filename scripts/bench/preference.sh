@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make bench-preference`: 50 DPO steps on the default model (SmolLM2-135M-
 # Instruct, float32) and the chitchat preference pairs that setup derives
-# (scripts/make_preference_dataset.py), evaluated every 10 steps on all 200
-# held-out pairs (prompts never trained on); then SFT on the same rows (both
+# (scripts/make_preference_dataset.py), evaluated every VAL_EVERY (25) steps
+# on 100 held-out pairs (prompts never trained on); then SFT on the same rows (both
 # answers of every pair as plain chat examples, batch 8 rows = DPO's 4 pairs)
 # for the same steps, side by side in this script. Prints the held-out
 # preference loss / accuracy / margin per evaluation, and trained tokens/s
@@ -14,8 +14,15 @@ ITERS="${BENCH_ITERS:-50}"
 work="${BENCH_WORK:-$(mktemp -d)}"; mkdir -p "$work"
 [ -n "${BENCH_WORK:-}" ] || trap 'rm -rf "$work"' EXIT
 cd "$ROOT"
-cargo build --quiet --release --bin ft
-FT=target/release/ft
+# BENCH_PROFILE=debug reuses a debug build (MLX and OpenBLAS are optimised
+# either way; the Rust side is not): say so when recording its figures.
+PROFILE="${BENCH_PROFILE:-release}"
+if [ "$PROFILE" = release ]; then
+  cargo build --quiet --release --bin ft
+else
+  cargo build --quiet --workspace --features finetune-app/custom-protocol --bin ft
+fi
+FT="target/$PROFILE/ft"
 MODEL="$CACHE/models/smollm2-135m-instruct-f32"
 [ -d "$MODEL" ] || $FT convert "$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf" --output "$MODEL"
 PAIRS="$CACHE/data/chitchat-pairs"
@@ -34,16 +41,16 @@ for line in open(sys.argv[1], encoding="utf-8"):
         print(json.dumps({"messages": pair["prompt"] + pair[side]}, ensure_ascii=False))
 PY
 done
-# All held-out pairs at every evaluation (the CLI's default takes 25 batches).
-printf 'val_batches: 0\n' >"$work/eval-all.yaml"
+# The first 100 held-out pairs (25 batches of 4) at each evaluation.
+printf 'val_batches: 25\n' >"$work/eval-all.yaml"
 printf 'val_batches: 1\n' >"$work/eval-one.yaml"
 
 COMMON=(--iters "$ITERS" --max-length 256 --lora-rank 8 --lora-alpha 16 --lora-layers 16
   --learning-rate 5e-5 --warmup-steps 0 --report-every 1 --seed 7 --runs-dir "$work/runs" --json)
 TIME=(/usr/bin/time -v)
-echo "== DPO, beta 0.1 ($ITERS steps, 4 pairs per step, held-out every 10)"
+echo "== DPO, beta 0.1 ($ITERS steps, 4 pairs per step, held-out every ${VAL_EVERY:-25})"
 "${TIME[@]}" -o "$work/dpo.time" $FT train start "$MODEL" "$PAIRS" --config "$work/eval-all.yaml" --method dpo --beta 0.1 \
-  --batch-size 4 --val-every 10 "${COMMON[@]}" >"$work/dpo.log"
+  --batch-size 4 --val-every "${VAL_EVERY:-25}" "${COMMON[@]}" >"$work/dpo.log"
 echo "== SFT on the same rows ($ITERS steps, 8 rows per step)"
 "${TIME[@]}" -o "$work/sft.time" $FT train start "$MODEL" "$work/sft" --config "$work/eval-one.yaml" \
   --batch-size 8 --val-every "$ITERS" "${COMMON[@]}" >"$work/sft.log"

@@ -11,108 +11,16 @@
 // Run by scripts/e2e.sh (which starts Xvfb and tauri-driver and writes the
 // tiny model).
 import { strict as assert } from "node:assert";
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { OUT, attribute, call, choose, click, drop, openSession, screenshot, setInput, show, waitFor, WINDOW } from "./webdriver.mjs";
 
-const DRIVER = process.env.TAURI_DRIVER_URL ?? "http://127.0.0.1:4444";
 const APP = process.env.FINETUNE_APP;
 const RUNS = process.env.FINETUNE_RUNS;
 const TINY = process.env.FINETUNE_TINY_MODEL;
-const OUT = process.env.E2E_OUT ?? "target/e2e";
-const DRAG = process.env.E2E_DRAG;
 // The installed package (scripts/dist/test_installed.sh), not a clone's build.
 const INSTALLED = process.env.FINETUNE_INSTALLED === "1";
-const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
-
-async function call(method, path, body) {
-  const response = await fetch(`${DRIVER}${path}`, {
-    method,
-    headers: { "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await response.json();
-  if (!response.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json.value)}`);
-  return json.value;
-}
-
-async function find(session, selector, using = "css selector") {
-  const el = await call("POST", `/session/${session}/element`, { using, value: selector });
-  return el[ELEMENT];
-}
-
-async function waitFor(session, selector, timeoutMs, predicate = () => true) {
-  const deadline = Date.now() + timeoutMs;
-  let last = null;
-  while (Date.now() < deadline) {
-    try {
-      const id = await find(session, selector);
-      last = await call("GET", `/session/${session}/element/${id}/text`);
-      if (predicate(last)) return { id, text: last };
-    } catch {
-      // not there yet
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${selector} (last text: ${last})`);
-}
-
-async function attribute(session, selector, name) {
-  const id = await find(session, selector);
-  return call("GET", `/session/${session}/element/${id}/attribute/${name}`);
-}
-
-async function click(session, selector) {
-  await call("POST", `/session/${session}/element/${await find(session, selector)}/click`, {});
-}
-
-async function type(session, selector, value) {
-  const id = await find(session, selector);
-  await call("POST", `/session/${session}/element/${id}/clear`, {});
-  await call("POST", `/session/${session}/element/${id}/value`, { text: String(value) });
-}
-
-async function setInput(session, label, value) {
-  const id = await find(session, `//label[contains(., '${label}')]/input`, "xpath");
-  await call("POST", `/session/${session}/element/${id}/clear`, {});
-  await call("POST", `/session/${session}/element/${id}/value`, { text: String(value) });
-}
-
-async function choose(session, selectTestId, value) {
-  await click(session, `[data-testid="${selectTestId}"] option[value="${value}"]`);
-}
-
-/** Opens a step from the sidebar and waits until it is the one shown. */
-async function show(session, step) {
-  await click(session, `[data-testid="nav-${step}"]`);
-  const deadline = Date.now() + 5_000;
-  while (Date.now() < deadline) {
-    const [current, hidden] = await call("POST", `/session/${session}/execute/sync`, {
-      script: `return [document.querySelector('[data-testid="nav-' + arguments[0] + '"]').getAttribute("aria-current"),
-                       document.getElementById("step-" + arguments[0]).hidden];`,
-      args: [step],
-    });
-    if (current === "step" && !hidden) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`step ${step} was not shown`);
-}
-
-// Where the window sits on the virtual screen: right of the drag source's
-// corner (scripts/e2e_drag.py opens at 0,0).
-const WINDOW = { x: 240, y: 0, width: 1280, height: 800 };
-
-/**
- * A real drag and drop of `path` onto the window: an X drag source offering
- * it as a file URI, the pointer moved by xdotool, Tauri's native drop event.
- */
-function drop(path) {
-  assert.ok(DRAG && process.env.DISPLAY, "E2E_DRAG and DISPLAY are set by scripts/e2e.sh");
-  const x = WINDOW.x + WINDOW.width / 2;
-  const y = WINDOW.y + WINDOW.height / 2;
-  execFileSync("/usr/bin/python3", [DRAG, path, String(x), String(y)], { stdio: "inherit", timeout: 60_000 });
-}
 
 /** The texts of every place that names the selection. */
 async function namedSelection(session) {
@@ -125,37 +33,12 @@ async function namedSelection(session) {
   });
 }
 
-/** Scrolls `selector` into view, then saves the window as `name`.png. */
-async function screenshot(session, name, selector) {
-  if (selector) {
-    await call("POST", `/session/${session}/execute/sync`, {
-      script: "document.querySelector(arguments[0]).scrollIntoView({ block: 'start' });",
-      args: [selector],
-    });
-  }
-  mkdirSync(OUT, { recursive: true });
-  const png = await call("GET", `/session/${session}/screenshot`);
-  writeFileSync(join(OUT, `${name}.png`), Buffer.from(png, "base64"));
-}
 
 test("from a model and a dataset to a trained, stopped and exported run", { timeout: 600_000 }, async () => {
   assert.ok(APP, "FINETUNE_APP must point at the built app");
   assert.ok(TINY && existsSync(TINY), "FINETUNE_TINY_MODEL must point at a tiny model");
   const launched = Date.now();
-  // tauri-driver starts WebKitWebDriver for each session; on a busy machine
-  // the first connection to it can be refused before it listens: retry.
-  let s;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      ({ sessionId: s } = await call("POST", "/session", {
-        capabilities: { alwaysMatch: { "tauri:options": { application: APP } } },
-      }));
-      break;
-    } catch (e) {
-      if (attempt === 5) throw e;
-      await new Promise((r) => setTimeout(r, 1000 * attempt));
-    }
-  }
+  const s = await openSession(APP);
   try {
     // Launch to interactive: the Start button can be pressed.
     await waitFor(s, '[data-testid="start"]', 30_000);

@@ -12,121 +12,17 @@
 // tiny model). It shares FINETUNE_RUNS with app.e2e.mjs, so it finds its own
 // run there by its method instead of counting the runs.
 import { strict as assert } from "node:assert";
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { test } from "node:test";
+import { OUT, call, click, drop, openSession, run, screenshot, setInput, show, waitFor, waitUntil, WINDOW } from "./webdriver.mjs";
 
-const DRIVER = process.env.TAURI_DRIVER_URL ?? "http://127.0.0.1:4444";
 const APP = process.env.FINETUNE_APP;
 const RUNS = process.env.FINETUNE_RUNS;
 const TINY = process.env.FINETUNE_TINY_MODEL;
-const OUT = process.env.E2E_OUT ?? "target/e2e";
-const DRAG = process.env.E2E_DRAG;
-const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 
 const PAIRS = 24;
 const STEPS = 6;
-
-async function call(method, path, body) {
-  const response = await fetch(`${DRIVER}${path}`, {
-    method,
-    headers: { "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await response.json();
-  if (!response.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json.value)}`);
-  return json.value;
-}
-
-async function find(session, selector, using = "css selector") {
-  const el = await call("POST", `/session/${session}/element`, { using, value: selector });
-  return el[ELEMENT];
-}
-
-/** Runs `script` in the page (its `arguments` are `args`). */
-function run(session, script, ...args) {
-  return call("POST", `/session/${session}/execute/sync`, { script, args });
-}
-
-async function waitFor(session, selector, timeoutMs, predicate = () => true) {
-  const deadline = Date.now() + timeoutMs;
-  let last = null;
-  while (Date.now() < deadline) {
-    try {
-      const id = await find(session, selector);
-      last = await call("GET", `/session/${session}/element/${id}/text`);
-      if (predicate(last)) return { id, text: last };
-    } catch {
-      // not there yet
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${selector} (last text: ${last})`);
-}
-
-/** Polls a page script until it returns something truthy. */
-async function waitUntil(session, what, timeoutMs, script, ...args) {
-  const deadline = Date.now() + timeoutMs;
-  let last = null;
-  while (Date.now() < deadline) {
-    try {
-      last = await run(session, script, ...args);
-      if (last) return last;
-    } catch (e) {
-      last = String(e);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
-}
-
-async function click(session, selector, using) {
-  await call("POST", `/session/${session}/element/${await find(session, selector, using)}/click`, {});
-}
-
-async function setInput(session, label, value) {
-  const id = await find(session, `//label[contains(., '${label}')]/input`, "xpath");
-  await call("POST", `/session/${session}/element/${id}/clear`, {});
-  await call("POST", `/session/${session}/element/${id}/value`, { text: String(value) });
-}
-
-/** Opens a step from the sidebar and waits until it is the one shown. */
-async function show(session, step) {
-  await click(session, `[data-testid="nav-${step}"]`);
-  const deadline = Date.now() + 5_000;
-  while (Date.now() < deadline) {
-    const [current, hidden] = await run(
-      session,
-      `return [document.querySelector('[data-testid="nav-' + arguments[0] + '"]').getAttribute("aria-current"),
-               document.getElementById("step-" + arguments[0]).hidden];`,
-      step,
-    );
-    if (current === "step" && !hidden) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`step ${step} was not shown`);
-}
-
-// Where the window sits on the virtual screen: right of the drag source's
-// corner (scripts/e2e_drag.py opens at 0,0).
-const WINDOW = { x: 240, y: 0, width: 1280, height: 800 };
-
-/** A real drag and drop of `path` onto the window (see app.e2e.mjs). */
-function drop(path) {
-  assert.ok(DRAG && process.env.DISPLAY, "E2E_DRAG and DISPLAY are set by scripts/e2e.sh");
-  const x = WINDOW.x + WINDOW.width / 2;
-  const y = WINDOW.y + WINDOW.height / 2;
-  execFileSync("/usr/bin/python3", [DRAG, path, String(x), String(y)], { stdio: "inherit", timeout: 60_000 });
-}
-
-/** Scrolls `selector` into view, then saves the window as `name`.png. */
-async function screenshot(session, name, selector) {
-  if (selector) await run(session, "document.querySelector(arguments[0])?.scrollIntoView({ block: 'start' });", selector);
-  mkdirSync(OUT, { recursive: true });
-  const png = await call("GET", `/session/${session}/screenshot`);
-  writeFileSync(join(OUT, `${name}.png`), Buffer.from(png, "base64"));
-}
 
 /** A small preference set in TRL's conversational shape: the chosen answer
  * is right, the rejected one wrong. */
@@ -165,20 +61,7 @@ test("a preference set trains with DPO, with its rewards and preference charts",
   const data = resolve(join(OUT, "preference-pairs.jsonl"));
   writePreferenceSet(data);
 
-  // tauri-driver starts WebKitWebDriver for each session; on a busy machine
-  // the first connection to it can be refused before it listens: retry.
-  let s;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      ({ sessionId: s } = await call("POST", "/session", {
-        capabilities: { alwaysMatch: { "tauri:options": { application: APP } } },
-      }));
-      break;
-    } catch (e) {
-      if (attempt === 5) throw e;
-      await new Promise((r) => setTimeout(r, 1000 * attempt));
-    }
-  }
+  const s = await openSession(APP);
   try {
     await waitFor(s, '[data-testid="start"]', 60_000);
     await call("POST", `/session/${s}/window/rect`, WINDOW).catch(() => {});

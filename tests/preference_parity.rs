@@ -96,13 +96,7 @@ fn check(name: &str, loss: PreferenceLoss) {
     {
         let d = max_abs_diff(&values[i], want(key));
         // IPO's loss is ~25: compare relative to its size.
-        let scale = want(key)
-            .abs()
-            .unwrap()
-            .max(None)
-            .unwrap()
-            .item_exact::<f32>()
-            .max(1.0);
+        let scale = magnitude(want(key));
         assert!(d / scale < 1e-5, "{name} {key}: |Δ| {d}");
     }
     let mut compared = 0;
@@ -114,13 +108,7 @@ fn check(name: &str, loss: PreferenceLoss) {
             .get(our_key(peft).as_str())
             .unwrap_or_else(|| panic!("{name}: no gradient for {}", our_key(peft)));
         let ours = ours.t();
-        let scale = expected
-            .abs()
-            .unwrap()
-            .max(None)
-            .unwrap()
-            .item_exact::<f32>()
-            .max(1.0);
+        let scale = magnitude(expected);
         let d = max_abs_diff(&ours, expected);
         assert!(
             d / scale < 1e-4,
@@ -177,4 +165,15 @@ fn orpo_matches_trl() {
             label_smoothing: 0.0,
         },
     );
+}
+
+/// The largest absolute value of `a`, at least 1: tolerances are relative to
+/// a value's size (IPO's loss is ~25), absolute below 1.
+fn magnitude(a: &Array) -> f32 {
+    a.abs()
+        .unwrap()
+        .max(None)
+        .unwrap()
+        .item_exact::<f32>()
+        .max(1.0)
 }

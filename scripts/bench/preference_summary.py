@@ -58,9 +58,9 @@ print()
 print("| method | trained tokens/s | MLX peak (GiB) | peak RSS (GiB) |")
 print("|---|---|---|---|")
 rows = []
-for name, evs in (("DPO (4 pairs/step)", dpo), ("SFT (same 8 rows/step)", sft)):
+for name, log, evs in (("DPO (4 pairs/step)", "dpo", dpo), ("SFT (same 8 rows/step)", "sft", sft)):
     s = finished(evs)
-    rows.append((name, speed(evs), s["peak_memory_bytes"] / 2**30, rss_gib(name.split()[0].lower())))
+    rows.append((name, speed(evs), s["peak_memory_bytes"] / 2**30, rss_gib(log)))
 for name, tps, peak, rss in rows:
     print(f"| {name} | {tps:.1f} | {peak:.2f} | {rss:.2f} |")
 print(f"\nDPO / SFT: {rows[0][1] / rows[1][1]:.2f}x the tokens/s, {rows[0][2] / rows[1][2]:.2f}x the MLX peak")

@@ -203,18 +203,7 @@ fn inspect(args: &InspectArgs, count: usize, json: bool) -> anyhow::Result<()> {
         "records          {} examples ({} with nothing to learn left out)",
         stats.records, file.skipped_empty
     );
-    if !file.skipped.is_empty() {
-        println!(
-            "skipped          {} unreadable records:",
-            file.skipped.len()
-        );
-        for s in file.skipped.iter().take(10) {
-            println!("  {}{}: {}", file.source.display(), s.location, s.reason);
-        }
-        if file.skipped.len() > 10 {
-            println!("  … and {} more", file.skipped.len() - 10);
-        }
-    }
+    print_skipped(&file);
     println!(
         "tokens           {} in all, {} trained ({:.1}%)",
         stats.total_tokens,
@@ -275,14 +264,7 @@ fn inspect_pairs(
         "records          {} preference pairs ({} with nothing to learn left out)",
         file.pairs, file.skipped_empty
     );
-    for s in file.skipped.iter().take(10) {
-        println!(
-            "  skipped {}{}: {}",
-            file.source.display(),
-            s.location,
-            s.reason
-        );
-    }
+    print_skipped(file);
     for (name, stats) in [("chosen", &chosen), ("rejected", &rejected)] {
         println!(
             "{name:<16} {} tokens, {} trained (the answers); length min {}, mean {:.1}, max {}; {} cut to {}",
@@ -302,6 +284,23 @@ fn inspect_pairs(
         }
     }
     Ok(())
+}
+
+/// The records left out as unreadable (the first ten, then a count).
+fn print_skipped(file: &TokenizedFile) {
+    if file.skipped.is_empty() {
+        return;
+    }
+    println!(
+        "skipped          {} unreadable records:",
+        file.skipped.len()
+    );
+    for s in file.skipped.iter().take(10) {
+        println!("  {}{}: {}", file.source.display(), s.location, s.reason);
+    }
+    if file.skipped.len() > 10 {
+        println!("  … and {} more", file.skipped.len() - 10);
+    }
 }
 
 fn print_preview(

@@ -49,10 +49,11 @@ openblas=/usr/lib/x86_64-linux-gnu/libopenblas.so.0
 echo "dist: building ft and the app ($PROFILE, FINETUNE_DIST=1)"
 cargo_profile=()
 [[ "$PROFILE" == release ]] && cargo_profile=(--release)
+# The web UI first: the app's build embeds ui/dist (a fresh clone has none).
+npm --prefix ui run build
 # One cargo run for both binaries
 # (shared crates compiled once); `tauri bundle` then packs them.
 cargo build "${cargo_profile[@]}" -p finetune -p finetune-app --bins --features finetune-app/custom-protocol
-npm --prefix ui run build
 
 # What the packages carry besides the binaries, staged once: the wheel's
 # libraries keep their relative layout (libmlx finds its BLAS/LAPACK by its

@@ -6,6 +6,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import { mount, tick, unmount } from "svelte";
 import { clearMocks, mockIPC, mockWindows } from "@tauri-apps/api/mocks";
 import { emit } from "@tauri-apps/api/event";
+// Loaded before the app mounts: the app imports it lazily for its drop
+// listener, and a cold import can outlast settle() on a loaded machine.
+import "@tauri-apps/api/webview";
 import type { Channel } from "@tauri-apps/api/core";
 import App from "../../src/App.svelte";
 import { selection } from "../../src/lib/selection.svelte";

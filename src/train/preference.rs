@@ -186,19 +186,32 @@ impl PreferenceLoss {
         extra: Option<&Array>,
         differentiated: bool,
     ) -> std::result::Result<Vec<Array>, Exception> {
+        let hidden = model.hidden_states(inputs, None)?;
+        self.from_hidden(model, &hidden, targets, mask, extra, differentiated)
+    }
+
+    /// [`compute`](Self::compute) from the model's final hidden states
+    /// (after its last norm): what gradient checkpointing's head runs.
+    pub fn from_hidden(
+        &self,
+        model: &mut Model,
+        hidden: &Array,
+        targets: &Array,
+        mask: &Array,
+        extra: Option<&Array>,
+        differentiated: bool,
+    ) -> std::result::Result<Vec<Array>, Exception> {
         let missing = || Exception::custom(format!("{} needs its extra batch input", self.method));
         let sequence = if self.method == Method::Orpo {
             Some(extra.ok_or_else(missing)?)
         } else {
             None
         };
-        let nll = token_nll(
-            model,
-            inputs,
-            targets,
-            sequence.unwrap_or(mask),
+        let rows = CrossEntropyRows {
+            mask: Some(sequence.unwrap_or(mask)),
             differentiated,
-        )?;
+        };
+        let nll = nll_from_hidden(model, hidden, targets, rows)?;
         let sums = row_sums(&nll, mask)?;
         let counts = ops::maximum(mask.sum_axis(-1, None)?, Array::from_f32(1.0))?;
         let beta = Array::from_f32(self.beta);
@@ -430,11 +443,6 @@ pub fn check_config(config: &super::TrainConfig) -> Result<()> {
     if config.packing {
         return Err(Error::Invalid(format!(
             "packing is not available with method {method}: each pair's two answers are rows of their own"
-        )));
-    }
-    if config.grad_checkpoint {
-        return Err(Error::Invalid(format!(
-            "gradient checkpointing is not available with method {method} yet; lower batch_size or max_length instead"
         )));
     }
     if method.needs_reference() && config.lora.full {

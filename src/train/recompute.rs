@@ -43,6 +43,33 @@ pub fn checkpointed_value_and_grad(
     (inputs, targets, mask, segments): BatchArrays<'_>,
     seed: u64,
 ) -> Result<(Array, HashMap<Rc<str>, Array>)> {
+    let head = |model: &mut Model, h: &Array| -> std::result::Result<Vec<Array>, Exception> {
+        let normed = model.final_norm(h)?;
+        let rows = CrossEntropyRows {
+            mask: Some(mask),
+            differentiated: true,
+        };
+        let nll = nll_from_hidden(model, &normed, targets, rows)?;
+        Ok(vec![masked_mean(&nll, mask)?])
+    };
+    let (mut outputs, grads) = checkpointed(model, inputs, segments, seed, head)?;
+    Ok((outputs.swap_remove(0), grads))
+}
+
+/// Any loss over the last decoder layer's output, checkpointed as above:
+/// `head` maps that output (B, L, hidden; before the final norm) to the
+/// loss, first, and figures that ride along without a gradient (a
+/// preference batch's rewards), returned in the same order.
+pub fn checkpointed<H>(
+    model: &mut Model,
+    inputs: &Array,
+    segments: Option<&Array>,
+    seed: u64,
+    mut head: H,
+) -> Result<(Vec<Array>, HashMap<Rc<str>, Array>)>
+where
+    H: FnMut(&mut Model, &Array) -> std::result::Result<Vec<Array>, Exception>,
+{
     let trainable: HashMap<Rc<str>, Array> = model
         .trainable_parameters()
         .flatten()
@@ -84,25 +111,25 @@ pub fn checkpointed_value_and_grad(
         h.eval()?;
     }
 
-    // 2. The loss and its gradient with respect to the last hidden states.
+    // 2. The loss and its gradient with respect to the last hidden states;
+    //    the figures leave the traced function the way value_and_grad's
+    //    auxiliary outputs do, so only the loss has a cotangent.
+    let mut figures = Vec::new();
     let (loss, mut grad_h) = {
-        let head = |args: &[Array]| -> std::result::Result<Vec<Array>, Exception> {
-            let normed = model.final_norm(&args[0])?;
-            let rows = CrossEntropyRows {
-                mask: Some(mask),
-                differentiated: true,
-            };
-            let nll = nll_from_hidden(model, &normed, targets, rows)?;
-            Ok(vec![masked_mean(&nll, mask)?])
+        let traced = |args: &[Array]| -> std::result::Result<Vec<Array>, Exception> {
+            let mut outputs = head(model, &args[0])?;
+            figures = outputs.split_off(1);
+            Ok(outputs)
         };
         let (values, grads) = mlx_rs::transforms::fallible_vjp(
-            head,
+            traced,
             std::slice::from_ref(&h),
             &[Array::from_f32(1.0)],
         )?;
         (values[0].clone(), grads[0].clone())
     };
-    mlx_rs::transforms::eval([&loss, &grad_h])?;
+    let pending: Vec<&Array> = [&loss, &grad_h].into_iter().chain(&figures).collect();
+    mlx_rs::transforms::eval(pending)?;
 
     // 3. Backward, one layer at a time.
     let mut grads: HashMap<Rc<str>, Array> = HashMap::with_capacity(trainable.len());
@@ -129,5 +156,7 @@ pub fn checkpointed_value_and_grad(
     }
     // The layers hold the traced copies now; give them their parameters back.
     update_parameters(model, trainable);
-    Ok((loss, grads))
+    let mut outputs = vec![loss];
+    outputs.extend(figures);
+    Ok((outputs, grads))
 }

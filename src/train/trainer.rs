@@ -224,7 +224,13 @@ fn run(
     let mut pair_window = MetricsWindow::default();
     // A compiled forward + backward: MLX fuses its element-wise work.
     let compiled_step = compiles_step(config);
-    let mut compiled = compiled_step.then(|| compiled_value_and_grad(model));
+    let mut compiled = (compiled_step && preference_loss.is_none())
+        .then(|| compiled_value_and_grad(model, 1, sft_loss));
+    let mut compiled_preference = preference_loss.filter(|_| compiled_step).map(|loss| {
+        compiled_value_and_grad(model, 3, move |model: &mut Model, args: Vec<Array>| {
+            loss.compute(model, &args[0], &args[1], &args[2], args.get(3), true)
+        })
+    });
     let multiple = pad_multiple(compiled_step);
     let pad = loaded
         .tokenizer
@@ -315,20 +321,34 @@ fn run(
                         let width = batch.inputs.shape()[1] as usize;
                         args.push(preference::sequence_mask(&train_set, rows, width));
                     }
-                    let (mut values, grads) = step_fn(model, args)?;
+                    let (mut values, grads) = if config.grad_checkpoint {
+                        let seed = micro_seed(config, step, micro);
+                        let head = |model: &mut Model, h: &Array| {
+                            let normed = model.final_norm(h)?;
+                            kind.from_hidden(model, &normed, &args[1], &args[2], args.get(3), true)
+                        };
+                        recompute::checkpointed(model, &batch.inputs, None, seed, head)?
+                    } else if let Some(compiled) = compiled_preference.as_mut() {
+                        compiled(model, args)?
+                    } else {
+                        step_fn(model, args)?
+                    };
                     let rejected = values.pop().expect("three outputs");
                     let chosen = values.pop().expect("three outputs");
                     rewards.push((chosen, rejected));
                     (values.pop().expect("the loss"), grads)
                 } else if config.grad_checkpoint {
-                    let seed = config
-                        .seed
-                        .wrapping_add(step as u64)
-                        .wrapping_mul(31)
-                        .wrapping_add(micro as u64);
+                    let seed = micro_seed(config, step, micro);
                     recompute::checkpointed_value_and_grad(model, arrays, seed)?
                 } else if let Some(compiled) = compiled.as_mut() {
-                    compiled(model, arrays)?
+                    let mut args = vec![
+                        batch.inputs.clone(),
+                        batch.targets.clone(),
+                        batch.mask.clone(),
+                    ];
+                    args.extend(batch.segments.clone());
+                    let (mut values, grads) = compiled(model, args)?;
+                    (values.swap_remove(0), grads)
                 } else {
                     step_fn(model, arrays)?
                 };
@@ -706,15 +726,22 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
     })
 }
 
+/// The dropout seed of a checkpointed micro-batch: both of its passes draw
+/// the same masks, and every micro-batch its own.
+fn micro_seed(config: &TrainConfig, step: usize, micro: usize) -> u64 {
+    config
+        .seed
+        .wrapping_add(step as u64)
+        .wrapping_mul(31)
+        .wrapping_add(micro as u64)
+}
+
 /// Whether training runs the compiled step: asked for (by default on a
 /// GPU), and neither dropout (a compiled graph would replay one mask) nor
 /// checkpointing in the way.
 fn compiles_step(config: &TrainConfig) -> bool {
     let compile = config.compile.unwrap_or_else(crate::device::default_is_gpu);
-    compile
-        && config.lora.dropout == 0.0
-        && !config.grad_checkpoint
-        && !config.method.is_preference()
+    compile && config.lora.dropout == 0.0 && !config.grad_checkpoint
 }
 
 /// Mean cross-entropy over the masked (trained) tokens, to be
@@ -748,39 +775,52 @@ pub(super) fn masked_mean(nll: &Array, mask: &Array) -> Result<Array, Exception>
 /// Each trainable parameter's gradient, by its flattened name.
 type Gradients = HashMap<Rc<str>, Array>;
 
-/// `nn::value_and_grad(loss_fn)` compiled: the same loss and gradients,
+/// `nn::value_and_grad(loss)` compiled: the same values and gradients,
 /// traced once per batch shape and replayed with MLX's element-wise
-/// fusion. The model is the compiled function's state (its parameters are
-/// inputs, the trained ones change between calls).
-fn compiled_value_and_grad(
+/// fusion. `loss` returns `values` arrays, the first differentiated (the
+/// others ride along: a preference batch's rewards). The model is the
+/// compiled function's state (its parameters are inputs, the trained ones
+/// change between calls).
+fn compiled_value_and_grad<L>(
     model: &mut Model,
-) -> impl FnMut(&mut Model, recompute::BatchArrays<'_>) -> Result<(Array, Gradients)> {
+    values: usize,
+    loss: L,
+) -> impl FnMut(&mut Model, Vec<Array>) -> Result<(Vec<Array>, Gradients)>
+where
+    L: FnMut(&mut Model, Vec<Array>) -> std::result::Result<Vec<Array>, Exception>
+        + Clone
+        + 'static,
+{
     let mut keys: Vec<Rc<str>> = model.trainable_parameters().flatten().into_keys().collect();
     keys.sort();
     let output_keys = keys.clone();
-    let step = move |model: &mut Model,
-                     args: &[Array]|
-          -> std::result::Result<Vec<Array>, Exception> {
-        let mut value_and_grad = nn::value_and_grad(loss_fn);
-        let (loss, mut grads) = value_and_grad(model, (&args[0], &args[1], &args[2], args.get(3)))?;
-        let mut out = vec![loss];
-        for key in &keys {
-            out.push(
-                grads
-                    .remove(key)
-                    .ok_or_else(|| Exception::custom(format!("no gradient for {key}")))?,
-            );
-        }
-        Ok(out)
-    };
+    let step =
+        move |model: &mut Model, args: &[Array]| -> std::result::Result<Vec<Array>, Exception> {
+            let mut value_and_grad = nn::value_and_grad(loss.clone());
+            let (mut out, mut grads) = value_and_grad(model, args.to_vec())?;
+            for key in &keys {
+                out.push(
+                    grads
+                        .remove(key)
+                        .ok_or_else(|| Exception::custom(format!("no gradient for {key}")))?,
+                );
+            }
+            Ok(out)
+        };
     let mut compiled = mlx_rs::transforms::compile::compile_with_state(step, false);
-    move |model, (inputs, targets, mask, segments)| {
-        let mut args = vec![inputs.clone(), targets.clone(), mask.clone()];
-        args.extend(segments.cloned());
-        let mut out = compiled(model, &args)?.into_iter();
-        let loss = out.next().expect("the loss");
-        Ok((loss, output_keys.iter().cloned().zip(out).collect()))
+    move |model, args| {
+        let mut out = compiled(model, &args)?;
+        let grads = out.split_off(values);
+        Ok((out, output_keys.iter().cloned().zip(grads).collect()))
     }
+}
+
+/// The SFT loss over a batch's arrays (inputs, targets, mask, segments).
+fn sft_loss(model: &mut Model, args: Vec<Array>) -> std::result::Result<Vec<Array>, Exception> {
+    Ok(vec![loss_fn(
+        model,
+        (&args[0], &args[1], &args[2], args.get(3)),
+    )?])
 }
 
 /// Token-weighted mean validation loss.

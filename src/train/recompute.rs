@@ -31,6 +31,9 @@ use crate::eval::nll_from_hidden;
 use crate::kernels::CrossEntropyRows;
 use crate::model::Model;
 
+/// Each trainable parameter's gradient, by its flattened name.
+pub type Gradients = HashMap<Rc<str>, Array>;
+
 /// One batch: inputs, targets, mask of trained tokens, packed segments.
 pub type BatchArrays<'a> = (&'a Array, &'a Array, &'a Array, Option<&'a Array>);
 
@@ -42,7 +45,7 @@ pub fn checkpointed_value_and_grad(
     model: &mut Model,
     (inputs, targets, mask, segments): BatchArrays<'_>,
     seed: u64,
-) -> Result<(Array, HashMap<Rc<str>, Array>)> {
+) -> Result<(Array, Gradients)> {
     let head = |model: &mut Model, h: &Array| -> std::result::Result<Vec<Array>, Exception> {
         let normed = model.final_norm(h)?;
         let rows = CrossEntropyRows {
@@ -66,7 +69,7 @@ pub fn checkpointed<H>(
     segments: Option<&Array>,
     seed: u64,
     mut head: H,
-) -> Result<(Vec<Array>, HashMap<Rc<str>, Array>)>
+) -> Result<(Vec<Array>, Gradients)>
 where
     H: FnMut(&mut Model, &Array) -> std::result::Result<Vec<Array>, Exception>,
 {
@@ -132,7 +135,7 @@ where
     mlx_rs::transforms::eval(pending)?;
 
     // 3. Backward, one layer at a time.
-    let mut grads: HashMap<Rc<str>, Array> = HashMap::with_capacity(trainable.len());
+    let mut grads: Gradients = HashMap::with_capacity(trainable.len());
     for i in (first_trained..layers).rev() {
         let keys = &by_layer[i];
         let mut primals = vec![saved.pop().expect("one input per trained layer")];

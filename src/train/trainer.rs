@@ -25,7 +25,7 @@ use super::events::{Observer, TrainEvent};
 use super::memory::{self, MemoryEstimate, StepShape};
 use super::optimizer::TrainOptimizer;
 use super::preference::{self, MetricsWindow, PreferenceLoss, ReferenceCache};
-use super::recompute;
+use super::recompute::{self, Gradients};
 use super::schedule::Schedule;
 use crate::data::{split_examples, split_pairs, templates, valid_file, Examples, Tokenization};
 use crate::error::{Error, Result};
@@ -771,9 +771,6 @@ pub(super) fn masked_mean(nll: &Array, mask: &Array) -> Result<Array, Exception>
     let count = mlx_rs::ops::maximum(mask.sum(None)?, Array::from_f32(1.0))?;
     nll.multiply(mask)?.sum(None)?.divide(count)
 }
-
-/// Each trainable parameter's gradient, by its flattened name.
-type Gradients = HashMap<Rc<str>, Array>;
 
 /// `nn::value_and_grad(loss)` compiled: the same values and gradients,
 /// traced once per batch shape and replayed with MLX's element-wise

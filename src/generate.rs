@@ -158,3 +158,59 @@ fn argmax(values: &[f32]) -> u32 {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map_or(0, |(i, _)| i as u32)
 }
+
+/// `count` sampled continuations of one prompt, decoded side by side (one
+/// batch of `count` rows over one KV cache): each row's tokens, up to and
+/// including the stop token that ended it, and whether one did. Row `i`
+/// draws from its own generator seeded by `seed + i`, so a group is the
+/// same whatever else runs.
+pub fn sample_group(
+    model: &mut Model,
+    stop_ids: &[u32],
+    prompt: &[u32],
+    count: usize,
+    options: &GenerateOptions,
+) -> Result<Vec<(Vec<u32>, bool)>> {
+    let mut rngs: Vec<StdRng> = (0..count)
+        .map(|i| StdRng::seed_from_u64(options.seed.wrapping_add(i as u64)))
+        .collect();
+    let mut cache = model.new_cache();
+    let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
+    let one = Array::from_slice(&ids, &[1, ids.len() as i32]);
+    let rows = mlx_rs::ops::broadcast_to(&one, &[count as i32, ids.len() as i32])?;
+    let mut logits = rows_last_logits(model.forward(&rows, Some(&mut cache))?)?;
+    let mut out: Vec<(Vec<u32>, bool)> = vec![(Vec::new(), false); count];
+    for step in 0..options.max_tokens {
+        let vocab = logits.len() / count;
+        let mut next = Vec::with_capacity(count);
+        for (i, (tokens, stopped)) in out.iter_mut().enumerate() {
+            if *stopped {
+                // A finished row keeps a place in the batch; its tokens are dropped.
+                next.push(stop_ids.first().copied().unwrap_or(0) as i32);
+                continue;
+            }
+            let id = pick(&logits[i * vocab..(i + 1) * vocab], options, &mut rngs[i]);
+            tokens.push(id);
+            *stopped = stop_ids.contains(&id);
+            next.push(id as i32);
+        }
+        if out.iter().all(|(_, stopped)| *stopped) || step + 1 == options.max_tokens {
+            break;
+        }
+        let input = Array::from_slice(&next, &[count as i32, 1]);
+        logits = rows_last_logits(model.forward(&input, Some(&mut cache))?)?;
+    }
+    Ok(out)
+}
+
+/// Every row's last-position logits as f32 on the host, row after row.
+fn rows_last_logits(logits: Array) -> Result<Vec<f32>> {
+    let shape = logits.shape().to_vec();
+    let (b, l, v) = (shape[0], shape[1], shape[2]);
+    let last = logits
+        .take_axis(Array::from_int(l - 1), 1)?
+        .reshape(&[b, v])?
+        .as_dtype(mlx_rs::Dtype::Float32)?;
+    last.eval()?;
+    Ok(last.as_slice::<f32>().to_vec())
+}

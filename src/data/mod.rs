@@ -7,6 +7,7 @@ pub mod examples;
 pub mod formats;
 pub mod json_stream;
 pub mod preference;
+pub mod prompts;
 pub mod records;
 pub mod stats;
 pub mod templates;

@@ -93,6 +93,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "system",
     "chosen",
     "rejected",
+    "answer",
 ];
 
 /// The `train` / `valid` / `test` files of a dataset folder (mlx-lm's
@@ -150,7 +151,7 @@ impl RecordStream {
     }
 }
 
-fn check_columns(options: &ReadOptions) -> Result<()> {
+pub(super) fn check_columns(options: &ReadOptions) -> Result<()> {
     if let Some(bad) = options
         .columns
         .keys()
@@ -284,7 +285,7 @@ impl Iterator for RecordStream {
     }
 }
 
-fn rename_columns(value: Value, columns: &BTreeMap<String, String>) -> Value {
+pub(super) fn rename_columns(value: Value, columns: &BTreeMap<String, String>) -> Value {
     let Value::Object(mut map) = value else {
         return value;
     };
@@ -296,7 +297,7 @@ fn rename_columns(value: Value, columns: &BTreeMap<String, String>) -> Value {
     Value::Object(map)
 }
 
-fn string_field(
+pub(super) fn string_field(
     object: &Map<String, Value>,
     name: &str,
 ) -> std::result::Result<Option<String>, String> {

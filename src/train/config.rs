@@ -102,14 +102,29 @@ pub struct TrainConfig {
     /// Stop when the validation loss has not improved for this many
     /// evaluations (the best adapters are always kept in `output/best`).
     pub early_stopping_patience: Option<usize>,
-    /// `sft` (default: learn the answers), or a preference method over
-    /// chosen / rejected pairs: `dpo`, `ipo` or `orpo`.
+    /// `sft` (default: learn the answers), a preference method over
+    /// chosen / rejected pairs (`dpo`, `ipo` or `orpo`), or `grpo` over
+    /// prompts and reward functions.
     pub method: Method,
     /// DPO's and IPO's β (how far the policy may move from the reference),
     /// ORPO's λ (the weight of the odds-ratio term).
     pub beta: f32,
     /// DPO: the assumed chance that a pair's preference is wrong (0: none).
     pub label_smoothing: f32,
+    /// GRPO: completions sampled per prompt (the group each is compared
+    /// with). `batch_size` counts prompts.
+    pub group_size: usize,
+    /// GRPO: the longest completion sampled, in tokens.
+    pub max_completion_length: usize,
+    /// GRPO: the sampling temperature of the completions.
+    pub temperature: f32,
+    /// GRPO: nucleus sampling's probability mass (1: off).
+    pub top_p: f32,
+    /// GRPO: the weight of the KL penalty that keeps the policy near the
+    /// reference (the base, adapters off); 0 skips the reference pass.
+    pub kl_coef: f32,
+    /// GRPO: the reward functions, summed with their weights.
+    pub rewards: Vec<super::rewards::RewardSpec>,
 }
 
 /// Mixed precision: what the frozen weights are kept in.
@@ -197,6 +212,12 @@ impl Default for TrainConfig {
             method: Method::Sft,
             beta: 0.1,
             label_smoothing: 0.0,
+            group_size: 4,
+            max_completion_length: 128,
+            temperature: 1.0,
+            top_p: 1.0,
+            kl_coef: 0.04,
+            rewards: Vec::new(),
         }
     }
 }

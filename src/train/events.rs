@@ -50,14 +50,22 @@ pub enum TrainEvent {
         /// steps since the last report.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         preference: Option<PreferenceMetrics>,
+        /// GRPO runs: the sampled completions' figures since the last report.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grpo: Option<GrpoMetrics>,
     },
     Eval {
         step: usize,
+        /// GRPO: the held-out prompts' mean reward, negated (lower is
+        /// better, as for a loss), of greedy completions.
         val_loss: f32,
         best: bool,
         /// Preference runs: the held-out pairs' figures.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         preference: Option<PreferenceMetrics>,
+        /// GRPO runs: the held-out prompts' greedy completions' figures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grpo: Option<GrpoMetrics>,
     },
     Checkpoint {
         step: usize,
@@ -86,6 +94,25 @@ pub struct PreferenceMetrics {
     pub margin: f32,
     pub accuracy: f32,
     pub pairs: usize,
+}
+
+/// What a GRPO run measures over its sampled completions: the reward's
+/// mean and standard deviation, each reward function's mean (in the
+/// configured order), the mean per-token KL from the reference, the mean
+/// completion length in tokens, the fraction cut off at the length limit,
+/// and the share of the time spent sampling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrpoMetrics {
+    pub reward_mean: f32,
+    pub reward_std: f32,
+    pub rewards: Vec<(String, f32)>,
+    /// None when not measured (greedy validation, or `kl_coef: 0`).
+    pub kl: Option<f32>,
+    pub completion_length: f32,
+    pub clipped_fraction: f32,
+    pub completions: usize,
+    /// Seconds spent sampling completions (of `elapsed_seconds`).
+    pub generation_seconds: f64,
 }
 
 /// Receives events; called on the training thread, so keep it quick.

@@ -37,11 +37,16 @@ pub enum Method {
     /// Odds-ratio preference optimisation: SFT on the chosen answer plus
     /// λ times the log-odds-ratio term; no reference model.
     Orpo,
+    /// Group-relative policy optimisation: several completions sampled per
+    /// prompt, scored by reward functions, each pushed up or down by how it
+    /// compares with its group; a KL penalty keeps it near the reference.
+    Grpo,
 }
 
 impl Method {
+    /// Whether it trains on chosen / rejected pairs.
     pub fn is_preference(self) -> bool {
-        self != Method::Sft
+        matches!(self, Method::Dpo | Method::Ipo | Method::Orpo)
     }
 
     /// Whether the loss compares with a reference model.
@@ -55,6 +60,7 @@ impl Method {
             Method::Dpo => "dpo",
             Method::Ipo => "ipo",
             Method::Orpo => "orpo",
+            Method::Grpo => "grpo",
         }
     }
 }
@@ -73,7 +79,8 @@ impl std::str::FromStr for Method {
             "dpo" => Ok(Method::Dpo),
             "ipo" => Ok(Method::Ipo),
             "orpo" => Ok(Method::Orpo),
-            _ => Err(format!("`{s}`: expected sft, dpo, ipo or orpo")),
+            "grpo" => Ok(Method::Grpo),
+            _ => Err(format!("`{s}`: expected sft, dpo, ipo, orpo or grpo")),
         }
     }
 }
@@ -100,7 +107,7 @@ pub struct PairMetrics {
 
 /// Each position's negative log-likelihood of its target (R, T), computed
 /// where `scored` is 1 (0 elsewhere).
-fn token_nll(
+pub(super) fn token_nll(
     model: &mut Model,
     inputs: &Array,
     targets: &Array,
@@ -271,7 +278,12 @@ impl PreferenceLoss {
                     mlx_rs::stop_gradient(ar.multiply(&beta)?)?,
                 )
             }
-            Method::Sft => return Err(Exception::custom("SFT is not a preference method")),
+            Method::Sft | Method::Grpo => {
+                return Err(Exception::custom(format!(
+                    "{} is not a preference method",
+                    self.method
+                )))
+            }
         };
         Ok(vec![loss, chosen_rewards, rejected_rewards])
     }

@@ -38,9 +38,9 @@ use crate::model::{self, LoadOptions, Model};
 #[derive(Debug, Clone, Default)]
 pub struct TrainControl(Arc<AtomicU8>);
 
-const RUNNING: u8 = 0;
-const PAUSED: u8 = 1;
-const CANCELLED: u8 = 2;
+pub(super) const RUNNING: u8 = 0;
+pub(super) const PAUSED: u8 = 1;
+pub(super) const CANCELLED: u8 = 2;
 
 impl TrainControl {
     pub fn pause(&self) {
@@ -56,7 +56,7 @@ impl TrainControl {
     pub fn cancel(&self) {
         self.0.store(CANCELLED, Ordering::SeqCst);
     }
-    fn state(&self) -> u8 {
+    pub(super) fn state(&self) -> u8 {
         self.0.load(Ordering::SeqCst)
     }
 }
@@ -81,7 +81,7 @@ pub fn train(
     observer: &mut dyn Observer,
     control: &TrainControl,
 ) -> Result<TrainSummary> {
-    report_failure(run(config, observer, control, false), observer)
+    report_failure(dispatch(config, observer, control, false), observer)
 }
 
 /// Continues a run from the newest checkpoint in `config.checkpoint_dir`,
@@ -91,10 +91,25 @@ pub fn resume(
     observer: &mut dyn Observer,
     control: &TrainControl,
 ) -> Result<TrainSummary> {
-    report_failure(run(config, observer, control, true), observer)
+    report_failure(dispatch(config, observer, control, true), observer)
 }
 
-fn report_failure(
+/// GRPO runs its own loop (it samples before each step); the others share
+/// this one.
+fn dispatch(
+    config: &TrainConfig,
+    observer: &mut dyn Observer,
+    control: &TrainControl,
+    resume: bool,
+) -> Result<TrainSummary> {
+    if config.method == super::preference::Method::Grpo {
+        super::grpo::run(config, observer, control, resume)
+    } else {
+        run(config, observer, control, resume)
+    }
+}
+
+pub(super) fn report_failure(
     result: Result<TrainSummary>,
     observer: &mut dyn Observer,
 ) -> Result<TrainSummary> {
@@ -139,31 +154,13 @@ fn run(
             memory::gib(available_memory)
         ));
     }
-    if config.memory_guard {
-        // The weights are already loaded; the rest must fit in what is free.
-        let needed = memory_estimate.total - memory_estimate.weights;
-        if available_memory > 0 && needed > available_memory {
-            let checkpointing = if config.grad_checkpoint {
-                String::new()
-            } else {
-                format!(
-                    ", turn on gradient checkpointing (grad_checkpoint: about {} in all)",
-                    memory::gib(checkpointed_estimate.total)
-                )
-            };
-            return Err(Error::Invalid(format!(
-                "this run needs about {} more memory at its peak ({} in all: {} activations, {} logits), \
-                 and {} is available; lower batch_size ({batch_size}) or max_length ({}), use grad_accumulation{checkpointing}, \
-                 or set memory_guard: false to try anyway",
-                memory::gib(needed),
-                memory::gib(memory_estimate.total),
-                memory::gib(memory_estimate.activations),
-                memory::gib(memory_estimate.logits),
-                memory::gib(available_memory),
-                config.max_length
-            )));
-        }
-    }
+    check_memory(
+        config,
+        &memory_estimate,
+        &checkpointed_estimate,
+        available_memory,
+        batch_size,
+    )?;
     let model = &mut loaded.model;
     let mut optimizer = TrainOptimizer::new(config)?;
 
@@ -435,6 +432,7 @@ fn run(
                 mlx_peak_bytes: mlx_rs::memory::peak_memory()?,
                 system_available_bytes: crate::device::system_available_memory(),
                 preference: pair_window.take(),
+                grpo: None,
             });
             window = (0.0, 0);
         }
@@ -472,6 +470,7 @@ fn run(
                 val_loss,
                 best,
                 preference: val_preference,
+                grpo: None,
             });
             if let Some(patience) = config.early_stopping_patience {
                 if !best && state.evals_since_best >= patience && done < total_steps {
@@ -509,6 +508,44 @@ fn run(
         summary: summary.clone(),
     });
     Ok(summary)
+}
+
+/// Refuses a run whose estimate exceeds the memory available (unless the
+/// guard is off), saying what to change.
+pub(super) fn check_memory(
+    config: &TrainConfig,
+    memory_estimate: &MemoryEstimate,
+    checkpointed_estimate: &MemoryEstimate,
+    available_memory: u64,
+    batch_size: usize,
+) -> Result<()> {
+    if !config.memory_guard {
+        return Ok(());
+    }
+    // The weights are already loaded; the rest must fit in what is free.
+    let needed = memory_estimate.total - memory_estimate.weights;
+    if available_memory > 0 && needed > available_memory {
+        let checkpointing = if config.grad_checkpoint {
+            String::new()
+        } else {
+            format!(
+                ", turn on gradient checkpointing (grad_checkpoint: about {} in all)",
+                memory::gib(checkpointed_estimate.total)
+            )
+        };
+        return Err(Error::Invalid(format!(
+            "this run needs about {} more memory at its peak ({} in all: {} activations, {} logits), \
+             and {} is available; lower batch_size ({batch_size}) or max_length ({}), use grad_accumulation{checkpointing}, \
+             or set memory_guard: false to try anyway",
+            memory::gib(needed),
+            memory::gib(memory_estimate.total),
+            memory::gib(memory_estimate.activations),
+            memory::gib(memory_estimate.logits),
+            memory::gib(available_memory),
+            config.max_length
+        )));
+    }
+    Ok(())
 }
 
 /// Everything a run needs before its first step.
@@ -596,7 +633,9 @@ pub fn quantize_for_qlora(model: &mut crate::model::Model, bits: i32) -> Result<
     Ok(dense)
 }
 
-fn prepare(config: &TrainConfig) -> Result<Prepared> {
+/// The model of a run, loaded (and quantized for QLoRA); the number of
+/// projections QLoRA kept dense.
+pub(super) fn load_for_training(config: &TrainConfig) -> Result<(model::LoadedModel, usize)> {
     let load_options = LoadOptions {
         dequantize: !config.quantized_base && config.qlora_bits.is_none(),
         ..LoadOptions::default()
@@ -617,6 +656,23 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
             "grad_accumulation must be at least 1".into(),
         ));
     }
+    Ok((loaded, qlora_dense))
+}
+
+/// Casts the frozen weights to the run's precision; whether it runs on the
+/// CPU.
+pub(super) fn cast_for_training(model: &mut Model, config: &TrainConfig) -> Result<bool> {
+    let on_cpu = matches!(
+        mlx_rs::Device::default().get_type(),
+        Ok(mlx_rs::DeviceType::Cpu)
+    );
+    model.cast_frozen_floats(config.precision.dtype(on_cpu))?;
+    model.eval_parameters()?;
+    Ok(on_cpu)
+}
+
+fn prepare(config: &TrainConfig) -> Result<Prepared> {
+    let (mut loaded, qlora_dense) = load_for_training(config)?;
     preference::check_config(config)?;
     let data = load_data(config, &loaded)?;
     let (train_set, valid_set, mut warnings) = (data.train, data.valid, data.warnings);
@@ -629,14 +685,7 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
     let total_parameters = loaded.model.parameter_count();
     let available_memory = crate::device::memory_available_for_training();
 
-    let on_cpu = matches!(
-        mlx_rs::Device::default().get_type(),
-        Ok(mlx_rs::DeviceType::Cpu)
-    );
-    loaded
-        .model
-        .cast_frozen_floats(config.precision.dtype(on_cpu))?;
-    loaded.model.eval_parameters()?;
+    let on_cpu = cast_for_training(&mut loaded.model, config)?;
     let sizes: Vec<usize> = if config.batch_size == 0 && on_cpu {
         AUTO_BATCH_SIZES_CPU.to_vec()
     } else if config.batch_size == 0 {
@@ -728,7 +777,7 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
 
 /// The dropout seed of a checkpointed micro-batch: both of its passes draw
 /// the same masks, and every micro-batch its own.
-fn micro_seed(config: &TrainConfig, step: usize, micro: usize) -> u64 {
+pub(super) fn micro_seed(config: &TrainConfig, step: usize, micro: usize) -> u64 {
     config
         .seed
         .wrapping_add(step as u64)
@@ -739,7 +788,7 @@ fn micro_seed(config: &TrainConfig, step: usize, micro: usize) -> u64 {
 /// Whether training runs the compiled step: asked for (by default on a
 /// GPU), and neither dropout (a compiled graph would replay one mask) nor
 /// checkpointing in the way.
-fn compiles_step(config: &TrainConfig) -> bool {
+pub(super) fn compiles_step(config: &TrainConfig) -> bool {
     let compile = config.compile.unwrap_or_else(crate::device::default_is_gpu);
     compile && config.lora.dropout == 0.0 && !config.grad_checkpoint
 }
@@ -778,7 +827,7 @@ pub(super) fn masked_mean(nll: &Array, mask: &Array) -> Result<Array, Exception>
 /// others ride along: a preference batch's rewards). The model is the
 /// compiled function's state (its parameters are inputs, the trained ones
 /// change between calls).
-fn compiled_value_and_grad<L>(
+pub(super) fn compiled_value_and_grad<L>(
     model: &mut Model,
     values: usize,
     loss: L,
@@ -898,7 +947,7 @@ fn evaluate_pairs(
 /// reproducible (hash-map order changes per process), and the gradients
 /// scaled by `max_norm / (norm + 1e-6)` when the norm exceeds `max_norm`
 /// (by exactly 1 otherwise).
-fn clip_by_global_norm(
+pub(super) fn clip_by_global_norm(
     grads: HashMap<Rc<str>, Array>,
     max_norm: Option<f32>,
 ) -> Result<(HashMap<Rc<str>, Array>, Array)> {
@@ -1020,7 +1069,7 @@ fn check_method_fits_data(config: &TrainConfig, file: &crate::data::TokenizedFil
 
 /// Ends a run before its last step: adapters and a checkpoint are saved
 /// first, so nothing trained is lost and the run can be resumed.
-fn stop_early(
+pub(super) fn stop_early(
     config: &TrainConfig,
     model: &Model,
     optimizer: &mut TrainOptimizer,
@@ -1038,7 +1087,7 @@ fn stop_early(
 }
 
 /// Writes a resumable checkpoint when the run has a checkpoint folder.
-fn write_checkpoint(
+pub(super) fn write_checkpoint(
     config: &TrainConfig,
     model: &Model,
     optimizer: &mut TrainOptimizer,
@@ -1057,14 +1106,14 @@ fn write_checkpoint(
 
 /// Wall time of a session, less pauses; training speed also leaves out the
 /// time spent validating.
-struct Clock {
+pub(super) struct Clock {
     start: Instant,
-    paused: Duration,
-    evaluating: Duration,
+    pub(super) paused: Duration,
+    pub(super) evaluating: Duration,
 }
 
 impl Clock {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         Self {
             start: Instant::now(),
             paused: Duration::ZERO,
@@ -1072,16 +1121,16 @@ impl Clock {
         }
     }
 
-    fn elapsed(&self) -> f64 {
+    pub(super) fn elapsed(&self) -> f64 {
         (self.start.elapsed().saturating_sub(self.paused)).as_secs_f64()
     }
 
-    fn training(&self) -> f64 {
+    pub(super) fn training(&self) -> f64 {
         self.elapsed() - self.evaluating.as_secs_f64()
     }
 }
 
-fn summary(
+pub(super) fn summary(
     state: &LoopState,
     final_loss: Option<f32>,
     session_tokens: usize,

@@ -48,10 +48,10 @@ impl Observer for TerminalProgress {
                 method,
                 ..
             } => {
-                let unit = if method.is_preference() {
-                    "pairs"
-                } else {
-                    "examples"
+                let unit = match method {
+                    m if m.is_preference() => "pairs",
+                    finetune::train::Method::Grpo => "prompts",
+                    _ => "examples",
                 };
                 for w in warnings {
                     self.bar.println(format!("warning: {w}"));
@@ -78,12 +78,22 @@ impl Observer for TerminalProgress {
                 eta_seconds,
                 mlx_peak_bytes,
                 preference,
+                grpo,
                 ..
             } => {
                 self.bar.set_position(*step as u64);
-                let pairs = preference.map_or(String::new(), |p| {
+                let mut pairs = preference.map_or(String::new(), |p| {
                     format!(" | margin {:.3} | acc {:.0}%", p.margin, p.accuracy * 100.0)
                 });
+                if let Some(g) = grpo {
+                    pairs = format!(
+                        " | reward {:.3} ± {:.3} | KL {} | {:.0} tokens",
+                        g.reward_mean,
+                        g.reward_std,
+                        g.kl.map_or("-".into(), |k| format!("{k:.4}")),
+                        g.completion_length
+                    );
+                }
                 self.bar.set_message(format!(
                     "epoch {epoch:.2} | loss {loss:.4}{pairs} | lr {learning_rate:.2e} | {tokens_per_second:.0} tok/s | peak {:.2} GiB | ETA {}",
                     gib(*mlx_peak_bytes as f64),
@@ -95,8 +105,24 @@ impl Observer for TerminalProgress {
                 val_loss,
                 best,
                 preference,
+                grpo,
             } => {
                 let mark = if *best { " (best)" } else { "" };
+                if let Some(g) = grpo {
+                    let parts: Vec<String> = g
+                        .rewards
+                        .iter()
+                        .map(|(name, mean)| format!("{name} {mean:.3}"))
+                        .collect();
+                    self.bar.println(format!(
+                        "step {step}: validation reward {:.4}{mark} over {} prompts (greedy; {}; {:.0} tokens)",
+                        g.reward_mean,
+                        g.completions,
+                        parts.join(", "),
+                        g.completion_length
+                    ));
+                    return;
+                }
                 let pairs = preference.map_or(String::new(), |p| {
                     format!(
                         "; rewards chosen {:.3}, rejected {:.3}, margin {:.3}, accuracy {:.1}% over {} pairs",

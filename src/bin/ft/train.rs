@@ -100,9 +100,9 @@ pub struct TrainArgs {
     /// DoRA: learn a magnitude per output feature as well.
     #[arg(long)]
     pub dora: bool,
-    /// What to learn: sft (the answers; the default), or from chosen /
-    /// rejected pairs: dpo, ipo or orpo.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["sft", "dpo", "ipo", "orpo"]).map(|s| s.parse::<finetune::train::Method>().expect("listed")))]
+    /// What to learn: sft (the answers; the default), from chosen /
+    /// rejected pairs: dpo, ipo or orpo, or from prompts and rewards: grpo.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["sft", "dpo", "ipo", "orpo", "grpo"]).map(|s| s.parse::<finetune::train::Method>().expect("listed")))]
     pub method: Option<finetune::train::Method>,
     /// DPO / IPO: how far the model may move from the base (default 0.1);
     /// ORPO: the weight of the preference term (λ, default 0.1).
@@ -111,6 +111,23 @@ pub struct TrainArgs {
     /// DPO: the assumed chance that a pair's preference is wrong (default 0).
     #[arg(long)]
     pub label_smoothing: Option<f32>,
+    /// GRPO: a reward function: exact_match[=PATTERN] (vs the record's
+    /// `answer`), regex=PATTERN or length=TOKENS, each optionally @WEIGHT;
+    /// repeat for several (replaces the YAML's `rewards`).
+    #[arg(long = "reward", value_name = "SPEC", value_parser = finetune::train::rewards::RewardSpec::parse_flag)]
+    pub rewards: Vec<finetune::train::rewards::RewardSpec>,
+    /// GRPO: completions sampled per prompt (default 4).
+    #[arg(long)]
+    pub group_size: Option<usize>,
+    /// GRPO: the longest completion sampled, in tokens (default 128).
+    #[arg(long)]
+    pub max_completion_length: Option<usize>,
+    /// GRPO: the sampling temperature (default 1).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// GRPO: the weight of the KL penalty toward the base (default 0.04).
+    #[arg(long)]
+    pub kl_coef: Option<f32>,
     /// QLoRA: quantize the base model's projections to 4 or 8 bits.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["4", "8"]).map(|s| s.parse::<i32>().expect("listed")))]
     pub qlora_bits: Option<i32>,
@@ -227,7 +244,12 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
          val_every => steps_per_eval, seed => seed, report_every => steps_per_report,
          checkpoint_every => steps_per_checkpoint, optimizer => optimizer, momentum => momentum,
          precision => precision, method => method, beta => beta,
-         label_smoothing => label_smoothing);
+         label_smoothing => label_smoothing, group_size => group_size,
+         max_completion_length => max_completion_length, temperature => temperature,
+         kl_coef => kl_coef);
+    if !args.rewards.is_empty() {
+        config.rewards = args.rewards.clone();
+    }
     if let Some(v) = args.early_stopping {
         config.early_stopping_patience = Some(v);
     }

@@ -562,7 +562,7 @@ pub(super) fn run(
             };
             let rollout = roll_out(
                 model,
-                &tokenizer,
+                tokenizer,
                 &prompts,
                 &rewards,
                 &options,

@@ -28,6 +28,9 @@ pub struct DeviceReport {
     /// `cpu` or `gpu`: where MLX runs unless told otherwise.
     pub default_device: String,
     pub backends: Backends,
+    /// MLX's distributed backends this build can use (ring, mpi, nccl,
+    /// jaccl), for training across processes.
+    pub distributed: Vec<&'static str>,
     /// The GPU MLX would use, when there is one.
     pub gpu: Option<GpuInfo>,
     /// What serves f32 matrix products on the default device.
@@ -124,6 +127,7 @@ impl DeviceReport {
             mlx_version: mlx_version()?,
             default_device: default_device.into(),
             backends,
+            distributed: crate::distributed::available_backends(),
             gpu,
             matmul_library,
             matmul,
@@ -415,6 +419,15 @@ impl fmt::Display for DeviceReport {
             "Backends    CPU available, Metal {}, CUDA {}",
             yes_no(self.backends.metal),
             yes_no(self.backends.cuda)
+        )?;
+        writeln!(
+            f,
+            "Distributed {}",
+            if self.distributed.is_empty() {
+                "none (one process only)".to_string()
+            } else {
+                format!("{} (ft train start -n N)", self.distributed.join(", "))
+            }
         )?;
         if let Some(gpu) = &self.gpu {
             write!(f, "GPU         {}", gpu.name)?;

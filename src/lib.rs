@@ -7,6 +7,7 @@ pub mod blas;
 pub mod chat_template;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod error;
 pub mod eval;
 pub mod export;

@@ -218,3 +218,98 @@ fn the_shipped_sample_dataset_and_configs_are_valid() {
         config.lora.validate().unwrap();
     }
 }
+
+#[test]
+fn prompt_only_data_is_told_apart_from_answers_and_pairs() {
+    use finetune::data::prompts::is_prompt_data;
+    let tmp = tempfile::tempdir().unwrap();
+    let options = ReadOptions::default();
+    let shape = |name: &str, text: &str| {
+        is_prompt_data(&write(tmp.path(), name, text.as_bytes()), &options)
+    };
+    // Prompts, with or without answers, in the shapes GRPO reads.
+    assert!(shape(
+        "q.jsonl",
+        "{\"question\":\"2+2?\",\"answer\":\"#### 4\"}\n"
+    ));
+    assert!(shape("p.jsonl", "{\"prompt\":\"Name a prime.\"}\n"));
+    assert!(shape(
+        "m.jsonl",
+        "{\"prompt\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n"
+    ));
+    // A broken first line does not decide: the next readable record does.
+    assert!(shape("b.jsonl", "{oops\n{\"question\":\"x\"}\n"));
+    // Training examples and preference pairs are not prompt data, though a
+    // prompt could be read out of them.
+    assert!(!shape(
+        "c.jsonl",
+        "{\"prompt\":\"2+2=\",\"completion\":\"4\"}\n"
+    ));
+    assert!(!shape(
+        "chat.jsonl",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}\n"
+    ));
+    assert!(!shape(
+        "pairs.jsonl",
+        "{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\"}\n"
+    ));
+    assert!(!shape("t.jsonl", "{\"text\":\"plain\"}\n"));
+    // Nothing readable, or no file: not prompt data (reading it as
+    // examples then says what is wrong).
+    assert!(!shape("junk.jsonl", "nonsense\n"));
+    assert!(!is_prompt_data(&tmp.path().join("missing.jsonl"), &options));
+    // A column mapping applies first.
+    let mapped = ReadOptions {
+        columns: [("prompt".to_string(), "problem".to_string())].into(),
+        ..Default::default()
+    };
+    assert!(is_prompt_data(
+        &write(tmp.path(), "mapped.jsonl", b"{\"problem\":\"2+2?\"}\n"),
+        &mapped
+    ));
+}
+
+#[test]
+fn ft_data_inspect_reports_prompts_and_their_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TinyModel::default().write(tmp.path());
+    let data = write(
+        tmp.path(),
+        "prompts.jsonl",
+        b"{\"question\":\"What is 2+2?\",\"answer\":\"#### 4\"}\n{\"prompt\":\"Name a prime.\"}\n{\"question\":\"What is 3+3?\",\"answer\":\"6\"}\n",
+    );
+    let inspect = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ft"))
+            .args(["data"])
+            .args(args)
+            .arg("--model")
+            .arg(&dir)
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&inspect(&["inspect", "--json", "--preview", "2"])).unwrap();
+    assert_eq!(json["prompts"], 3);
+    assert_eq!(json["with_answer"], 2);
+    assert_eq!(json["stats"]["records"], 3);
+    assert_eq!(json["stats"]["trained_tokens"], 0);
+    assert!(json["stats"]["min_length"].as_u64().unwrap() > 3);
+    assert_eq!(json["previews"][0]["answer"], "#### 4");
+    assert!(json["previews"][0]["prompt"]
+        .as_str()
+        .unwrap()
+        .contains("What is 2+2?"));
+    assert!(json["previews"][1]["answer"].is_null());
+    let text = inspect(&["preview", "--from", "2", "-n", "1"]);
+    assert!(text.contains("prompt 2 ("), "{text}");
+    assert!(text.contains("Name a prime."), "{text}");
+    assert!(text.contains("reference answer: none"), "{text}");
+    assert!(!text.contains("What is 2+2?"), "{text}");
+}

@@ -65,6 +65,21 @@ pub struct StartRequest {
     /// DPO / IPO β, ORPO λ (default 0.1).
     #[serde(default)]
     pub beta: Option<f32>,
+    /// GRPO: completions sampled per prompt (default 4).
+    #[serde(default)]
+    pub group_size: Option<usize>,
+    /// GRPO: the longest completion in tokens (default 128).
+    #[serde(default)]
+    pub max_completion_length: Option<usize>,
+    /// GRPO: the sampling temperature (default 1).
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// GRPO: the weight of the KL penalty (default 0.04).
+    #[serde(default)]
+    pub kl_coef: Option<f32>,
+    /// GRPO: the reward functions, as in the YAML (`{"exact_match": {…}}`).
+    #[serde(default)]
+    pub rewards: Option<Vec<finetune::train::rewards::RewardSpec>>,
 }
 
 /// The job the window controls (one at a time).
@@ -181,6 +196,21 @@ impl StartRequest {
         }
         if let Some(beta) = self.beta {
             config.beta = beta;
+        }
+        if let Some(group_size) = self.group_size {
+            config.group_size = group_size;
+        }
+        if let Some(length) = self.max_completion_length {
+            config.max_completion_length = length;
+        }
+        if let Some(temperature) = self.temperature {
+            config.temperature = temperature;
+        }
+        if let Some(kl_coef) = self.kl_coef {
+            config.kl_coef = kl_coef;
+        }
+        if let Some(rewards) = &self.rewards {
+            config.rewards = rewards.clone();
         }
         Ok(config)
     }

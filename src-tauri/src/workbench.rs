@@ -164,6 +164,18 @@ pub struct DatasetReport {
     pub pairs: usize,
     pub chosen_stats: Option<DatasetStats>,
     pub rejected_stats: Option<DatasetStats>,
+    /// Prompt-only data (for GRPO): the prompts (0 for other data; `stats`
+    /// then counts the prompts' tokens), how many carry a reference
+    /// answer, and each previewed prompt's answer.
+    #[serde(default)]
+    pub prompts: usize,
+    #[serde(default)]
+    pub prompt_answers: usize,
+    #[serde(default)]
+    pub answers: Vec<Option<String>>,
+    /// Prompt-only data: prompts longer than the maximum length (left out).
+    #[serde(default)]
+    pub too_long: usize,
     pub chat_records: usize,
     pub skipped_empty: usize,
     pub skipped: Vec<Skipped>,
@@ -200,6 +212,9 @@ pub async fn inspect_dataset(request: InspectRequest) -> Result<DatasetReport, C
             },
             ..Default::default()
         };
+        if finetune::data::prompts::is_prompt_data(&data, &read) {
+            return prompt_report(&data, &read, &template, &loaded.tokenizer, &request);
+        }
         let cache = finetune::paths::cache_dir().join("tokenized");
         let file = tokenization.file(&data, &read, Some(&cache))?;
         let per_record = if file.pairs > 0 { 2 } else { 1 };
@@ -219,6 +234,10 @@ pub async fn inspect_dataset(request: InspectRequest) -> Result<DatasetReport, C
                 .then(|| DatasetStats::of(&finetune::data::Side(&file.examples, 0))),
             rejected_stats: (file.pairs > 0)
                 .then(|| DatasetStats::of(&finetune::data::Side(&file.examples, 1))),
+            prompts: 0,
+            prompt_answers: 0,
+            answers: Vec::new(),
+            too_long: 0,
             chat_records: file.chat_records,
             skipped_empty: file.skipped_empty,
             skipped: file.skipped,
@@ -232,6 +251,48 @@ pub async fn inspect_dataset(request: InspectRequest) -> Result<DatasetReport, C
         })
     })
     .await
+}
+
+/// The report on prompt-only data: the prompts as the model continues
+/// them (nothing trained: GRPO samples the completions), with their answers.
+fn prompt_report(
+    data: &std::path::Path,
+    read: &ReadOptions,
+    template: &templates::Resolved,
+    tokenizer: &finetune::tokenizer::Tokenizer,
+    request: &InspectRequest,
+) -> finetune::Result<DatasetReport> {
+    let set = finetune::data::prompts::read_prompts(
+        data,
+        read,
+        &template.template,
+        tokenizer,
+        request.max_length.max(2),
+    )?;
+    let shown = &set.prompts[..request.preview.min(set.prompts.len())];
+    let previews = shown
+        .iter()
+        .map(|p| Ok(vec![(tokenizer.decode_with_special(&p.tokens)?, false)]))
+        .collect::<finetune::Result<Vec<_>>>()?;
+    Ok(DatasetReport {
+        file: set.source.display().to_string(),
+        valid_file: finetune::data::valid_file(data).map(|p| p.display().to_string()),
+        stats: DatasetStats::of(&set),
+        pairs: 0,
+        chosen_stats: None,
+        rejected_stats: None,
+        prompts: set.prompts.len(),
+        prompt_answers: set.with_answer(),
+        answers: shown.iter().map(|p| p.answer.clone()).collect(),
+        too_long: set.too_long,
+        // Every prompt goes through the chat template.
+        chat_records: set.prompts.len(),
+        skipped_empty: 0,
+        skipped: set.skipped,
+        template: template.name.clone(),
+        warnings: template.warnings.clone(),
+        previews,
+    })
 }
 
 /// What a dropped path is: a model (`.gguf`, or a folder with config.json),

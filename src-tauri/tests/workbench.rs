@@ -142,6 +142,67 @@ fn the_plan_sizes_a_run_before_it_starts() {
     assert!(invoke("plan_training", bad).is_err());
 }
 
+#[test]
+fn prompt_only_data_is_reported_as_prompts_and_planned_for_grpo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = TinyModel::default().write(tmp.path());
+    let data = tmp.path().join("prompts.jsonl");
+    let lines: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                "{{\"question\":\"What is {i}+{i}?\",\"answer\":\"#### {}\"}}",
+                2 * i
+            )
+        })
+        .chain(["{\"prompt\":\"Name a prime.\"}".to_string()])
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let request = json!({ "request": {
+        "data": data, "model": model, "template": "chatml", "mask": null,
+        "max_length": 64, "skip_bad_records": false, "preview": 2,
+    }});
+    let report = invoke("inspect_dataset", request).unwrap();
+    assert_eq!(report["prompts"], 11);
+    assert_eq!(report["prompt_answers"], 10);
+    assert_eq!(report["pairs"], 0);
+    assert_eq!(report["stats"]["records"], 11);
+    assert_eq!(report["stats"]["trained_tokens"], 0);
+    assert_eq!(report["answers"], json!(["#### 0", "#### 2"]));
+    let first = report["previews"][0].as_array().unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(first[0][0].as_str().unwrap().contains("What is 0+0?"));
+    assert_eq!(first[0][1], false);
+
+    // The plan counts prompts, batches of them, and rows of group_size each.
+    let plan_request = |group: usize| {
+        json!({ "request": {
+            "model": model, "data": data, "iters": 2, "batch_size": 2, "learning_rate": 0.001,
+            "lora_rank": 4, "lora_alpha": 8.0, "max_length": 64, "steps_per_eval": 0,
+            "method": "grpo", "group_size": group, "max_completion_length": 16,
+            "rewards": [{"regex": {"pattern": "[0-9]"}}],
+        }})
+    };
+    let plan = invoke("plan_training", plan_request(2)).unwrap();
+    assert_eq!(plan["train_examples"], 11);
+    assert_eq!(plan["total_steps"], 2);
+    assert_eq!(plan["batch_size"], 2);
+    let bigger = invoke("plan_training", plan_request(8)).unwrap();
+    let activations = |p: &Value| p["memory_estimate"]["activations"].as_u64().unwrap();
+    assert!(activations(&bigger) > activations(&plan));
+    // The engine's refusals come back as they are: exact match needs every
+    // prompt's answer, and the one without says where it is.
+    let mut exact = plan_request(2);
+    exact["request"]["rewards"] = json!([{"exact_match": {}}]);
+    let err = invoke("plan_training", exact).unwrap_err();
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("prompts.jsonl:11"),
+        "{err}"
+    );
+}
+
 /// Calls `download_model` and collects what it reports.
 fn download(id: &str) -> (Result<String, String>, Vec<serde_json::Value>) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -109,6 +109,67 @@ pub fn read_prompts(
     })
 }
 
+impl PromptSet {
+    /// Prompts that carry a reference answer.
+    pub fn with_answer(&self) -> usize {
+        self.prompts.iter().filter(|p| p.answer.is_some()).count()
+    }
+}
+
+/// The prompts' lengths, for the statistics every dataset gets (nothing is
+/// trained in a prompt: the completions are sampled).
+impl super::ExampleSource for PromptSet {
+    fn example_count(&self) -> usize {
+        self.prompts.len()
+    }
+    fn example_len(&self, i: usize) -> usize {
+        self.prompts[i].tokens.len()
+    }
+    fn example_trained(&self, _: usize) -> usize {
+        0
+    }
+    fn example_truncated(&self, _: usize) -> bool {
+        false
+    }
+    fn example(&self, i: usize) -> Result<std::borrow::Cow<'_, super::Example>> {
+        let tokens = self.prompts[i].tokens.clone();
+        Ok(std::borrow::Cow::Owned(super::Example {
+            trained: vec![false; tokens.len()],
+            tokens,
+            truncated: false,
+        }))
+    }
+}
+
+/// How many leading records [`is_prompt_data`] looks at.
+const SHAPE_PROBE: usize = 32;
+
+/// Whether `path` (a file, or a folder's train file) holds prompts only:
+/// its first record that reads as anything reads as a prompt and not as a
+/// training example (answers or preference pairs). Unreadable files are
+/// not prompt data: reading them as examples then says what is wrong.
+pub fn is_prompt_data(path: &Path, options: &ReadOptions) -> bool {
+    let Ok(file) = train_file(path) else {
+        return false;
+    };
+    let Ok(rows) = Rows::open(&file) else {
+        return false;
+    };
+    for row in rows.take(SHAPE_PROBE) {
+        let Ok(Ok(value)) = row.map(|r| r.value) else {
+            continue;
+        };
+        let value = rename_columns(value, &options.columns);
+        if super::records::parse_record(value.clone()).is_ok() {
+            return false;
+        }
+        if parse_prompt(value).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
 fn first_string(
     object: &Map<String, Value>,
     names: &[&str],

@@ -379,13 +379,25 @@ fn evaluate(
     Ok((-metrics.reward_mean, metrics))
 }
 
-pub(super) fn run(
-    config: &TrainConfig,
-    observer: &mut dyn Observer,
-    control: &TrainControl,
-    resume: bool,
-) -> Result<TrainSummary> {
-    mlx_rs::random::seed(config.seed)?;
+/// A GRPO run, loaded and sized (what `plan` reports and `run` trains).
+struct Prepared {
+    rewards: Rewards,
+    loaded: crate::model::LoadedModel,
+    train_set: Vec<PromptTokens>,
+    valid_set: Vec<PromptTokens>,
+    warnings: Vec<String>,
+    trainable: usize,
+    total_parameters: usize,
+    available_memory: u64,
+    /// Prompts per batch (each `group_size` rows).
+    batch_size: usize,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    memory_estimate: MemoryEstimate,
+    checkpointed_estimate: MemoryEstimate,
+}
+
+fn prepare(config: &TrainConfig) -> Result<Prepared> {
     check_config(config)?;
     let rewards = Rewards::new(&config.rewards)?;
     let (mut loaded, qlora_dense) = load_for_training(config)?;
@@ -425,8 +437,7 @@ pub(super) fn run(
     let total_steps = config
         .iters
         .unwrap_or_else(|| ((config.epochs * steps_per_epoch as f64).ceil() as usize).max(1));
-    let compiled_step = compiles_step(config);
-    let multiple = pad_multiple(compiled_step);
+    let multiple = pad_multiple(compiles_step(config));
     let estimate_with = |recompute| {
         let width = config.max_length.div_ceil(multiple) * multiple;
         let shape = StepShape {
@@ -437,14 +448,81 @@ pub(super) fn run(
         MemoryEstimate::of(&loaded.model, trainable, shape)
     };
     let memory_estimate = estimate_with(config.grad_checkpoint);
+    let checkpointed_estimate = estimate_with(true);
+    Ok(Prepared {
+        rewards,
+        loaded,
+        train_set,
+        valid_set,
+        warnings,
+        trainable,
+        total_parameters,
+        available_memory,
+        batch_size,
+        steps_per_epoch,
+        total_steps,
+        memory_estimate,
+        checkpointed_estimate,
+    })
+}
+
+/// What a GRPO configuration amounts to, without training. The examples
+/// are prompts; the trained tokens are unknown until completions are
+/// sampled (0).
+pub(super) fn plan(config: &TrainConfig) -> Result<super::trainer::Plan> {
+    let p = prepare(config)?;
+    Ok(super::trainer::Plan {
+        train_examples: p.train_set.len(),
+        valid_examples: p.valid_set.len(),
+        batch_size: p.batch_size,
+        steps_per_epoch: p.steps_per_epoch,
+        total_steps: p.total_steps,
+        trained_tokens_per_epoch: 0,
+        trainable_parameters: p.trainable,
+        total_parameters: p.total_parameters,
+        memory_estimate: p.memory_estimate,
+        memory_estimate_checkpointed: p.checkpointed_estimate,
+        available_memory: p.available_memory,
+        warnings: p.warnings,
+    })
+}
+
+pub(super) fn run(
+    config: &TrainConfig,
+    observer: &mut dyn Observer,
+    control: &TrainControl,
+    resume: bool,
+) -> Result<TrainSummary> {
+    mlx_rs::random::seed(config.seed)?;
+    if crate::distributed::launched_as_rank() {
+        return Err(Error::Invalid(
+            "method grpo does not train across several processes yet: run it as one (without -n or MLX_RANK)".into(),
+        ));
+    }
+    let Prepared {
+        rewards,
+        mut loaded,
+        train_set,
+        valid_set,
+        warnings,
+        trainable,
+        total_parameters,
+        available_memory,
+        batch_size,
+        steps_per_epoch,
+        total_steps,
+        memory_estimate,
+        checkpointed_estimate,
+    } = prepare(config)?;
     check_memory(
         config,
         &memory_estimate,
-        &estimate_with(true),
+        &checkpointed_estimate,
         available_memory,
         batch_size,
     )?;
-
+    let compiled_step = compiles_step(config);
+    let multiple = pad_multiple(compiled_step);
     let tokenizer = &loaded.tokenizer;
     let model = &mut loaded.model;
     let mut optimizer = TrainOptimizer::new(config)?;

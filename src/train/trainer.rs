@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use mlx_rs::error::Exception;
 use mlx_rs::module::ModuleParameters;
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{nn, Array};
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +132,27 @@ fn run(
     resume: bool,
 ) -> Result<TrainSummary> {
     mlx_rs::random::seed(config.seed)?;
+    // A rank of a data-parallel group (started by `ft train start -n N`,
+    // or by mlx.launch): every rank prepares the same data, trains its
+    // share of each global batch, and sums gradients with the others; rank
+    // 0 alone reports and writes.
+    let group = crate::distributed::launched_as_rank()
+        .then(crate::distributed::Group::join)
+        .transpose()?
+        .filter(|g| g.size > 1);
+    // Every rank resumes from the run's checkpoints.
+    let checkpoint_root = config.checkpoint_dir.clone();
+    let mut quiet = |_: &TrainEvent| {};
+    let scratch;
+    let (config, observer): (&TrainConfig, &mut dyn Observer) = match &group {
+        Some(g) if g.rank > 0 => {
+            // Other ranks write nothing the run keeps: their adapters go
+            // to a folder of their own, deleted at the end.
+            scratch = RankScratch::new(config)?;
+            (&scratch.config, &mut quiet)
+        }
+        _ => (config, observer),
+    };
     let Prepared {
         mut loaded,
         train_set,
@@ -172,7 +194,7 @@ fn run(
     };
     let mut resumed_from_step = None;
     if resume {
-        let root = config.checkpoint_dir.as_ref().ok_or_else(|| {
+        let root = checkpoint_root.as_ref().ok_or_else(|| {
             Error::Invalid(
                 "this run was not configured to write checkpoints, so it cannot resume".into(),
             )
@@ -182,6 +204,18 @@ fn run(
         })?;
         state = checkpoint::restore(&dir, model, &mut optimizer)?;
         resumed_from_step = Some(state.step);
+    }
+    if let Some(g) = &group {
+        warnings.push(format!(
+            "data parallel: {} ranks, each training every {}th {} of a batch of {batch_size}",
+            g.size,
+            g.size,
+            if config.method.is_preference() {
+                "pair"
+            } else {
+                "example"
+            }
+        ));
     }
     let per = if config.method.is_preference() { 2 } else { 1 };
     observer.on_event(&TrainEvent::Started {
@@ -244,16 +278,18 @@ fn run(
     let first_step = state.step;
     let mut order = epoch_order(groups.len(), config.seed, first_step / steps_per_epoch);
 
+    // Whether the group agreed to stop (a rank asked at its last step).
+    let mut group_cancelled = false;
     for step in first_step..total_steps {
         // Pause / cancel between steps.
-        if control.state() == PAUSED {
+        if control.state() == PAUSED && group.is_none() {
             let since = Instant::now();
             while control.state() == PAUSED {
                 std::thread::sleep(Duration::from_millis(50));
             }
             clock.paused += since.elapsed();
         }
-        if control.state() == CANCELLED {
+        if (group.is_none() && control.state() == CANCELLED) || group_cancelled {
             let reason = "cancelled".to_string();
             stop_early(config, model, &mut optimizer, &state, observer, reason)?;
             return Ok(summary(
@@ -285,11 +321,17 @@ fn run(
         let mut rewards = Vec::new();
         for micro in 0..config.grad_accumulation {
             let position = (step % steps_per_epoch) * config.grad_accumulation + micro;
-            let rows = &groups[order[position]];
+            let (rows, counts) = rank_rows(
+                &groups[order[position]],
+                group.as_ref(),
+                preference_loss.is_some(),
+            );
+            let rows = &rows[..];
             let batch = try_make_batch(&train_set, rows, pad, multiple)?;
-            let units = match preference_loss {
-                Some(_) => rows.len() / 2,
-                None => batch.trained_tokens,
+            let units = match (counts, preference_loss) {
+                (false, _) => 0,
+                (true, Some(_)) => rows.len() / 2,
+                (true, None) => batch.trained_tokens,
             };
             let weight = Array::from_f32(units as f32);
             let arrays = (
@@ -350,7 +392,7 @@ fn run(
                     step_fn(model, arrays)?
                 };
             loss_sum = loss_sum.add(loss.multiply(&weight)?)?;
-            step_tokens += batch.trained_tokens;
+            step_tokens += if counts { batch.trained_tokens } else { 0 };
             step_units += units;
             accumulated = Some(match accumulated {
                 None => grads
@@ -378,9 +420,28 @@ fn run(
             }
         }
         model.set_training(false);
-        let total = Array::from_f32(step_units.max(1) as f32);
+        let mut accumulated = accumulated.expect("at least one batch");
+        let mut total = Array::from_f32(step_units.max(1) as f32);
+        // Data parallel: the ranks' weighted sums, summed, over the global
+        // batch's units (one collective for the gradients, the loss, the
+        // counts and whether any rank was asked to stop).
+        let mut global_counts = None;
+        if let Some(g) = &group {
+            let cancel = f32::from(control.state() == CANCELLED);
+            let counts = Array::from_slice(&[step_units as f32, step_tokens as f32, cancel], &[3]);
+            let mut keys: Vec<Rc<str>> = accumulated.keys().cloned().collect();
+            keys.sort();
+            let mut parts: Vec<&Array> = keys.iter().map(|k| &accumulated[k]).collect();
+            parts.push(&loss_sum);
+            parts.push(&counts);
+            let mut summed = g.all_sum_many(&parts)?;
+            let counts = summed.pop().expect("the counts");
+            loss_sum = summed.pop().expect("the loss");
+            accumulated = keys.into_iter().zip(summed).collect();
+            total = mlx_rs::ops::maximum(counts.index(0), Array::from_f32(1.0))?;
+            global_counts = Some(counts);
+        }
         let grads = accumulated
-            .expect("at least one batch")
             .into_iter()
             .map(|(k, g)| Ok((k, g.divide(&total)?)))
             .collect::<Result<HashMap<_, _>>>()?;
@@ -389,6 +450,7 @@ fn run(
         optimizer.update(model, &grads)?;
         let optimizer_state = optimizer.state_arrays()?;
         let mut to_eval: Vec<&Array> = vec![&loss, &grad_norm];
+        to_eval.extend(global_counts.as_ref());
         to_eval.extend(rewards.iter().flat_map(|(c, r)| [c, r]));
         let params = model.trainable_parameters().flatten();
         to_eval.extend(params.values().copied());
@@ -397,6 +459,12 @@ fn run(
 
         let loss_value: f32 = loss.item_exact();
         let grad_norm: f32 = grad_norm.item_exact();
+        if let Some(counts) = &global_counts {
+            let counts: Vec<f32> = counts.as_slice::<f32>().to_vec();
+            step_units = counts[0] as usize;
+            step_tokens = counts[1] as usize;
+            group_cancelled = counts[2] > 0.0;
+        }
         if !loss_value.is_finite() {
             return Err(Error::Invalid(format!(
                 "the loss became {loss_value} at step {}: lower the learning rate",
@@ -575,7 +643,8 @@ pub struct Plan {
     pub batch_size: usize,
     pub steps_per_epoch: usize,
     pub total_steps: usize,
-    /// Trained tokens in one pass over the training examples.
+    /// Trained tokens in one pass over the training examples (0 for GRPO:
+    /// its completions are not sampled yet).
     pub trained_tokens_per_epoch: usize,
     pub trainable_parameters: usize,
     pub total_parameters: usize,
@@ -589,6 +658,9 @@ pub struct Plan {
 
 /// Loads, tokenizes and sizes a run without training it.
 pub fn plan(config: &TrainConfig) -> Result<Plan> {
+    if config.method == super::preference::Method::Grpo {
+        return super::grpo::plan(config);
+    }
     let p = prepare(config)?;
     Ok(Plan {
         train_examples: p.train_set.len(),
@@ -1084,6 +1156,48 @@ pub(super) fn stop_early(
         reason,
     });
     Ok(())
+}
+
+/// Rank `group.rank`'s rows of a global batch (pairs kept together for
+/// preference data), and whether they count: a rank whose share is empty
+/// (a batch smaller than the group) still runs the step on the batch's
+/// first row or pair, weighted 0, to take part in the sums.
+fn rank_rows(
+    rows: &[Vec<usize>],
+    group: Option<&crate::distributed::Group>,
+    pairs: bool,
+) -> (Vec<Vec<usize>>, bool) {
+    let Some(g) = group else {
+        return (rows.to_vec(), true);
+    };
+    let unit = if pairs { 2 } else { 1 };
+    let units: Vec<&[Vec<usize>]> = rows.chunks(unit).collect();
+    let mine: Vec<Vec<usize>> = crate::distributed::shard(&units, g.rank, g.size).concat();
+    if mine.is_empty() {
+        (units[0].to_vec(), false)
+    } else {
+        (mine, true)
+    }
+}
+
+/// What a rank other than 0 writes to: a copy of the run's settings
+/// without the checkpoint folder, and its output in a temporary folder.
+struct RankScratch {
+    config: TrainConfig,
+    _dir: tempfile::TempDir,
+}
+
+impl RankScratch {
+    fn new(config: &TrainConfig) -> Result<Self> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let mut config = config.clone();
+        config.output = dir.path().join("adapters");
+        config.checkpoint_dir = None;
+        Ok(Self { config, _dir: dir })
+    }
 }
 
 /// Writes a resumable checkpoint when the run has a checkpoint folder.

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use finetune::data::prompts::{is_prompt_data, read_prompts};
 use finetune::data::{
     formats, preview, templates, DatasetStats, MaskPolicy, OnBadRecord, ReadOptions, Tokenization,
     TokenizedFile,
@@ -124,6 +125,9 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
             count,
             json,
         } => {
+            if is_prompt_data(&common.data, &common.data_args.read_options()) {
+                return inspect_prompts(&common, from.saturating_sub(1), count, json);
+            }
             let (loaded, file, _) = tokenize(&common)?;
             let start = from.saturating_sub(1);
             let shown: Vec<_> = file.examples.iter().skip(start).take(count).collect();
@@ -150,7 +154,8 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
     }
 }
 
-fn tokenize(args: &InspectArgs) -> anyhow::Result<(LoadedModel, TokenizedFile, Vec<String>)> {
+/// The model (for its tokenizer) and the chat template of `args`.
+fn model_and_template(args: &InspectArgs) -> anyhow::Result<(LoadedModel, templates::Resolved)> {
     let model = args
         .model
         .clone()
@@ -162,6 +167,11 @@ fn tokenize(args: &InspectArgs) -> anyhow::Result<(LoadedModel, TokenizedFile, V
         loaded.chat_template.as_ref(),
         &loaded.tokenizer,
     )?;
+    Ok((loaded, template))
+}
+
+fn tokenize(args: &InspectArgs) -> anyhow::Result<(LoadedModel, TokenizedFile, Vec<String>)> {
+    let (loaded, template) = model_and_template(args)?;
     let tokenization = Tokenization {
         template: Some(&template.template),
         tokenizer: &loaded.tokenizer,
@@ -178,6 +188,9 @@ fn tokenize(args: &InspectArgs) -> anyhow::Result<(LoadedModel, TokenizedFile, V
 }
 
 fn inspect(args: &InspectArgs, count: usize, json: bool) -> anyhow::Result<()> {
+    if is_prompt_data(&args.data, &args.data_args.read_options()) {
+        return inspect_prompts(args, 0, count, json);
+    }
     let (loaded, file, warnings) = tokenize(args)?;
     if file.pairs > 0 {
         return inspect_pairs(args, &loaded, &file, &warnings, count, json);
@@ -281,6 +294,75 @@ fn inspect_pairs(
         for (side, name) in [(0, "chosen"), (1, "rejected")] {
             let example = file.examples.get(2 * pair + side)?;
             print_labelled(&format!("pair {} {name}", pair + 1), &example, loaded)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prompt-only data (for GRPO): how many prompts, how many carry a
+/// reference answer, their lengths, and prompts `from..from + count`
+/// rendered as the model continues them, each with its answer.
+fn inspect_prompts(
+    args: &InspectArgs,
+    from: usize,
+    count: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (loaded, template) = model_and_template(args)?;
+    let set = read_prompts(
+        &args.data,
+        &args.data_args.read_options(),
+        &template.template,
+        &loaded.tokenizer,
+        args.max_length,
+    )?;
+    let stats = DatasetStats::of(&set);
+    let shown = set.prompts.iter().enumerate().skip(from).take(count);
+    let text_of = |tokens: &[u32]| loaded.tokenizer.decode_with_special(tokens);
+    if json {
+        let previews = shown
+            .map(|(_, p)| {
+                Ok(serde_json::json!({"prompt": text_of(&p.tokens)?, "answer": p.answer}))
+            })
+            .collect::<finetune::Result<Vec<_>>>()?;
+        let value = serde_json::json!({
+            "file": set.source,
+            "prompts": set.prompts.len(),
+            "with_answer": set.with_answer(),
+            "stats": stats,
+            "too_long": set.too_long,
+            "skipped": set.skipped,
+            "warnings": template.warnings,
+            "previews": previews,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    for w in &template.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("file             {}", set.source.display());
+    println!(
+        "records          {} prompts for GRPO, {} with a reference answer (for exact_match)",
+        set.prompts.len(),
+        set.with_answer()
+    );
+    if !set.skipped.is_empty() {
+        println!("skipped          {} unreadable records:", set.skipped.len());
+        for s in set.skipped.iter().take(10) {
+            println!("  {}{}: {}", set.source.display(), s.location, s.reason);
+        }
+    }
+    println!(
+        "prompt length    min {}, mean {:.1}, max {} tokens; {} longer than {} left out",
+        stats.min_length, stats.mean_length, stats.max_length, set.too_long, args.max_length
+    );
+    for (i, prompt) in shown {
+        println!("\nprompt {} ({}):", i + 1, prompt.location);
+        println!("{}", text_of(&prompt.tokens)?);
+        match &prompt.answer {
+            Some(answer) => println!("reference answer: {answer}"),
+            None => println!("reference answer: none"),
         }
     }
     Ok(())

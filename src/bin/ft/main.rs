@@ -6,6 +6,7 @@ mod chat;
 mod data;
 mod eval;
 mod export;
+mod launch;
 mod models;
 mod progress;
 mod runs;

@@ -38,6 +38,20 @@ pub enum TrainCommand {
         /// Print events as JSON lines instead of a progress bar.
         #[arg(long)]
         json: bool,
+        /// Continue in N processes (the run's number of ranks).
+        #[arg(short = 'n', long = "ranks", value_name = "N")]
+        ranks: Option<usize>,
+    },
+    /// One rank of a run trained by several processes (what `-n N` starts;
+    /// MLX_RANK and MLX_HOSTFILE say which rank and where the others are).
+    #[command(hide = true)]
+    Rank {
+        /// The run's folder.
+        run: PathBuf,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -179,6 +193,11 @@ pub struct TrainArgs {
     /// Print events as JSON lines instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Train in N processes on this machine, data parallel over MLX's ring
+    /// backend: each trains every Nth example of each batch and the
+    /// gradients are summed (the same steps as one process, in parallel).
+    #[arg(short = 'n', long = "ranks", value_name = "N")]
+    pub ranks: Option<usize>,
 }
 
 fn parse_batch_size(s: &str) -> Result<usize, String> {
@@ -200,12 +219,18 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             run,
             runs_dir: dir,
             json,
+            ranks,
         } => {
             let run = Run::open(&dir.unwrap_or_else(runs_dir), &run)?;
             let config = run.resume_config()?;
             eprintln!("resuming run {} in {}", run.id, run.dir.display());
+            if let Some(n) = ranks.filter(|&n| n > 1) {
+                let _lock = run.lock()?;
+                return crate::launch::supervise(&run, n, json, true);
+            }
             return execute(&run, &config, json, true);
         }
+        TrainCommand::Rank { run, resume, json } => return rank(&run, resume, json),
         TrainCommand::Validate {
             config,
             profile,
@@ -283,15 +308,54 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     }
 
     let root = args.runs_dir.clone().unwrap_or_else(runs_dir);
+    if args.ranks == Some(0) {
+        anyhow::bail!(finetune::Error::Invalid("-n: at least 1 rank".into()));
+    }
     let run = Run::start(&root, &mut config)?;
     eprintln!("run {} in {}", run.id, run.dir.display());
+    if let Some(n) = args.ranks.filter(|&n| n > 1) {
+        let _lock = run.lock()?;
+        return crate::launch::supervise(&run, n, args.json, false);
+    }
     execute(&run, &config, args.json, false)
+}
+
+/// One rank of a multi-process run: rank 0 records and renders the events
+/// as a lone process does; the others train quietly (the trainer writes
+/// nothing for them).
+fn rank(dir: &std::path::Path, resuming: bool, json: bool) -> anyhow::Result<()> {
+    let run = Run::open(dir, &dir.display().to_string())?;
+    let config = run.resume_config()?;
+    if std::env::var("MLX_RANK").as_deref() == Ok("0") {
+        return execute_unlocked(&run, &config, json, resuming);
+    }
+    let control = TrainControl::default();
+    let on_interrupt = control.clone();
+    let _ = ctrlc::set_handler(move || on_interrupt.cancel());
+    let mut quiet = |_: &finetune::train::TrainEvent| {};
+    if resuming {
+        resume(&config, &mut quiet, &control)?;
+    } else {
+        train(&config, &mut quiet, &control)?;
+    }
+    Ok(())
 }
 
 /// Trains (or resumes), recording events in the run and rendering them.
 fn execute(run: &Run, config: &TrainConfig, json: bool, resuming: bool) -> anyhow::Result<()> {
     // Held until training ends: nothing else may resume this run meanwhile.
     let _lock = run.lock()?;
+    execute_unlocked(run, config, json, resuming)
+}
+
+/// `execute` without taking the run's lock (a rank of a run whose launcher
+/// holds it).
+fn execute_unlocked(
+    run: &Run,
+    config: &TrainConfig,
+    json: bool,
+    resuming: bool,
+) -> anyhow::Result<()> {
     // A hub model is downloaded here, with a progress bar, before training.
     crate::models::fetch_if_hub_id(&config.model)?;
     let mut recorder = run.recorder()?;

@@ -56,12 +56,37 @@ export function formatBytes(bytes: number): string {
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
-/** What a run learns from: the answers (SFT) or preference pairs (DPO, IPO, ORPO). */
-export type Method = "sft" | "dpo" | "ipo" | "orpo";
+/** What a run learns from: the answers (SFT), preference pairs (DPO, IPO,
+ * ORPO), or rewards of sampled answers to prompts (GRPO). */
+export type Method = "sft" | "dpo" | "ipo" | "orpo" | "grpo";
 
 /** Whether `method` trains on preference pairs (chosen / rejected). */
 export function isPreference(method: Method | null | undefined): boolean {
-  return !!method && method !== "sft";
+  return method === "dpo" || method === "ipo" || method === "orpo";
+}
+
+/** One GRPO reward function, as the engine's YAML writes it: exact_match
+ * (against the record's answer; `pattern` picks the answer out of the
+ * completion), regex (1 when the completion matches) or length (1 at
+ * `target` tokens, falling to 0 at 0 and twice the target). */
+export type RewardSpec =
+  | { exact_match: { pattern?: string | null; weight?: number } }
+  | { regex: { pattern: string; weight?: number } }
+  | { length: { target: number; weight?: number } };
+
+/** A GRPO run's figures over a set of completions (the engine's
+ * GrpoMetrics): the reward's mean and spread, each function's mean (in the
+ * configured order), the per-token KL from the reference (null when not
+ * measured), the mean completion length, the share cut at the limit. */
+export interface GrpoMetrics {
+  reward_mean: number;
+  reward_std: number;
+  rewards: [string, number][];
+  kl: number | null;
+  completion_length: number;
+  clipped_fraction: number;
+  completions: number;
+  generation_seconds: number;
 }
 
 /** A preference run's figures over a set of pairs (the engine's
@@ -105,6 +130,13 @@ export interface StartRequest {
   method?: Method;
   /** DPO / IPO β, ORPO λ (absent: 0.1). */
   beta?: number;
+  /** GRPO: completions per prompt, their longest length in tokens, the
+   * sampling temperature, the KL penalty's weight, the reward functions. */
+  group_size?: number;
+  max_completion_length?: number;
+  temperature?: number;
+  kl_coef?: number;
+  rewards?: RewardSpec[];
 }
 
 export interface TrainSummary {
@@ -152,6 +184,8 @@ export type TrainEvent =
       system_available_bytes: number;
       /** Preference runs: the pairs' figures since the last report. */
       preference?: PreferenceMetrics | null;
+      /** GRPO runs: the sampled completions' figures since the last report. */
+      grpo?: GrpoMetrics | null;
     }
   | {
       event: "eval";
@@ -160,6 +194,9 @@ export type TrainEvent =
       best: boolean;
       /** Preference runs: the held-out pairs' figures. */
       preference?: PreferenceMetrics | null;
+      /** GRPO runs: the held-out prompts' greedy completions' figures
+       * (`val_loss` is then the negated mean reward). */
+      grpo?: GrpoMetrics | null;
     }
   | { event: "checkpoint"; step: number; path: string }
   | { event: "finished"; summary: TrainSummary }
@@ -227,11 +264,24 @@ export interface DatasetReport {
   /** Preference data: each side's figures (`stats` covers both together). */
   chosen_stats?: DatasetStats | null;
   rejected_stats?: DatasetStats | null;
+  /** Prompt-only data (for GRPO): the prompts (0 or absent for other data;
+   * `stats` then counts the prompts' tokens, `previews` renders prompts),
+   * how many carry a reference answer, each previewed prompt's answer, and
+   * the prompts longer than the maximum length (left out). */
+  prompts?: number;
+  prompt_answers?: number;
+  answers?: (string | null)[];
+  too_long?: number;
 }
 
 /** The preference pairs a report counts (0: ordinary data). */
 export function pairCount(report: DatasetReport | null | undefined): number {
   return report?.pairs ?? 0;
+}
+
+/** The prompts of prompt-only data a report counts (0: other data). */
+export function promptCount(report: DatasetReport | null | undefined): number {
+  return report?.prompts ?? 0;
 }
 
 export interface InspectRequest {

@@ -1,6 +1,6 @@
 // The Train panel's state, folded from TrainEvents (no UI code here, so it
 // is tested directly).
-import type { Method, PreferenceMetrics, TrainEvent, TrainSummary } from "./api";
+import type { GrpoMetrics, Method, PreferenceMetrics, TrainEvent, TrainSummary } from "./api";
 
 export type Phase = "idle" | "running" | "paused" | "finished" | "stopped" | "failed";
 
@@ -49,6 +49,19 @@ export interface TrainingView {
   /** The latest figures: of the training pairs, and of the held-out ones. */
   preference: PreferenceMetrics | null;
   evalPreference: (PreferenceMetrics & { step: number }) | null;
+  /** GRPO runs, per step that reported them: the completions' mean reward
+   * and its spread, and the KL from the reference (null: not measured). */
+  grpoSteps: number[];
+  rewardMeans: number[];
+  rewardStds: number[];
+  kls: (number | null)[];
+  /** The held-out prompts' mean reward (greedy completions) per evaluation,
+   * and the best so far. */
+  valRewardSteps: number[];
+  valRewards: number[];
+  bestReward: number | null;
+  grpo: GrpoMetrics | null;
+  evalGrpo: (GrpoMetrics & { step: number }) | null;
 }
 
 /** Weight of the newest point in the smoothed loss. */
@@ -92,6 +105,15 @@ export function initialView(): TrainingView {
     valAccuracies: [],
     preference: null,
     evalPreference: null,
+    grpoSteps: [],
+    rewardMeans: [],
+    rewardStds: [],
+    kls: [],
+    valRewardSteps: [],
+    valRewards: [],
+    bestReward: null,
+    grpo: null,
+    evalGrpo: null,
   };
 }
 
@@ -136,9 +158,26 @@ export function apply(view: TrainingView, e: TrainEvent): TrainingView {
         v.accuracies = [...v.accuracies, p.accuracy];
         v.preference = p;
       }
+      if (e.grpo) {
+        const g = e.grpo;
+        v.grpoSteps = [...v.grpoSteps, e.step];
+        v.rewardMeans = [...v.rewardMeans, g.reward_mean];
+        v.rewardStds = [...v.rewardStds, g.reward_std];
+        v.kls = [...v.kls, g.kl];
+        v.grpo = g;
+      }
       return v;
     }
     case "eval":
+      // A GRPO evaluation's val_loss is its negated reward: it goes to the
+      // reward chart, not beside the training loss it has nothing to do with.
+      if (e.grpo) {
+        v.valRewardSteps = [...v.valRewardSteps, e.step];
+        v.valRewards = [...v.valRewards, e.grpo.reward_mean];
+        v.evalGrpo = { ...e.grpo, step: e.step };
+        if (e.best) v.bestReward = e.grpo.reward_mean;
+        return v;
+      }
       v.valSteps = [...v.valSteps, e.step];
       v.valLosses = [...v.valLosses, e.val_loss];
       if (e.best) v.bestVal = e.val_loss;
@@ -169,7 +208,29 @@ export function alignedValidation(view: TrainingView): (number | null)[] {
 /** Whether the run has preference figures to chart (a preference method
  * announced, or steps that carry them). */
 export function hasPreference(view: TrainingView): boolean {
-  return view.method !== "sft" || view.prefSteps.length > 0;
+  return view.method === "dpo" || view.method === "ipo" || view.method === "orpo" || view.prefSteps.length > 0;
+}
+
+/** Whether the run has GRPO figures to chart. */
+export function hasGrpo(view: TrainingView): boolean {
+  return view.method === "grpo" || view.grpoSteps.length > 0;
+}
+
+/** The GRPO chart's columns: x (every step with training or held-out
+ * figures), the mean reward, the held-out reward, and the KL (null where a
+ * step has none). */
+export function grpoSeries(view: TrainingView): [number[], (number | null)[], (number | null)[], (number | null)[]] {
+  const held = new Map(view.valRewardSteps.map((s, i) => [s, view.valRewards[i]]));
+  const at = new Map(view.grpoSteps.map((s, i) => [s, i]));
+  const xs = view.valRewardSteps.every((s) => at.has(s))
+    ? view.grpoSteps
+    : [...new Set([...view.grpoSteps, ...view.valRewardSteps])].sort((a, b) => a - b);
+  const pick = <T>(values: T[]) =>
+    xs.map((x) => {
+      const i = at.get(x);
+      return i === undefined ? null : values[i];
+    });
+  return [xs, pick(view.rewardMeans), xs.map((x) => held.get(x) ?? null), pick(view.kls)];
 }
 
 /** The Preference chart's columns: x (every step with training or held-out
@@ -211,7 +272,7 @@ export function formatAccuracy(a: number): string {
 }
 
 /** The methods' names as shown. */
-export const METHOD_NAMES: Record<Method, string> = { sft: "SFT", dpo: "DPO", ipo: "IPO", orpo: "ORPO" };
+export const METHOD_NAMES: Record<Method, string> = { sft: "SFT", dpo: "DPO", ipo: "IPO", orpo: "ORPO", grpo: "GRPO" };
 
 /** What the Train panel tells the window about its run (the sidebar's line). */
 export interface TrainStatus {

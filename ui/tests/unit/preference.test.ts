@@ -265,8 +265,8 @@ describe("the Train panel's method", () => {
     await settle();
     const select = $<HTMLSelectElement>("train-method")!;
     expect(select.value).toBe("dpo");
-    expect([...select.options].map((o) => o.value)).toEqual(["sft", "dpo", "ipo", "orpo"]);
-    expect([...select.options].map((o) => o.textContent?.split(" — ")[0])).toEqual(["SFT", "DPO", "IPO", "ORPO"]);
+    expect([...select.options].map((o) => o.value)).toEqual(["sft", "dpo", "ipo", "orpo", "grpo"]);
+    expect([...select.options].map((o) => o.textContent?.split(" — ")[0])).toEqual(["SFT", "DPO", "IPO", "ORPO", "GRPO"]);
     // SFT does not fit the data, and says why.
     expect(option("sft").disabled).toBe(true);
     expect(option("sft").title).toContain("preference pairs");

@@ -1,0 +1,230 @@
+//! Data-parallel training across processes over MLX's own distributed
+//! backends (mlx-c's `mlx_distributed_*`): the ring (TCP, on the CPU), MPI,
+//! NCCL (NVIDIA GPUs) and JACCL. A process joins a group from the
+//! environment MLX's launcher (`mlx.launch`) sets: `MLX_RANK` and
+//! `MLX_HOSTFILE` (the ring's JSON list of `"ip:port"` per rank), or
+//! `MLX_RANK`, `MLX_WORLD_SIZE`, `NCCL_HOST_IP` and `NCCL_PORT` (NCCL).
+//! `ft train start -n N` starts such a group on one machine
+//! ([`write_local_hostfile`]).
+
+use std::ffi::CString;
+use std::path::Path;
+
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{Array, Stream};
+
+use crate::error::{Error, Result};
+
+/// The backends MLX knows, in the order `any` tries them.
+pub const BACKENDS: [&str; 4] = ["nccl", "ring", "mpi", "jaccl"];
+
+/// The environment variable naming the backend a rank joins with (`any`
+/// when unset, MLX's default).
+pub const BACKEND_ENV: &str = "FINETUNE_DISTRIBUTED_BACKEND";
+
+/// Whether this build of MLX can use `backend` (MPI: only where libmpi
+/// loads).
+pub fn is_available(backend: &str) -> bool {
+    let Ok(name) = CString::new(backend) else {
+        return false;
+    };
+    unsafe { mlx_sys::mlx_distributed_is_available(name.as_ptr()) }
+}
+
+/// The backends this build can use.
+pub fn available_backends() -> Vec<&'static str> {
+    BACKENDS.into_iter().filter(|b| is_available(b)).collect()
+}
+
+/// Whether this process was started as a rank of a group (`MLX_RANK` set).
+pub fn launched_as_rank() -> bool {
+    std::env::var_os("MLX_RANK").is_some()
+}
+
+/// A group of processes training together; this process is `rank` of
+/// `size`.
+pub struct Group {
+    raw: mlx_sys::mlx_distributed_group,
+    pub rank: usize,
+    pub size: usize,
+    /// The stream the collectives run on: the CPU for the ring and MPI, the
+    /// GPU for NCCL.
+    stream: Stream,
+}
+
+// The group handle is MLX's, shared by every thread of the process; the
+// collectives are only ever issued by the training thread.
+unsafe impl Send for Group {}
+
+impl Group {
+    /// Joins the group the environment describes (see the module's notes),
+    /// over [`BACKEND_ENV`]'s backend or MLX's first available one. Fails
+    /// with what to check when the peers cannot be reached.
+    pub fn join() -> Result<Self> {
+        let backend = std::env::var(BACKEND_ENV).unwrap_or_else(|_| "any".into());
+        if backend != "any" && !BACKENDS.contains(&backend.as_str()) {
+            return Err(Error::Invalid(format!(
+                "{BACKEND_ENV}={backend}: the backends are any, {}",
+                BACKENDS.join(", ")
+            )));
+        }
+        let name = CString::new(backend.clone()).expect("no NUL in a checked name");
+        let mut raw = unsafe { mlx_sys::mlx_distributed_group_new() };
+        let rc = unsafe { mlx_sys::mlx_distributed_init(&mut raw, true, name.as_ptr()) };
+        if rc != 0 || raw.ctx.is_null() {
+            return Err(Error::Invalid(format!(
+                "could not join the training group over the {backend} backend (rank {}): \
+                 check that every host is reachable at the addresses of MLX_HOSTFILE \
+                 (ring) or NCCL_HOST_IP:NCCL_PORT (nccl), and that all ranks started",
+                std::env::var("MLX_RANK").unwrap_or_else(|_| "?".into())
+            )));
+        }
+        let rank = unsafe { mlx_sys::mlx_distributed_group_rank(raw) }.max(0) as usize;
+        let size = unsafe { mlx_sys::mlx_distributed_group_size(raw) }.max(1) as usize;
+        let stream = if backend == "nccl" {
+            Stream::gpu()
+        } else {
+            Stream::cpu()
+        };
+        Ok(Self {
+            raw,
+            rank,
+            size,
+            stream,
+        })
+    }
+
+    /// The element-wise sum of `x` over every rank (lazy: it runs when the
+    /// result is evaluated, and every rank must evaluate its collectives in
+    /// the same order).
+    pub fn all_sum(&self, x: &Array) -> Result<Array> {
+        unsafe {
+            let mut out = mlx_sys::mlx_array_new();
+            let rc = mlx_sys::mlx_distributed_all_sum(
+                &mut out,
+                x.as_ptr(),
+                self.raw,
+                self.stream.as_ptr(),
+            );
+            if rc != 0 {
+                mlx_sys::mlx_array_free(out);
+                return Err(Error::Invalid(
+                    "the training group could not sum an array across its ranks".into(),
+                ));
+            }
+            Ok(Array::from_ptr(out))
+        }
+    }
+
+    /// `arrays` summed over every rank in one collective: flattened (as
+    /// float32) into one buffer, summed, and cut back to their shapes.
+    pub fn all_sum_many(&self, arrays: &[&Array]) -> Result<Vec<Array>> {
+        if arrays.is_empty() {
+            return Ok(Vec::new());
+        }
+        let flat = arrays
+            .iter()
+            .map(|a| a.as_dtype(mlx_rs::Dtype::Float32)?.reshape(&[-1]))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let joined = mlx_rs::ops::concatenate(&flat, 0)?;
+        let summed = self.all_sum(&joined)?;
+        let mut out = Vec::with_capacity(arrays.len());
+        let mut start = 0i32;
+        for (a, f) in arrays.iter().zip(&flat) {
+            let n = f.shape()[0];
+            let piece = summed.index(start..start + n).reshape(a.shape())?;
+            out.push(piece.as_dtype(a.dtype())?);
+            start += n;
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        unsafe {
+            mlx_sys::mlx_distributed_group_free(self.raw);
+        }
+    }
+}
+
+/// Rank `rank`'s share of a global batch: every `size`-th of `units`
+/// (rows, or pairs of rows for preference data), starting at its rank, so
+/// that the ranks together hold exactly the batch one process would train.
+pub fn shard<T: Clone>(units: &[T], rank: usize, size: usize) -> Vec<T> {
+    units
+        .iter()
+        .skip(rank)
+        .step_by(size.max(1))
+        .cloned()
+        .collect()
+}
+
+/// Writes the ring's hostfile for `ranks` processes on this machine (each
+/// listening on its own free loopback port) to `path`.
+pub fn write_local_hostfile(path: &Path, ranks: usize) -> Result<()> {
+    let mut entries = Vec::with_capacity(ranks);
+    // Ports the system hands out now; held until all are chosen, so no two
+    // ranks get the same one.
+    let listeners = (0..ranks)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    for l in &listeners {
+        let port = l
+            .local_addr()
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .port();
+        entries.push(vec![format!("127.0.0.1:{port}")]);
+    }
+    drop(listeners);
+    let text = serde_json::to_string(&entries).expect("strings serialise");
+    std::fs::write(path, text).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_interleave_and_cover_the_batch() {
+        let rows = [10, 11, 12, 13, 14];
+        assert_eq!(shard(&rows, 0, 2), vec![10, 12, 14]);
+        assert_eq!(shard(&rows, 1, 2), vec![11, 13]);
+        assert_eq!(shard(&rows, 3, 4), vec![13]);
+        assert!(shard(&rows[..1], 1, 2).is_empty());
+        assert_eq!(shard(&rows, 0, 1), rows.to_vec());
+    }
+
+    #[test]
+    fn the_local_hostfile_lists_one_loopback_port_per_rank() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts.json");
+        write_local_hostfile(&path, 3).unwrap();
+        let hosts: Vec<Vec<String>> =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(hosts.len(), 3);
+        let ports: std::collections::BTreeSet<&str> = hosts
+            .iter()
+            .map(|h| h[0].rsplit(':').next().unwrap())
+            .collect();
+        assert_eq!(ports.len(), 3);
+        assert!(hosts.iter().all(|h| h[0].starts_with("127.0.0.1:")));
+    }
+
+    #[test]
+    fn the_ring_is_available_in_this_build() {
+        assert!(is_available("ring"));
+        assert!(!is_available("nonsense"));
+        assert!(available_backends().contains(&"ring"));
+    }
+}

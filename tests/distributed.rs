@@ -1,0 +1,328 @@
+//! Data-parallel training on this machine: `ft train start -n 2` (two ranks
+//! over MLX's ring backend on loopback, on the CPU) against one process at
+//! the same global batch. The ranks split each batch and sum their
+//! gradients, so the two runs take the same steps: their losses must agree
+//! step by step, and their adapters at the end, within float32 summation
+//! order (the sums are taken in another order: 1e-4 relative on the loss,
+//! 1e-4 absolute on adapter weights of order 1e-2). A killed rank stops the
+//! others with a message naming it; a stopped 2-rank run resumed with 2
+//! ranks continues the same trajectory.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{write_chat_data, TinyModel};
+use finetune::mlx_rs::Array;
+use finetune::runs::{list, Run};
+use finetune::train::TrainEvent;
+
+fn ft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ft"))
+}
+
+fn start(model: &Path, data: &Path, runs: &Path, iters: usize, ranks: usize) -> Command {
+    let mut cmd = ft();
+    cmd.args(["train", "start"])
+        .arg(model)
+        .arg(data)
+        .args(["--iters", &iters.to_string(), "--batch-size", "4"])
+        .args(["--lora-rank", "4", "--learning-rate", "0.01", "--seed", "5"])
+        .args(["--report-every", "1", "--checkpoint-every", "2"])
+        .args(["--val-every", "0", "--json", "--runs-dir"])
+        .arg(runs);
+    if ranks > 1 {
+        cmd.args(["-n", &ranks.to_string()]);
+    }
+    cmd
+}
+
+fn succeed(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The one run in `runs`.
+fn only_run(runs: &Path) -> Run {
+    let mut all = list(runs).unwrap();
+    assert_eq!(all.len(), 1, "one run in {}", runs.display());
+    Run::open(runs, &all.remove(0).id).unwrap()
+}
+
+fn losses(run: &Run) -> Vec<f32> {
+    run.read_events()
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step { loss, .. } => Some(loss),
+            _ => None,
+        })
+        .collect()
+}
+
+fn adapters(run: &Run) -> std::collections::HashMap<String, Array> {
+    Array::load_safetensors(run.adapters_dir().join("adapters.safetensors")).unwrap()
+}
+
+fn assert_same_losses(a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+            "step {}: {x} vs {y} ({a:?} vs {b:?})",
+            i + 1
+        );
+    }
+}
+
+fn assert_same_adapters(a: &Run, b: &Run) {
+    let (a, b) = (adapters(a), adapters(b));
+    assert_eq!(a.len(), b.len());
+    for (name, x) in &a {
+        let diff = common::max_abs_diff(x, &b[name]);
+        assert!(diff < 1e-4, "{name}: adapters differ by {diff}");
+    }
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    model: PathBuf,
+    data: PathBuf,
+    root: PathBuf,
+}
+
+fn setup(records: usize) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = TinyModel::default().write(tmp.path());
+    let data = write_chat_data(tmp.path(), records);
+    let root = tmp.path().to_path_buf();
+    Setup {
+        _tmp: tmp,
+        model,
+        data,
+        root,
+    }
+}
+
+#[test]
+fn two_ranks_take_the_steps_of_one_process() {
+    // 10 records, batches of 4: the last batch of each epoch holds 2
+    // examples, one per rank; 8 steps go round the data four times.
+    let s = setup(10);
+    let one = s.root.join("one");
+    let two = s.root.join("two");
+    succeed(start(&s.model, &s.data, &one, 8, 1));
+    let out = succeed(start(&s.model, &s.data, &two, 8, 2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("training on 2 ranks"), "{stderr}");
+    let (one, two) = (only_run(&one), only_run(&two));
+    assert_same_losses(&losses(&one), &losses(&two));
+    assert_same_adapters(&one, &two);
+    // Rank 0 alone wrote the run: one `started`, one `finished`, and the
+    // warning that says how the batch was split.
+    let events = two.read_events().unwrap();
+    let started: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Started { warnings, .. } => Some(warnings),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 1);
+    assert!(
+        started[0]
+            .iter()
+            .any(|w| w.contains("data parallel: 2 ranks")),
+        "{started:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, TrainEvent::Finished { .. }))
+            .count(),
+        1
+    );
+    // The trained tokens are the whole batch's, not rank 0's share.
+    let tokens = |run: &Run| {
+        run.read_events()
+            .unwrap()
+            .into_iter()
+            .find_map(|e| match e {
+                TrainEvent::Finished { summary } => Some(summary.trained_tokens),
+                _ => None,
+            })
+    };
+    assert_eq!(tokens(&one), tokens(&two));
+}
+
+/// The `ft train rank` processes of `run_dir` still running, with their
+/// MLX_RANK.
+fn ranks_of(run_dir: &Path) -> Vec<(u32, String)> {
+    let needle = run_dir.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !(cmdline.contains(" train rank ") && cmdline.contains(&needle)) {
+            continue;
+        }
+        // A zombie has exited already.
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat.split_whitespace().nth(2) == Some("Z") {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let rank = String::from_utf8_lossy(&environ)
+            .split('\0')
+            .find_map(|v| v.strip_prefix("MLX_RANK=").map(str::to_string))
+            .unwrap_or_default();
+        found.push((pid, rank));
+    }
+    found
+}
+
+fn steps_recorded(run: &Run) -> usize {
+    std::fs::read_to_string(run.events_path())
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\"event\":\"step\""))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until `run_in` holds a run that recorded `steps` steps.
+fn wait_for_steps(runs: &Path, steps: usize, child: &mut std::process::Child) -> Run {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(info) = list(runs).ok().and_then(|l| l.into_iter().next()) {
+            let run = Run::open(runs, &info.id).unwrap();
+            if steps_recorded(&run) >= steps {
+                return run;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before step {steps}");
+        }
+        assert!(Instant::now() < deadline, "no step {steps} in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_rank_stops_the_others_and_is_named() {
+    let s = setup(10);
+    let runs = s.root.join("runs");
+    let mut cmd = start(&s.model, &s.data, &runs, 400, 2);
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = wait_for_steps(&runs, 2, &mut child);
+    let ranks = ranks_of(&run.dir);
+    let (pid, _) = ranks
+        .iter()
+        .find(|(_, r)| r == "1")
+        .unwrap_or_else(|| panic!("rank 1 among {ranks:?}"));
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("rank 1 on 127.0.0.1 (this machine) was killed by signal 9")
+            && stderr.contains("the other ranks were stopped"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // No rank is left running.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ranks_of(&run.dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "ranks left: {:?}",
+            ranks_of(&run.dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_stopped_two_rank_run_resumes_on_its_trajectory() {
+    let s = setup(10);
+    let whole = s.root.join("whole");
+    succeed(start(&s.model, &s.data, &whole, 8, 2));
+    let whole = only_run(&whole);
+
+    // The same run, killed (launcher and ranks) after step 5; its newest
+    // checkpoint is step 4.
+    let runs = s.root.join("runs");
+    let mut cmd = start(&s.model, &s.data, &runs, 8, 2);
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = wait_for_steps(&runs, 5, &mut child);
+    Command::new("kill")
+        .args(["-9", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let mut resume = ft();
+    resume
+        .args([
+            "train",
+            "resume",
+            &run.id,
+            "--json",
+            "-n",
+            "2",
+            "--runs-dir",
+        ])
+        .arg(&runs);
+    succeed(resume);
+    // The resumed session takes the whole run's steps from its checkpoint.
+    let events = run.read_events().unwrap();
+    let (at, from) = events
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, e)| match e {
+            TrainEvent::Started {
+                resumed_from_step: Some(k),
+                ..
+            } => Some((i, *k)),
+            _ => None,
+        })
+        .expect("a resumed session");
+    assert!((2..8).contains(&from), "resumed from step {from}");
+    let resumed: Vec<f32> = events[at..]
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step { loss, .. } => Some(*loss),
+            _ => None,
+        })
+        .collect();
+    assert_same_losses(&resumed, &losses(&whole)[from..]);
+    assert_same_adapters(&whole, &run);
+}

@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 FEATURES := --features finetune-app/custom-protocol
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-preference bench-grpo bench-kernels cuda-bundle check-interop check-peft check-gemma3 check-gguf fixtures fixtures-preference llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz bench-big-data check-macos dist test-dist
+.PHONY: help setup build ui run device test test-rust test-ui test-e2e test-kill test-lora test-lora-quick bench bench-preference bench-grpo bench-distributed bench-kernels cuda-bundle check-interop check-peft check-gemma3 check-gguf fixtures fixtures-preference llama-cpp quantized-ggufs gguf-fixtures lint fmt clean-cache fuzz bench-big-data check-macos dist test-dist
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -100,6 +100,9 @@ bench-preference: setup ## 50 DPO steps on the default model and the chitchat pa
 
 bench-grpo: setup ## 40 GRPO steps on the default model and generated arithmetic prompts: held-out reward before and after, sampling and training speed, memory (~15 min)
 	bash scripts/bench/grpo.sh
+
+bench-distributed: setup ## 1 vs 2 ranks on loopback (ring backend): FineTune (ft train start -n 2) against mlx_lm.lora under mlx.launch, tokens/s and scaling efficiency (makes a venv; ~10 min)
+	bash scripts/bench/distributed.sh
 
 bench-kernels: setup ## FineTune's CPU kernels vs MLX's ops vs PyTorch's, per kernel, forward and backward
 	bash scripts/bench/kernels.sh

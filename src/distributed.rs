@@ -47,6 +47,8 @@ pub struct Group {
     raw: mlx_sys::mlx_distributed_group,
     pub rank: usize,
     pub size: usize,
+    /// The backend asked for (`any` lets MLX pick).
+    pub backend: String,
     /// The stream the collectives run on: the CPU for the ring and MPI, the
     /// GPU for NCCL.
     stream: Stream,
@@ -90,6 +92,7 @@ impl Group {
             raw,
             rank,
             size,
+            backend,
             stream,
         })
     }
@@ -158,6 +161,17 @@ pub fn shard<T: Clone>(units: &[T], rank: usize, size: usize) -> Vec<T> {
         .step_by(size.max(1))
         .cloned()
         .collect()
+}
+
+/// A free TCP port on loopback now (for NCCL's bootstrap).
+pub fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| Error::Io {
+            path: "127.0.0.1".into(),
+            source,
+        })
 }
 
 /// Writes the ring's hostfile for `ranks` processes on this machine (each

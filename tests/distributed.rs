@@ -121,7 +121,10 @@ fn two_ranks_take_the_steps_of_one_process() {
     succeed(start(&s.model, &s.data, &one, 8, 1));
     let out = succeed(start(&s.model, &s.data, &two, 8, 2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("training on 2 ranks"), "{stderr}");
+    assert!(
+        stderr.contains("training on 2 rank(s) on this machine (ring backend over loopback)"),
+        "{stderr}"
+    );
     let (one, two) = (only_run(&one), only_run(&two));
     assert_same_losses(&losses(&one), &losses(&two));
     assert_same_adapters(&one, &two);
@@ -139,7 +142,7 @@ fn two_ranks_take_the_steps_of_one_process() {
     assert!(
         started[0]
             .iter()
-            .any(|w| w.contains("data parallel: 2 ranks")),
+            .any(|w| w.contains("data parallel over ring: 2 rank(s)")),
         "{started:?}"
     );
     assert_eq!(

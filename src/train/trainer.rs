@@ -138,8 +138,7 @@ fn run(
     // 0 alone reports and writes.
     let group = crate::distributed::launched_as_rank()
         .then(crate::distributed::Group::join)
-        .transpose()?
-        .filter(|g| g.size > 1);
+        .transpose()?;
     // Every rank resumes from the run's checkpoints.
     let checkpoint_root = config.checkpoint_dir.clone();
     let mut quiet = |_: &TrainEvent| {};
@@ -207,7 +206,8 @@ fn run(
     }
     if let Some(g) = &group {
         warnings.push(format!(
-            "data parallel: {} ranks, each training every {}th {} of a batch of {batch_size}",
+            "data parallel over {}: {} rank(s), each training every {}th {} of a batch of {batch_size}",
+            g.backend,
             g.size,
             g.size,
             if config.method.is_preference() {

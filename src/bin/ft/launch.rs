@@ -1,7 +1,9 @@
 //! `ft train start … -n N`: data-parallel training in N processes on this
-//! machine over MLX's ring backend. This process writes the ring's
-//! hostfile, starts the ranks (`ft train rank RUN`, each with `MLX_RANK`
-//! and `MLX_HOSTFILE`), shows rank 0's progress (its stdout and stderr are
+//! machine over MLX's ring backend (TCP on loopback, on the CPU) or NCCL
+//! (one GPU per rank). This process writes the ring's hostfile (or picks
+//! NCCL's bootstrap port), starts the ranks (`ft train rank RUN`, each with
+//! `MLX_RANK` and `MLX_HOSTFILE`, or `MLX_WORLD_SIZE`, `NCCL_HOST_IP`,
+//! `NCCL_PORT` and its `CUDA_VISIBLE_DEVICES`), shows rank 0's progress (its stdout and stderr are
 //! this terminal's), and supervises them: when one fails or is killed, the
 //! others are stopped and the failure is reported with the rank, its host
 //! and its last words.
@@ -28,21 +30,51 @@ struct Rank {
     status: Option<ExitStatus>,
 }
 
-/// Trains `run` in `ranks` local processes and waits for them.
-pub fn supervise(run: &Run, ranks: usize, json: bool, resume: bool) -> anyhow::Result<()> {
-    if !finetune::distributed::is_available("ring") {
-        anyhow::bail!(finetune::Error::Invalid(
-            "this build of MLX has no ring backend, so it cannot train across processes".into()
-        ));
+/// The backend `-n` uses when none is named: NCCL where this build has it
+/// and a GPU is the device, else the ring.
+pub fn default_backend() -> &'static str {
+    let gpu = matches!(
+        mlx_rs::Device::default().get_type(),
+        Ok(mlx_rs::DeviceType::Gpu)
+    );
+    if gpu && finetune::distributed::is_available("nccl") {
+        "nccl"
+    } else {
+        "ring"
+    }
+}
+
+/// Trains `run` in `ranks` local processes over `backend` (ring or nccl)
+/// and waits for them.
+pub fn supervise(
+    run: &Run,
+    ranks: usize,
+    backend: &str,
+    json: bool,
+    resume: bool,
+) -> anyhow::Result<()> {
+    if !finetune::distributed::is_available(backend) {
+        anyhow::bail!(finetune::Error::Invalid(format!(
+            "this build of MLX has no {backend} backend (it has: {}), so it cannot train across processes over it",
+            finetune::distributed::available_backends().join(", ")
+        )));
     }
     let scratch = tempfile::tempdir()?;
     let hostfile = scratch.path().join("hosts.json");
     finetune::distributed::write_local_hostfile(&hostfile, ranks)?;
+    let nccl_port = finetune::distributed::free_port()?;
     let exe = std::env::current_exe()?;
     // Ctrl-C reaches every rank (one process group): they agree to stop
     // after the same step. This process only waits for them.
     let _ = ctrlc::set_handler(|| {});
-    eprintln!("training on {ranks} ranks on this machine (ring backend over loopback)");
+    eprintln!(
+        "training on {ranks} rank(s) on this machine ({})",
+        if backend == "nccl" {
+            "NCCL, one GPU each"
+        } else {
+            "ring backend over loopback"
+        }
+    );
     let mut children: Vec<Rank> = Vec::with_capacity(ranks);
     for number in 0..ranks {
         let mut command = Command::new(&exe);
@@ -50,8 +82,16 @@ pub fn supervise(run: &Run, ranks: usize, json: bool, resume: bool) -> anyhow::R
             .args(["train", "rank"])
             .arg(&run.dir)
             .env("MLX_RANK", number.to_string())
-            .env("MLX_HOSTFILE", &hostfile)
-            .env(finetune::distributed::BACKEND_ENV, "ring");
+            .env(finetune::distributed::BACKEND_ENV, backend);
+        if backend == "nccl" {
+            command
+                .env("MLX_WORLD_SIZE", ranks.to_string())
+                .env("NCCL_HOST_IP", "127.0.0.1")
+                .env("NCCL_PORT", nccl_port.to_string())
+                .env("CUDA_VISIBLE_DEVICES", number.to_string());
+        } else {
+            command.env("MLX_HOSTFILE", &hostfile);
+        }
         if json {
             command.arg("--json");
         }

@@ -41,6 +41,9 @@ pub enum TrainCommand {
         /// Continue in N processes (the run's number of ranks).
         #[arg(short = 'n', long = "ranks", value_name = "N")]
         ranks: Option<usize>,
+        /// The distributed backend of -n: ring or nccl.
+        #[arg(long, value_parser = ["ring", "nccl"], requires = "ranks")]
+        backend: Option<String>,
     },
     /// One rank of a run trained by several processes (what `-n N` starts;
     /// MLX_RANK and MLX_HOSTFILE say which rank and where the others are).
@@ -198,6 +201,11 @@ pub struct TrainArgs {
     /// gradients are summed (the same steps as one process, in parallel).
     #[arg(short = 'n', long = "ranks", value_name = "N")]
     pub ranks: Option<usize>,
+    /// The distributed backend of -n: ring (TCP over loopback, on the CPU;
+    /// the default without a GPU) or nccl (one NVIDIA GPU per rank; the
+    /// default on one). Named, it runs the ranks even for -n 1.
+    #[arg(long, value_parser = ["ring", "nccl"], requires = "ranks")]
+    pub backend: Option<String>,
 }
 
 fn parse_batch_size(s: &str) -> Result<usize, String> {
@@ -220,13 +228,17 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             runs_dir: dir,
             json,
             ranks,
+            backend,
         } => {
             let run = Run::open(&dir.unwrap_or_else(runs_dir), &run)?;
             let config = run.resume_config()?;
             eprintln!("resuming run {} in {}", run.id, run.dir.display());
-            if let Some(n) = ranks.filter(|&n| n > 1) {
+            if let Some(n) = ranks.filter(|&n| n > 1 || backend.is_some()) {
                 let _lock = run.lock()?;
-                return crate::launch::supervise(&run, n, json, true);
+                let backend = backend
+                    .as_deref()
+                    .unwrap_or_else(|| crate::launch::default_backend());
+                return crate::launch::supervise(&run, n, backend, json, true);
             }
             return execute(&run, &config, json, true);
         }
@@ -313,9 +325,13 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     }
     let run = Run::start(&root, &mut config)?;
     eprintln!("run {} in {}", run.id, run.dir.display());
-    if let Some(n) = args.ranks.filter(|&n| n > 1) {
+    if let Some(n) = args.ranks.filter(|&n| n > 1 || args.backend.is_some()) {
         let _lock = run.lock()?;
-        return crate::launch::supervise(&run, n, args.json, false);
+        let backend = args
+            .backend
+            .as_deref()
+            .unwrap_or_else(|| crate::launch::default_backend());
+        return crate::launch::supervise(&run, n, backend, args.json, false);
     }
     execute(&run, &config, args.json, false)
 }

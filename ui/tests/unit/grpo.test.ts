@@ -293,6 +293,6 @@ describe("prompt-only data", () => {
     expect(text("grpo-eval")).toContain("held-out (50 prompts, greedy, step 2): reward 0.40 · exact_match 0.40");
     expect(text("train-status")).toContain("GRPO");
     expect(text("train-status")).toContain("best held-out reward 0.40");
-    expect(document.body.textContent).toContain("on 450 prompts (50 held out)");
+    expect(document.body.textContent).toContain("%) on 450 prompts (50 held out)");
   });
 });

@@ -357,7 +357,7 @@ describe("the Train panel's method", () => {
     expect(text("preference-latest")).toContain("chosen 0.21, rejected -0.21");
     expect(text("preference-eval")).toContain("held-out (4 pairs, step 3): accuracy 50 % · margin 0.30");
     expect(text("train-status")).toContain("DPO");
-    expect(document.body.textContent).toContain("on 20 preference pairs (4 held out)");
+    expect(document.body.textContent).toContain("%) on 20 preference pairs (4 held out)");
   });
 
   it("an SFT run looks as before: no preference charts or figures", async () => {

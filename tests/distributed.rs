@@ -165,6 +165,53 @@ fn two_ranks_take_the_steps_of_one_process() {
     assert_eq!(tokens(&one), tokens(&two));
 }
 
+#[test]
+fn validation_is_split_across_ranks_and_summed() {
+    // 16 records, half held out: two validation batches of 4, one per rank.
+    let s = setup(16);
+    let losses_of = |ranks: usize| {
+        let runs = s.root.join(format!("runs{ranks}"));
+        let mut cmd = ft();
+        cmd.args(["train", "start"])
+            .arg(&s.model)
+            .arg(&s.data)
+            .args(["--iters", "4", "--batch-size", "4", "--lora-rank", "4"])
+            .args([
+                "--learning-rate",
+                "0.01",
+                "--seed",
+                "5",
+                "--report-every",
+                "1",
+            ])
+            .args([
+                "--valid-fraction",
+                "0.5",
+                "--val-every",
+                "2",
+                "--json",
+                "--runs-dir",
+            ])
+            .arg(&runs);
+        if ranks > 1 {
+            cmd.args(["-n", &ranks.to_string()]);
+        }
+        succeed(cmd);
+        only_run(&runs)
+            .read_events()
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e {
+                TrainEvent::Eval { val_loss, .. } => Some(val_loss),
+                _ => None,
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (one, two) = (losses_of(1), losses_of(2));
+    assert_eq!(one.len(), 2, "{one:?}");
+    assert_same_losses(&one, &two);
+}
+
 /// The `ft train rank` processes of `run_dir` still running, with their
 /// MLX_RANK.
 fn ranks_of(run_dir: &Path) -> Vec<(u32, String)> {

@@ -521,7 +521,10 @@ fn run(
                     )?;
                     (loss, Some(metrics))
                 }
-                None => (evaluate(model, &valid_set, config, batch_size, pad)?, None),
+                None => (
+                    evaluate(model, &valid_set, config, batch_size, pad, group.as_ref())?,
+                    None,
+                ),
             };
             clock.evaluating += since.elapsed();
             let best = state.best_val_loss.is_none_or(|b| val_loss < b);
@@ -948,6 +951,7 @@ fn evaluate(
     config: &TrainConfig,
     batch_size: usize,
     pad: u32,
+    group: Option<&crate::distributed::Group>,
 ) -> Result<f32> {
     let groups = length_sorted_groups(examples, batch_size.min(examples.len()).max(1));
     let take = if config.val_batches == 0 {
@@ -956,17 +960,28 @@ fn evaluate(
         config.val_batches.min(groups.len())
     };
     let (mut total, mut tokens) = (0.0f64, 0usize);
-    for group in groups.iter().take(take) {
+    for (i, rows) in groups.iter().take(take).enumerate() {
+        // Data parallel: each rank evaluates every Nth batch.
+        if group.is_some_and(|g| i % g.size != g.rank) {
+            continue;
+        }
         let Batch {
             inputs,
             targets,
             mask,
             trained_tokens,
             ..
-        } = try_make_batch(examples, group, pad, pad_multiple(false))?;
+        } = try_make_batch(examples, rows, pad, pad_multiple(false))?;
         let loss: f32 = batch_loss(model, (&inputs, &targets, &mask, None), false)?.item_exact();
         total += loss as f64 * trained_tokens as f64;
         tokens += trained_tokens;
+    }
+    if let Some(g) = group {
+        let mine = Array::from_slice(&[total as f32, tokens as f32], &[2]);
+        let summed = g.all_sum(&mine)?;
+        mlx_rs::transforms::eval([&summed])?;
+        let both = summed.as_slice::<f32>();
+        (total, tokens) = (both[0] as f64, both[1] as usize);
     }
     Ok((total / tokens.max(1) as f64) as f32)
 }

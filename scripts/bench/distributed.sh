@@ -10,22 +10,9 @@
 # ranks share its cores, so the efficiency measures what splitting costs
 # here, not what a second machine would add.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-CACHE="${FINETUNE_CACHE:-$ROOT/.cache}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ITERS="${BENCH_ITERS:-20}"
 EVERY=5
-work="${BENCH_WORK:-$(mktemp -d)}"; mkdir -p "$work"
-[ -n "${BENCH_WORK:-}" ] || trap 'rm -rf "$work"' EXIT
-cd "$ROOT"
-PROFILE="${BENCH_PROFILE:-release}"
-if [ "$PROFILE" = release ]; then
-  cargo build --quiet --release --bin ft
-else
-  cargo build --quiet -p finetune --bin ft
-fi
-FT="target/$PROFILE/ft"
-MODEL="$CACHE/models/smollm2-135m-instruct-f32"
-[ -d "$MODEL" ] || $FT convert "$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf" --output "$MODEL"
 DATA="$CACHE/data/chitchat"
 MLX_VENV="$CACHE/venv-interop"
 if ! "$MLX_VENV/bin/python" -c "import mlx_lm" 2>/dev/null; then

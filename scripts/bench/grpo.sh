@@ -9,23 +9,8 @@
 # reward per evaluation, the training reward over the run, sampled and
 # trained tokens/s, the share of time spent sampling, and peak memory.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-CACHE="${FINETUNE_CACHE:-$ROOT/.cache}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ITERS="${BENCH_ITERS:-40}"
-work="${BENCH_WORK:-$(mktemp -d)}"; mkdir -p "$work"
-[ -n "${BENCH_WORK:-}" ] || trap 'rm -rf "$work"' EXIT
-cd "$ROOT"
-# BENCH_PROFILE=debug reuses a debug build (MLX and OpenBLAS are optimised
-# either way; the Rust side is not): say so when recording its figures.
-PROFILE="${BENCH_PROFILE:-release}"
-if [ "$PROFILE" = release ]; then
-  cargo build --quiet --release --bin ft
-else
-  cargo build --quiet -p finetune --bin ft
-fi
-FT="target/$PROFILE/ft"
-MODEL="$CACHE/models/smollm2-135m-instruct-f32"
-[ -d "$MODEL" ] || $FT convert "$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf" --output "$MODEL"
 mkdir -p "$work/prompts"
 python3 scripts/bench/make_arithmetic_prompts.py "$work/prompts" 220 50
 # Every held-out prompt at each evaluation (50 = 25 batches of 2).

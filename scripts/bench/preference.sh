@@ -8,23 +8,8 @@
 # preference loss / accuracy / margin per evaluation, and trained tokens/s
 # and peak memory of both methods.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-CACHE="${FINETUNE_CACHE:-$ROOT/.cache}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ITERS="${BENCH_ITERS:-50}"
-work="${BENCH_WORK:-$(mktemp -d)}"; mkdir -p "$work"
-[ -n "${BENCH_WORK:-}" ] || trap 'rm -rf "$work"' EXIT
-cd "$ROOT"
-# BENCH_PROFILE=debug reuses a debug build (MLX and OpenBLAS are optimised
-# either way; the Rust side is not): say so when recording its figures.
-PROFILE="${BENCH_PROFILE:-release}"
-if [ "$PROFILE" = release ]; then
-  cargo build --quiet --release --bin ft
-else
-  cargo build --quiet --workspace --features finetune-app/custom-protocol --bin ft
-fi
-FT="target/$PROFILE/ft"
-MODEL="$CACHE/models/smollm2-135m-instruct-f32"
-[ -d "$MODEL" ] || $FT convert "$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf" --output "$MODEL"
 PAIRS="$CACHE/data/chitchat-pairs"
 [ -f "$PAIRS/.complete" ] || { echo "bench-preference: run make setup first ($PAIRS is missing)" >&2; exit 1; }
 

@@ -323,7 +323,7 @@ fn run(
             let position = (step % steps_per_epoch) * config.grad_accumulation + micro;
             let (rows, counts) = rank_rows(
                 &groups[order[position]],
-                group.as_ref(),
+                group.as_ref().map(|g| (g.rank, g.size)),
                 preference_loss.is_some(),
             );
             let rows = &rows[..];
@@ -1179,19 +1179,44 @@ pub(super) fn stop_early(
 /// first row or pair, weighted 0, to take part in the sums.
 fn rank_rows(
     rows: &[Vec<usize>],
-    group: Option<&crate::distributed::Group>,
+    rank_of: Option<(usize, usize)>,
     pairs: bool,
 ) -> (Vec<Vec<usize>>, bool) {
-    let Some(g) = group else {
+    let Some((rank, size)) = rank_of else {
         return (rows.to_vec(), true);
     };
     let unit = if pairs { 2 } else { 1 };
     let units: Vec<&[Vec<usize>]> = rows.chunks(unit).collect();
-    let mine: Vec<Vec<usize>> = crate::distributed::shard(&units, g.rank, g.size).concat();
+    let mine: Vec<Vec<usize>> = crate::distributed::shard(&units, rank, size).concat();
     if mine.is_empty() {
         (units[0].to_vec(), false)
     } else {
         (mine, true)
+    }
+}
+
+#[cfg(test)]
+mod rank_rows_tests {
+    use super::rank_rows;
+
+    #[test]
+    fn each_rank_gets_every_nth_row_or_pair_and_an_empty_share_counts_nothing() {
+        let rows: Vec<Vec<usize>> = (0..5).map(|i| vec![i]).collect();
+        assert_eq!(rank_rows(&rows, None, false), (rows.clone(), true));
+        let (mine, counts) = rank_rows(&rows, Some((1, 2)), false);
+        assert_eq!((mine, counts), (vec![vec![1], vec![3]], true));
+        // Pairs stay together: rows 2i and 2i + 1 are one pair.
+        let pairs: Vec<Vec<usize>> = (0..6).map(|i| vec![i]).collect();
+        let (mine, _) = rank_rows(&pairs, Some((1, 2)), true);
+        assert_eq!(mine, vec![vec![2], vec![3]]);
+        let (mine, _) = rank_rows(&pairs, Some((0, 2)), true);
+        assert_eq!(mine, vec![vec![0], vec![1], vec![4], vec![5]]);
+        // A batch smaller than the group: the rank with nothing runs the
+        // first row, weighted 0.
+        let (mine, counts) = rank_rows(&rows[..1], Some((1, 2)), false);
+        assert_eq!((mine, counts), (vec![vec![0]], false));
+        let (mine, counts) = rank_rows(&pairs[..2], Some((1, 2)), true);
+        assert_eq!((mine, counts), (vec![vec![0], vec![1]], false));
     }
 }
 

@@ -499,7 +499,13 @@ fn run(
                 mlx_active_bytes: mlx_rs::memory::active_memory()?,
                 mlx_peak_bytes: mlx_rs::memory::peak_memory()?,
                 system_available_bytes: crate::device::system_available_memory(),
-                preference: pair_window.take(),
+                preference: {
+                    // Every rank's pairs, not rank 0's share alone.
+                    if let (Some(g), Some(_)) = (&group, preference_loss) {
+                        pair_window.merge_over(g)?;
+                    }
+                    pair_window.take()
+                },
                 grpo: None,
             });
             window = (0.0, 0);
@@ -518,6 +524,7 @@ fn run(
                         pad,
                         kind,
                         &mut valid_reference,
+                        group.as_ref(),
                     )?;
                     (loss, Some(metrics))
                 }
@@ -996,6 +1003,7 @@ fn evaluate_pairs(
     pad: u32,
     kind: PreferenceLoss,
     reference: &mut ReferenceCache,
+    group: Option<&crate::distributed::Group>,
 ) -> Result<(f32, super::events::PreferenceMetrics)> {
     let pairs = examples.len() / 2;
     let groups = preference::pair_groups(examples, batch_size.min(pairs).max(1));
@@ -1006,7 +1014,11 @@ fn evaluate_pairs(
     };
     let (mut total, mut seen) = (0.0f64, 0usize);
     let mut window = MetricsWindow::default();
-    for rows in groups.iter().take(take) {
+    for (i, rows) in groups.iter().take(take).enumerate() {
+        // Data parallel: each rank evaluates every Nth batch.
+        if group.is_some_and(|g| i % g.size != g.rank) {
+            continue;
+        }
         let batch = try_make_batch(examples, rows, pad, pad_multiple(false))?;
         let (inputs, targets, mask) = (&batch.inputs, &batch.targets, &batch.mask);
         let extra = if kind.method.needs_reference() {
@@ -1021,6 +1033,14 @@ fn evaluate_pairs(
         total += values[0].item_exact::<f32>() as f64 * n as f64;
         seen += n;
         window.add(&values[1], &values[2])?;
+    }
+    if let Some(g) = group {
+        let mine = Array::from_slice(&[total as f32, seen as f32], &[2]);
+        let summed = g.all_sum(&mine)?;
+        mlx_rs::transforms::eval([&summed])?;
+        let both = summed.as_slice::<f32>();
+        (total, seen) = (both[0] as f64, both[1].round() as usize);
+        window.merge_over(g)?;
     }
     let metrics = window.take().ok_or_else(|| {
         Error::Invalid("the validation set has no complete pair to evaluate".into())

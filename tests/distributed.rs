@@ -298,6 +298,29 @@ fn dpo_pairs_are_split_across_ranks_with_the_same_steps_and_figures() {
     assert_adapters_within(&one, &two, 1e-3);
 }
 
+#[test]
+fn bad_data_fails_every_rank_with_the_record_named_and_exit_code_2() {
+    let s = setup(2);
+    let bad = s.root.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}\n{\"messages\": 3}\n",
+    )
+    .unwrap();
+    let runs = s.root.join("runs");
+    let out = start(&s.model, &bad, &runs, 4, 2).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.jsonl:2"), "{stderr}");
+    assert!(
+        stderr.contains("on 127.0.0.1 (this machine) exited with code 2"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let run = only_run(&runs);
+    assert!(ranks_of(&run.dir).is_empty());
+}
+
 /// The `ft train rank` processes of `run_dir` still running, with their
 /// MLX_RANK.
 fn ranks_of(run_dir: &Path) -> Vec<(u32, String)> {

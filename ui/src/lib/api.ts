@@ -16,6 +16,8 @@ export interface DeviceReport {
   gpu: { name: string; architecture: string | null; memory_bytes: number | null } | null;
   matmul_library: string;
   matmul: { size: number; iterations: number; seconds: number; gflops: number };
+  /** MLX's distributed backends this build can use (ring, mpi, nccl, jaccl). */
+  distributed?: string[];
 }
 
 /** A file the app starts with: the bundled model or the sample dataset. */

@@ -19,6 +19,7 @@ const report: DeviceReport = {
   gpu: null,
   matmul_library: "OpenBLAS (test)",
   matmul: { size: 1024, iterations: 10, seconds: 0.1, gflops: 214.7 },
+  distributed: ["ring"],
 };
 
 const files: DefaultFile[] = [
@@ -71,6 +72,7 @@ describe("App", () => {
     }
     expect(document.querySelector('[data-testid="model-parameters"]')?.textContent).toContain("134,515,008");
     expect(document.querySelector('[data-testid="data-error"]')?.textContent).toContain("no such file");
+    expect(document.querySelector('[data-testid="device-distributed"]')?.textContent).toContain("ring (ft train start -n N");
     expect(document.querySelector('[data-testid="gflops"]')?.textContent).toContain("214.7 GFLOP/s");
     // Nothing chosen yet: the summary names the bundled files, their sizes
     // and what is missing.

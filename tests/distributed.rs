@@ -321,6 +321,40 @@ fn bad_data_fails_every_rank_with_the_record_named_and_exit_code_2() {
     assert!(ranks_of(&run.dir).is_empty());
 }
 
+#[test]
+fn ranks_started_as_mlx_launch_starts_them_train_one_run() {
+    // Two `ft train start` processes with MLX_RANK and MLX_HOSTFILE set, as
+    // mlx.launch sets them: rank 0 keeps the run, rank 1 trains its share.
+    let s = setup(10);
+    let one = s.root.join("one");
+    succeed(start(&s.model, &s.data, &one, 6, 1));
+    let hostfile = s.root.join("hosts.json");
+    finetune::distributed::write_local_hostfile(&hostfile, 2).unwrap();
+    let runs = s.root.join("launched");
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            let mut cmd = start(&s.model, &s.data, &runs, 6, 1);
+            cmd.env("MLX_RANK", rank.to_string())
+                .env("MLX_HOSTFILE", &hostfile)
+                .env("FINETUNE_DISTRIBUTED_BACKEND", "ring")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (one, launched) = (only_run(&one), only_run(&runs));
+    assert_same_losses(&losses(&one), &losses(&launched));
+    assert_same_adapters(&one, &launched);
+}
+
 /// The `ft train rank` processes of `run_dir` still running, with their
 /// MLX_RANK.
 fn ranks_of(run_dir: &Path) -> Vec<(u32, String)> {

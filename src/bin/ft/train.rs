@@ -323,6 +323,17 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     if args.ranks == Some(0) {
         anyhow::bail!(finetune::Error::Invalid("-n: at least 1 rank".into()));
     }
+    // A rank other than 0 of a group another launcher started (mlx.launch):
+    // rank 0 keeps the run; this one trains its share and keeps nothing.
+    if finetune::distributed::launched_as_rank() && std::env::var("MLX_RANK").as_deref() != Ok("0")
+    {
+        let control = TrainControl::default();
+        let on_interrupt = control.clone();
+        let _ = ctrlc::set_handler(move || on_interrupt.cancel());
+        let mut quiet = |_: &finetune::train::TrainEvent| {};
+        train(&config, &mut quiet, &control)?;
+        return Ok(());
+    }
     let run = Run::start(&root, &mut config)?;
     eprintln!("run {} in {}", run.id, run.dir.display());
     if let Some(n) = args.ranks.filter(|&n| n > 1 || args.backend.is_some()) {

@@ -514,24 +514,19 @@ fn run(
             (config.steps_per_eval > 0 && done % config.steps_per_eval == 0) || done == total_steps;
         if eval_now && !valid_set.is_empty() {
             let since = Instant::now();
+            let setup = EvalSetup {
+                config,
+                batch_size,
+                pad,
+                group: group.as_ref(),
+            };
             let (val_loss, val_preference) = match preference_loss {
                 Some(kind) => {
-                    let (loss, metrics) = evaluate_pairs(
-                        model,
-                        &valid_set,
-                        config,
-                        batch_size,
-                        pad,
-                        kind,
-                        &mut valid_reference,
-                        group.as_ref(),
-                    )?;
+                    let (loss, metrics) =
+                        evaluate_pairs(model, &valid_set, &setup, kind, &mut valid_reference)?;
                     (loss, Some(metrics))
                 }
-                None => (
-                    evaluate(model, &valid_set, config, batch_size, pad, group.as_ref())?,
-                    None,
-                ),
+                None => (evaluate(model, &valid_set, &setup)?, None),
             };
             clock.evaluating += since.elapsed();
             let best = state.best_val_loss.is_none_or(|b| val_loss < b);
@@ -952,14 +947,22 @@ fn sft_loss(model: &mut Model, args: Vec<Array>) -> std::result::Result<Vec<Arra
 }
 
 /// Token-weighted mean validation loss.
-fn evaluate(
-    model: &mut Model,
-    examples: &Examples,
-    config: &TrainConfig,
+/// How a run evaluates: its settings, batch size, padding token, and the
+/// group whose ranks share the work (data parallel).
+struct EvalSetup<'a> {
+    config: &'a TrainConfig,
     batch_size: usize,
     pad: u32,
-    group: Option<&crate::distributed::Group>,
-) -> Result<f32> {
+    group: Option<&'a crate::distributed::Group>,
+}
+
+fn evaluate(model: &mut Model, examples: &Examples, setup: &EvalSetup) -> Result<f32> {
+    let EvalSetup {
+        config,
+        batch_size,
+        pad,
+        group,
+    } = *setup;
     let groups = length_sorted_groups(examples, batch_size.min(examples.len()).max(1));
     let take = if config.val_batches == 0 {
         groups.len()
@@ -998,13 +1001,16 @@ fn evaluate(
 fn evaluate_pairs(
     model: &mut Model,
     examples: &Examples,
-    config: &TrainConfig,
-    batch_size: usize,
-    pad: u32,
+    setup: &EvalSetup,
     kind: PreferenceLoss,
     reference: &mut ReferenceCache,
-    group: Option<&crate::distributed::Group>,
 ) -> Result<(f32, super::events::PreferenceMetrics)> {
+    let EvalSetup {
+        config,
+        batch_size,
+        pad,
+        group,
+    } = *setup;
     let pairs = examples.len() / 2;
     let groups = preference::pair_groups(examples, batch_size.min(pairs).max(1));
     let take = if config.val_batches == 0 {
@@ -1215,31 +1221,6 @@ fn rank_rows(
     }
 }
 
-#[cfg(test)]
-mod rank_rows_tests {
-    use super::rank_rows;
-
-    #[test]
-    fn each_rank_gets_every_nth_row_or_pair_and_an_empty_share_counts_nothing() {
-        let rows: Vec<Vec<usize>> = (0..5).map(|i| vec![i]).collect();
-        assert_eq!(rank_rows(&rows, None, false), (rows.clone(), true));
-        let (mine, counts) = rank_rows(&rows, Some((1, 2)), false);
-        assert_eq!((mine, counts), (vec![vec![1], vec![3]], true));
-        // Pairs stay together: rows 2i and 2i + 1 are one pair.
-        let pairs: Vec<Vec<usize>> = (0..6).map(|i| vec![i]).collect();
-        let (mine, _) = rank_rows(&pairs, Some((1, 2)), true);
-        assert_eq!(mine, vec![vec![2], vec![3]]);
-        let (mine, _) = rank_rows(&pairs, Some((0, 2)), true);
-        assert_eq!(mine, vec![vec![0], vec![1], vec![4], vec![5]]);
-        // A batch smaller than the group: the rank with nothing runs the
-        // first row, weighted 0.
-        let (mine, counts) = rank_rows(&rows[..1], Some((1, 2)), false);
-        assert_eq!((mine, counts), (vec![vec![0]], false));
-        let (mine, counts) = rank_rows(&pairs[..2], Some((1, 2)), true);
-        assert_eq!((mine, counts), (vec![vec![0], vec![1]], false));
-    }
-}
-
 /// What a rank other than 0 writes to: a copy of the run's settings
 /// without the checkpoint folder, and its output in a temporary folder.
 struct RankScratch {
@@ -1320,5 +1301,30 @@ pub(super) fn summary(
         tokens_per_second: session_tokens as f64 / clock.training().max(1e-9),
         peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
         adapter_dir: dir.into(),
+    }
+}
+
+#[cfg(test)]
+mod rank_rows_tests {
+    use super::rank_rows;
+
+    #[test]
+    fn each_rank_gets_every_nth_row_or_pair_and_an_empty_share_counts_nothing() {
+        let rows: Vec<Vec<usize>> = (0..5).map(|i| vec![i]).collect();
+        assert_eq!(rank_rows(&rows, None, false), (rows.clone(), true));
+        let (mine, counts) = rank_rows(&rows, Some((1, 2)), false);
+        assert_eq!((mine, counts), (vec![vec![1], vec![3]], true));
+        // Pairs stay together: rows 2i and 2i + 1 are one pair.
+        let pairs: Vec<Vec<usize>> = (0..6).map(|i| vec![i]).collect();
+        let (mine, _) = rank_rows(&pairs, Some((1, 2)), true);
+        assert_eq!(mine, vec![vec![2], vec![3]]);
+        let (mine, _) = rank_rows(&pairs, Some((0, 2)), true);
+        assert_eq!(mine, vec![vec![0], vec![1], vec![4], vec![5]]);
+        // A batch smaller than the group: the rank with nothing runs the
+        // first row, weighted 0.
+        let (mine, counts) = rank_rows(&rows[..1], Some((1, 2)), false);
+        assert_eq!((mine, counts), (vec![vec![0]], false));
+        let (mine, counts) = rank_rows(&pairs[..2], Some((1, 2)), true);
+        assert_eq!((mine, counts), (vec![vec![0], vec![1]], false));
     }
 }

@@ -122,8 +122,10 @@ impl Group {
     /// `arrays` summed over every rank in one collective: flattened (as
     /// float32) into one buffer, summed, and cut back to their shapes.
     pub fn all_sum_many(&self, arrays: &[&Array]) -> Result<Vec<Array>> {
-        if arrays.is_empty() {
-            return Ok(Vec::new());
+        // One rank: nothing to sum (MLX would return the input as it is,
+        // after our flattening and cutting).
+        if arrays.is_empty() || self.size == 1 {
+            return Ok(arrays.iter().map(|a| (*a).clone()).collect());
         }
         let flat = arrays
             .iter()

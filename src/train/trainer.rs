@@ -206,15 +206,15 @@ fn run(
     }
     if let Some(g) = &group {
         warnings.push(format!(
-            "data parallel over {}: {} rank(s), each training every {}th {} of a batch of {batch_size}",
+            "data parallel over {}: {} rank(s), each training one {} in {} of every batch of {batch_size}",
             g.backend,
-            g.size,
             g.size,
             if config.method.is_preference() {
                 "pair"
             } else {
                 "example"
-            }
+            },
+            g.size
         ));
     }
     let per = if config.method.is_preference() { 2 } else { 1 };

@@ -355,6 +355,66 @@ fn ranks_started_as_mlx_launch_starts_them_train_one_run() {
     assert_same_adapters(&one, &launched);
 }
 
+#[test]
+fn a_run_resumed_with_another_number_of_ranks_says_so_and_keeps_its_steps() {
+    let s = setup(10);
+    let whole = s.root.join("whole");
+    succeed(start(&s.model, &s.data, &whole, 8, 1));
+    let whole = only_run(&whole);
+    // One process, killed after step 5; resumed by two ranks.
+    let runs = s.root.join("runs");
+    let mut child = start(&s.model, &s.data, &runs, 8, 1)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = wait_for_steps(&runs, 5, &mut child);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let mut resume = ft();
+    resume
+        .args([
+            "train",
+            "resume",
+            &run.id,
+            "--json",
+            "-n",
+            "2",
+            "--runs-dir",
+        ])
+        .arg(&runs);
+    succeed(resume);
+    let events = run.read_events().unwrap();
+    let (at, from, warnings) = events
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, e)| match e {
+            TrainEvent::Started {
+                resumed_from_step: Some(k),
+                warnings,
+                ..
+            } => Some((i, *k, warnings.clone())),
+            _ => None,
+        })
+        .expect("a resumed session");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("resumed with 2 rank(s); the run's last session had 1")),
+        "{warnings:?}"
+    );
+    let resumed: Vec<f32> = events[at..]
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step { loss, .. } => Some(*loss),
+            _ => None,
+        })
+        .collect();
+    assert_same_losses(&resumed, &losses(&whole)[from..]);
+    assert_same_adapters(&whole, &run);
+}
+
 /// The `ft train rank` processes of `run_dir` still running, with their
 /// MLX_RANK.
 fn ranks_of(run_dir: &Path) -> Vec<(u32, String)> {

@@ -34,6 +34,14 @@ pub struct LoopState {
     /// Evaluations since the best one (for early stopping).
     #[serde(default)]
     pub evals_since_best: usize,
+    /// How many processes trained the session that wrote it (1 for
+    /// checkpoints from before data parallel training).
+    #[serde(default = "one_rank")]
+    pub ranks: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

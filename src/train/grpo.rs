@@ -531,6 +531,7 @@ pub(super) fn run(
         trained_tokens: 0,
         best_val_loss: None,
         evals_since_best: 0,
+        ranks: 1,
     };
     let mut resumed_from_step = None;
     if resume {

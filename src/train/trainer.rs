@@ -190,6 +190,7 @@ fn run(
         trained_tokens: 0,
         best_val_loss: None,
         evals_since_best: 0,
+        ranks: group.as_ref().map_or(1, |g| g.size),
     };
     let mut resumed_from_step = None;
     if resume {
@@ -203,6 +204,14 @@ fn run(
         })?;
         state = checkpoint::restore(&dir, model, &mut optimizer)?;
         resumed_from_step = Some(state.step);
+        let ranks = group.as_ref().map_or(1, |g| g.size);
+        if state.ranks != ranks {
+            warnings.push(format!(
+                "resumed with {ranks} rank(s); the run's last session had {}: the global batch is the same, so are the steps (to float32 summation order)",
+                state.ranks
+            ));
+            state.ranks = ranks;
+        }
     }
     if let Some(g) = &group {
         warnings.push(format!(

@@ -231,13 +231,20 @@ fn dpo_pairs_are_split_across_ranks_with_the_same_steps_and_figures() {
         })
         .collect();
     std::fs::write(&data, lines.join("\n")).unwrap();
-    let run_with = |ranks: usize| {
-        let runs = s.root.join(format!("dpo{ranks}"));
+    let run_with = |ranks: usize, batch: usize| {
+        let runs = s.root.join(format!("dpo{ranks}-{batch}"));
         let mut cmd = ft();
         cmd.args(["train", "start"])
             .arg(&s.model)
             .arg(&data)
-            .args(["--method", "dpo", "--iters", "4", "--batch-size", "4"])
+            .args([
+                "--method",
+                "dpo",
+                "--iters",
+                "4",
+                "--batch-size",
+                &batch.to_string(),
+            ])
             .args([
                 "--lora-rank",
                 "4",
@@ -262,40 +269,43 @@ fn dpo_pairs_are_split_across_ranks_with_the_same_steps_and_figures() {
         succeed(cmd);
         only_run(&runs)
     };
-    let (one, two) = (run_with(1), run_with(2));
-    assert_same_losses(&losses(&one), &losses(&two));
-    // Every rank's pairs count in the figures: the same as one process's.
-    let figures = |run: &Run| {
-        run.read_events()
-            .unwrap()
-            .into_iter()
-            .filter_map(|e| match e {
-                TrainEvent::Step {
-                    preference: Some(p),
-                    ..
-                } => Some(("step", p.pairs, p.accuracy, p.margin)),
-                TrainEvent::Eval {
-                    val_loss,
-                    preference: Some(p),
-                    ..
-                } => Some(("eval", p.pairs, p.accuracy, val_loss)),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-    };
-    let (a, b) = (figures(&one), figures(&two));
-    assert_eq!(a.len(), 4, "{a:?}");
-    assert_eq!(a.len(), b.len());
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!((x.0, x.1, x.2), (y.0, y.1, y.2), "{a:?} vs {b:?}");
-        assert!((x.3 - y.3).abs() < 1e-4, "{a:?} vs {b:?}");
+    // Batches of 1 pair too: rank 1 has no share and only takes part.
+    for batch in [4, 1] {
+        let (one, two) = (run_with(1, batch), run_with(2, batch));
+        assert_same_losses(&losses(&one), &losses(&two));
+        // Every rank's pairs count in the figures: the same as one process's.
+        let figures = |run: &Run| {
+            run.read_events()
+                .unwrap()
+                .into_iter()
+                .filter_map(|e| match e {
+                    TrainEvent::Step {
+                        preference: Some(p),
+                        ..
+                    } => Some(("step", p.pairs, p.accuracy, p.margin)),
+                    TrainEvent::Eval {
+                        val_loss,
+                        preference: Some(p),
+                        ..
+                    } => Some(("eval", p.pairs, p.accuracy, val_loss)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (figures(&one), figures(&two));
+        assert_eq!(a.len(), 4, "{a:?}");
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((x.0, x.1, x.2), (y.0, y.1, y.2), "{a:?} vs {b:?}");
+            assert!((x.3 - y.3).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
+        // DPO's first gradients are tiny (the policy starts as the reference,
+        // and lora_b at 0 gives lora_a none at step 1); Adam divides them by
+        // their own size, so a summation-order difference in a near-zero
+        // gradient moves a weight by a share of the learning rate (2e-3 here):
+        // the adapters agree within 1e-3, the losses within 1e-4.
+        assert_adapters_within(&one, &two, 1e-3);
     }
-    // DPO's first gradients are tiny (the policy starts as the reference,
-    // and lora_b at 0 gives lora_a none at step 1); Adam divides them by
-    // their own size, so a summation-order difference in a near-zero
-    // gradient moves a weight by a share of the learning rate (2e-3 here):
-    // the adapters agree within 1e-3, the losses within 1e-4.
-    assert_adapters_within(&one, &two, 1e-3);
 }
 
 #[test]

@@ -383,7 +383,10 @@ fn run(
                     };
                     let rejected = values.pop().expect("three outputs");
                     let chosen = values.pop().expect("three outputs");
-                    rewards.push((chosen, rejected));
+                    // A rank's stand-in pair (weight 0) is not one of the batch's.
+                    if counts {
+                        rewards.push((chosen, rejected));
+                    }
                     (values.pop().expect("the loss"), grads)
                 } else if config.grad_checkpoint {
                     let seed = micro_seed(config, step, micro);

@@ -119,6 +119,15 @@ impl Group {
         }
     }
 
+    /// Host numbers (counts, sums of losses) summed over every rank, as
+    /// float32, in one collective; it waits for the result.
+    pub fn sum_scalars(&self, values: &[f64]) -> Result<Vec<f64>> {
+        let mine: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        let summed = self.all_sum(&Array::from_slice(&mine, &[mine.len() as i32]))?;
+        mlx_rs::transforms::eval([&summed])?;
+        Ok(summed.as_slice::<f32>().iter().map(|&v| v as f64).collect())
+    }
+
     /// `arrays` summed over every rank in one collective: flattened (as
     /// float32) into one buffer, summed, and cut back to their shapes.
     pub fn all_sum_many(&self, arrays: &[&Array]) -> Result<Vec<Array>> {

@@ -415,22 +415,16 @@ impl MetricsWindow {
     /// Data parallel: the window of every rank together (one collective;
     /// every rank must call it at the same point).
     pub fn merge_over(&mut self, group: &crate::distributed::Group) -> Result<()> {
-        let mine = Array::from_slice(
-            &[
-                self.pairs as f32,
-                self.chosen as f32,
-                self.rejected as f32,
-                self.correct as f32,
-            ],
-            &[4],
-        );
-        let summed = group.all_sum(&mine)?;
-        mlx_rs::transforms::eval([&summed])?;
-        let all = summed.as_slice::<f32>();
+        let all = group.sum_scalars(&[
+            self.pairs as f64,
+            self.chosen,
+            self.rejected,
+            self.correct as f64,
+        ])?;
         *self = Self {
             pairs: all[0].round() as usize,
-            chosen: all[1] as f64,
-            rejected: all[2] as f64,
+            chosen: all[1],
+            rejected: all[2],
             correct: all[3].round() as usize,
         };
         Ok(())

@@ -141,6 +141,7 @@ fn run(
         .transpose()?;
     // Every rank resumes from the run's checkpoints.
     let checkpoint_root = config.checkpoint_dir.clone();
+    let ranks = group.as_ref().map_or(1, |g| g.size);
     let mut quiet = |_: &TrainEvent| {};
     let scratch;
     let (config, observer): (&TrainConfig, &mut dyn Observer) = match &group {
@@ -190,7 +191,7 @@ fn run(
         trained_tokens: 0,
         best_val_loss: None,
         evals_since_best: 0,
-        ranks: group.as_ref().map_or(1, |g| g.size),
+        ranks,
     };
     let mut resumed_from_step = None;
     if resume {
@@ -204,7 +205,6 @@ fn run(
         })?;
         state = checkpoint::restore(&dir, model, &mut optimizer)?;
         resumed_from_step = Some(state.step);
-        let ranks = group.as_ref().map_or(1, |g| g.size);
         if state.ranks != ranks {
             warnings.push(format!(
                 "resumed with {ranks} rank(s); the run's last session had {}: the global batch is the same, so are the steps (to float32 summation order)",
@@ -958,7 +958,6 @@ fn sft_loss(model: &mut Model, args: Vec<Array>) -> std::result::Result<Vec<Arra
     )?])
 }
 
-/// Token-weighted mean validation loss.
 /// How a run evaluates: its settings, batch size, padding token, and the
 /// group whose ranks share the work (data parallel).
 struct EvalSetup<'a> {
@@ -968,6 +967,7 @@ struct EvalSetup<'a> {
     group: Option<&'a crate::distributed::Group>,
 }
 
+/// Token-weighted mean validation loss.
 fn evaluate(model: &mut Model, examples: &Examples, setup: &EvalSetup) -> Result<f32> {
     let EvalSetup {
         config,
@@ -999,11 +999,8 @@ fn evaluate(model: &mut Model, examples: &Examples, setup: &EvalSetup) -> Result
         tokens += trained_tokens;
     }
     if let Some(g) = group {
-        let mine = Array::from_slice(&[total as f32, tokens as f32], &[2]);
-        let summed = g.all_sum(&mine)?;
-        mlx_rs::transforms::eval([&summed])?;
-        let both = summed.as_slice::<f32>();
-        (total, tokens) = (both[0] as f64, both[1] as usize);
+        let both = g.sum_scalars(&[total, tokens as f64])?;
+        (total, tokens) = (both[0], both[1].round() as usize);
     }
     Ok((total / tokens.max(1) as f64) as f32)
 }
@@ -1053,11 +1050,8 @@ fn evaluate_pairs(
         window.add(&values[1], &values[2])?;
     }
     if let Some(g) = group {
-        let mine = Array::from_slice(&[total as f32, seen as f32], &[2]);
-        let summed = g.all_sum(&mine)?;
-        mlx_rs::transforms::eval([&summed])?;
-        let both = summed.as_slice::<f32>();
-        (total, seen) = (both[0] as f64, both[1].round() as usize);
+        let both = g.sum_scalars(&[total, seen as f64])?;
+        (total, seen) = (both[0], both[1].round() as usize);
         window.merge_over(g)?;
     }
     let metrics = window.take().ok_or_else(|| {

@@ -44,15 +44,16 @@ pub fn default_backend() -> &'static str {
     }
 }
 
-/// Trains `run` in `ranks` local processes over `backend` (ring or nccl)
-/// and waits for them.
+/// Trains `run` in `ranks` local processes over `backend` (ring or nccl;
+/// none: [`default_backend`]) and waits for them.
 pub fn supervise(
     run: &Run,
     ranks: usize,
-    backend: &str,
+    backend: Option<&str>,
     json: bool,
     resume: bool,
 ) -> anyhow::Result<()> {
+    let backend = backend.unwrap_or_else(|| default_backend());
     if !finetune::distributed::is_available(backend) {
         anyhow::bail!(finetune::Error::Invalid(format!(
             "this build of MLX has no {backend} backend (it has: {}), so it cannot train across processes over it",

@@ -235,10 +235,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             eprintln!("resuming run {} in {}", run.id, run.dir.display());
             if let Some(n) = ranks.filter(|&n| n > 1 || backend.is_some()) {
                 let _lock = run.lock()?;
-                let backend = backend
-                    .as_deref()
-                    .unwrap_or_else(|| crate::launch::default_backend());
-                return crate::launch::supervise(&run, n, backend, json, true);
+                return crate::launch::supervise(&run, n, backend.as_deref(), json, true);
             }
             return execute(&run, &config, json, true);
         }
@@ -327,22 +324,13 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     // rank 0 keeps the run; this one trains its share and keeps nothing.
     if finetune::distributed::launched_as_rank() && std::env::var("MLX_RANK").as_deref() != Ok("0")
     {
-        let control = TrainControl::default();
-        let on_interrupt = control.clone();
-        let _ = ctrlc::set_handler(move || on_interrupt.cancel());
-        let mut quiet = |_: &finetune::train::TrainEvent| {};
-        train(&config, &mut quiet, &control)?;
-        return Ok(());
+        return train_quietly(&config, false);
     }
     let run = Run::start(&root, &mut config)?;
     eprintln!("run {} in {}", run.id, run.dir.display());
     if let Some(n) = args.ranks.filter(|&n| n > 1 || args.backend.is_some()) {
         let _lock = run.lock()?;
-        let backend = args
-            .backend
-            .as_deref()
-            .unwrap_or_else(|| crate::launch::default_backend());
-        return crate::launch::supervise(&run, n, backend, args.json, false);
+        return crate::launch::supervise(&run, n, args.backend.as_deref(), args.json, false);
     }
     execute(&run, &config, args.json, false)
 }
@@ -356,14 +344,20 @@ fn rank(dir: &std::path::Path, resuming: bool, json: bool) -> anyhow::Result<()>
     if std::env::var("MLX_RANK").as_deref() == Ok("0") {
         return execute_unlocked(&run, &config, json, resuming);
     }
+    train_quietly(&config, resuming)
+}
+
+/// A rank other than 0: trains (or resumes) with no events to show or
+/// record; Ctrl-C asks the group to stop after this step.
+fn train_quietly(config: &TrainConfig, resuming: bool) -> anyhow::Result<()> {
     let control = TrainControl::default();
     let on_interrupt = control.clone();
     let _ = ctrlc::set_handler(move || on_interrupt.cancel());
     let mut quiet = |_: &finetune::train::TrainEvent| {};
     if resuming {
-        resume(&config, &mut quiet, &control)?;
+        resume(config, &mut quiet, &control)?;
     } else {
-        train(&config, &mut quiet, &control)?;
+        train(config, &mut quiet, &control)?;
     }
     Ok(())
 }

@@ -211,6 +211,36 @@ export function hasPreference(view: TrainingView): boolean {
   return view.method === "dpo" || view.method === "ipo" || view.method === "orpo" || view.prefSteps.length > 0;
 }
 
+/** Chart columns over every step with training or held-out figures: `xs`,
+ * and lookups that place a per-step series (`steps`) or a held-out one
+ * (`valSteps`) on them, null where a step has none. */
+function alignSteps(steps: number[], valSteps: number[]) {
+  const at = new Map(steps.map((s, i) => [s, i]));
+  // Usually every evaluation falls on a reported step: the steps as they are.
+  const xs = valSteps.every((s) => at.has(s)) ? steps : [...new Set([...steps, ...valSteps])].sort((a, b) => a - b);
+  return {
+    xs,
+    trained: (values: (number | null)[], scale = 1) =>
+      xs.map((x) => {
+        const i = at.get(x);
+        const v = i === undefined ? null : values[i];
+        return v === null ? null : scale * v;
+      }),
+    held: (values: number[], scale = 1) => {
+      const byStep = new Map(valSteps.map((s, i) => [s, scale * values[i]]));
+      return xs.map((x) => byStep.get(x) ?? null);
+    },
+  };
+}
+
+/** The Preference chart's columns: x (every step with training or held-out
+ * figures), the accuracy in percent, the margin, and the held-out accuracy
+ * in percent (null where a step has none). */
+export function preferenceSeries(view: TrainingView): [number[], (number | null)[], (number | null)[], (number | null)[]] {
+  const a = alignSteps(view.prefSteps, view.valPrefSteps);
+  return [a.xs, a.trained(view.accuracies, 100), a.trained(view.margins), a.held(view.valAccuracies, 100)];
+}
+
 /** Whether the run has GRPO figures to chart. */
 export function hasGrpo(view: TrainingView): boolean {
   return view.method === "grpo" || view.grpoSteps.length > 0;
@@ -220,42 +250,8 @@ export function hasGrpo(view: TrainingView): boolean {
  * figures), the mean reward, the held-out reward, and the KL (null where a
  * step has none). */
 export function grpoSeries(view: TrainingView): [number[], (number | null)[], (number | null)[], (number | null)[]] {
-  const held = new Map(view.valRewardSteps.map((s, i) => [s, view.valRewards[i]]));
-  const at = new Map(view.grpoSteps.map((s, i) => [s, i]));
-  const xs = view.valRewardSteps.every((s) => at.has(s))
-    ? view.grpoSteps
-    : [...new Set([...view.grpoSteps, ...view.valRewardSteps])].sort((a, b) => a - b);
-  const pick = <T>(values: T[]) =>
-    xs.map((x) => {
-      const i = at.get(x);
-      return i === undefined ? null : values[i];
-    });
-  return [xs, pick(view.rewardMeans), xs.map((x) => held.get(x) ?? null), pick(view.kls)];
-}
-
-/** The Preference chart's columns: x (every step with training or held-out
- * figures), the accuracy in percent, the margin, and the held-out accuracy
- * in percent (null where a step has none). */
-export function preferenceSeries(view: TrainingView): [number[], (number | null)[], (number | null)[], (number | null)[]] {
-  const held = new Map(view.valPrefSteps.map((s, i) => [s, 100 * view.valAccuracies[i]]));
-  const trained = new Set(view.prefSteps);
-  // Usually every evaluation falls on a reported step: one pass.
-  if (view.valPrefSteps.every((s) => trained.has(s))) {
-    return [
-      view.prefSteps,
-      view.accuracies.map((a) => 100 * a),
-      view.margins,
-      view.prefSteps.map((s) => held.get(s) ?? null),
-    ];
-  }
-  const at = new Map(view.prefSteps.map((s, i) => [s, i]));
-  const xs = [...new Set([...view.prefSteps, ...view.valPrefSteps])].sort((a, b) => a - b);
-  const pick = (values: number[], scale = 1) =>
-    xs.map((x) => {
-      const i = at.get(x);
-      return i === undefined ? null : scale * values[i];
-    });
-  return [xs, pick(view.accuracies, 100), pick(view.margins), xs.map((x) => held.get(x) ?? null)];
+  const a = alignSteps(view.grpoSteps, view.valRewardSteps);
+  return [a.xs, a.trained(view.rewardMeans), a.held(view.valRewards), a.trained(view.kls)];
 }
 
 /** A reward or margin for reading: two decimals from 1 up, two significant

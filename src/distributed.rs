@@ -5,10 +5,14 @@
 //! `MLX_HOSTFILE` (the ring's JSON list of `"ip:port"` per rank), or
 //! `MLX_RANK`, `MLX_WORLD_SIZE`, `NCCL_HOST_IP` and `NCCL_PORT` (NCCL).
 //! `ft train start -n N` starts such a group on one machine
-//! ([`write_local_hostfile`]).
+//! ([`write_local_hostfile`]), `--hosts` over the machines of a hostfile
+//! ([`hosts`]).
+
+pub mod hosts;
+pub mod launch;
 
 use std::ffi::CString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Stream};
@@ -152,6 +156,73 @@ impl Group {
         }
         Ok(out)
     }
+
+    /// Rank 0's files in `from` (a checkpoint), copied to `to` on every
+    /// other rank through the group, so that ranks on other machines resume
+    /// from the checkpoint only rank 0 keeps. Every rank must call it; it
+    /// returns the folder to read: `from` on rank 0, `to` on the others.
+    pub fn share_files(&self, from: Option<&Path>, to: &Path) -> Result<PathBuf> {
+        if self.rank == 0 || self.size == 1 {
+            let from = from.ok_or_else(|| Error::Invalid("no checkpoint to share".into()))?;
+            if self.size == 1 {
+                return Ok(from.to_path_buf());
+            }
+            let manifest = list_files(from)?;
+            let text = serde_json::to_vec(&manifest).expect("names and sizes serialise");
+            self.sum_scalars(&[text.len() as f64])?;
+            self.broadcast_bytes(Some(&text), text.len())?;
+            for (name, size) in &manifest {
+                let path = from.join(name);
+                let mut file = std::fs::File::open(&path).map_err(io_error(&path))?;
+                let mut left = *size;
+                while left > 0 {
+                    let n = left.min(SHARE_CHUNK);
+                    let mut chunk = vec![0u8; n as usize];
+                    std::io::Read::read_exact(&mut file, &mut chunk).map_err(io_error(&path))?;
+                    self.broadcast_bytes(Some(&chunk), chunk.len())?;
+                    left -= n;
+                }
+            }
+            return Ok(from.to_path_buf());
+        }
+        let length = self.sum_scalars(&[0.0])?[0] as usize;
+        let text = self.broadcast_bytes(None, length)?;
+        let manifest: Vec<(String, u64)> = serde_json::from_slice(&text)
+            .map_err(|e| Error::Invalid(format!("rank 0 shared a broken file list: {e}")))?;
+        std::fs::create_dir_all(to).map_err(io_error(to))?;
+        for (name, size) in manifest {
+            if name.contains(['/', '\\']) || name.starts_with('.') {
+                return Err(Error::Invalid(format!(
+                    "rank 0 shared a file named {name:?}"
+                )));
+            }
+            let path = to.join(&name);
+            let mut file = std::fs::File::create(&path).map_err(io_error(&path))?;
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(SHARE_CHUNK);
+                let chunk = self.broadcast_bytes(None, n as usize)?;
+                std::io::Write::write_all(&mut file, &chunk).map_err(io_error(&path))?;
+                left -= n;
+            }
+        }
+        Ok(to.to_path_buf())
+    }
+
+    /// Rank 0's `len` bytes on every rank (the others add zeros).
+    fn broadcast_bytes(&self, mine: Option<&[u8]>, len: usize) -> Result<Vec<u8>> {
+        if self.size == 1 {
+            return Ok(mine.map(<[u8]>::to_vec).unwrap_or_default());
+        }
+        let n = len as i32;
+        let x = match mine {
+            Some(bytes) => Array::from_slice(bytes, &[n]),
+            None => mlx_rs::ops::zeros::<u8>(&[n])?,
+        };
+        let summed = self.all_sum(&x)?;
+        mlx_rs::transforms::eval([&summed])?;
+        Ok(summed.as_slice::<u8>().to_vec())
+    }
 }
 
 impl Drop for Group {
@@ -174,46 +245,65 @@ pub fn shard<T: Clone>(units: &[T], rank: usize, size: usize) -> Vec<T> {
         .collect()
 }
 
+/// The largest piece of a shared file sent in one collective.
+const SHARE_CHUNK: u64 = 64 << 20;
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { path, source }
+}
+
+/// The plain files of `dir` with their sizes, by name.
+fn list_files(dir: &Path) -> Result<Vec<(String, u64)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let meta = entry.metadata().map_err(io_error(&entry.path()))?;
+        if meta.is_file() {
+            files.push((entry.file_name().to_string_lossy().into_owned(), meta.len()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// A free TCP port on loopback now (for NCCL's bootstrap).
 pub fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| Error::Io {
-            path: "127.0.0.1".into(),
-            source,
-        })
+    Ok(free_ports(1)?[0])
+}
+
+/// `n` distinct TCP ports free on this machine now: the system hands them
+/// out while all are held, so no two are the same.
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let io = |source| Error::Io {
+        path: "127.0.0.1".into(),
+        source,
+    };
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(io)?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(io))
+        .collect()
+}
+
+/// Writes the ring backend's hostfile (per rank, the `ip:port` addresses
+/// it listens at) to `path`.
+pub fn write_ring_hostfile(path: &Path, addresses: &[Vec<String>]) -> Result<()> {
+    let text = serde_json::to_string(addresses).expect("strings serialise");
+    std::fs::write(path, text).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes the ring's hostfile for `ranks` processes on this machine (each
 /// listening on its own free loopback port) to `path`.
 pub fn write_local_hostfile(path: &Path, ranks: usize) -> Result<()> {
-    let mut entries = Vec::with_capacity(ranks);
-    // Ports the system hands out now; held until all are chosen, so no two
-    // ranks get the same one.
-    let listeners = (0..ranks)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    for l in &listeners {
-        let port = l
-            .local_addr()
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .port();
-        entries.push(vec![format!("127.0.0.1:{port}")]);
-    }
-    drop(listeners);
-    let text = serde_json::to_string(&entries).expect("strings serialise");
-    std::fs::write(path, text).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    let addresses = hosts::ring_addresses(&hosts::local(ranks), &free_ports(ranks)?)?;
+    write_ring_hostfile(path, &addresses)
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@ pub enum Error {
     /// The input is wrong: a bad file, record or setting.
     #[error("{0}")]
     Invalid(String),
+    /// A rank of a run spread over several processes failed (not because
+    /// of its input).
+    #[error("{0}")]
+    Rank(String),
 }
 
 impl From<mlx_rs::error::Exception> for Error {

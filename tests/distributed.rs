@@ -19,6 +19,9 @@ use finetune::mlx_rs::Array;
 use finetune::runs::{list, Run};
 use finetune::train::TrainEvent;
 
+/// Set on a launcher, inherited by its ranks: the runs folder it trains in.
+const TAG: &str = "FINETUNE_TEST_RUNS";
+
 fn ft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ft"))
 }
@@ -29,10 +32,19 @@ fn start(model: &Path, data: &Path, runs: &Path, iters: usize, ranks: usize) -> 
         .arg(model)
         .arg(data)
         .args(["--iters", &iters.to_string(), "--batch-size", "4"])
-        .args(["--lora-rank", "4", "--learning-rate", "0.01", "--seed", "5"])
+        .args([
+            "--lora-rank",
+            "4",
+            "--learning-rate",
+            "0.002",
+            "--seed",
+            "5",
+        ])
         .args(["--report-every", "1", "--checkpoint-every", "2"])
         .args(["--val-every", "0", "--json", "--runs-dir"])
-        .arg(runs);
+        .arg(runs)
+        // Marks the processes of this run (see `ranks_of`).
+        .env(TAG, runs);
     if ranks > 1 {
         cmd.args(["-n", &ranks.to_string()]);
     }
@@ -327,8 +339,8 @@ fn bad_data_fails_every_rank_with_the_record_named_and_exit_code_2() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let run = only_run(&runs);
-    assert!(ranks_of(&run.dir).is_empty());
+    only_run(&runs);
+    assert!(ranks_of(&runs).is_empty());
 }
 
 #[test]
@@ -382,6 +394,8 @@ fn a_run_resumed_with_another_number_of_ranks_says_so_and_keeps_its_steps() {
     let run = wait_for_steps(&runs, 5, &mut child);
     child.kill().unwrap();
     let _ = child.wait();
+    // The ranks leave when their launcher is gone.
+    wait_until_no_ranks(&runs);
     let mut resume = ft();
     resume
         .args([
@@ -430,10 +444,10 @@ fn a_run_resumed_with_another_number_of_ranks_says_so_and_keeps_its_steps() {
     assert_same_losses(&resumed[..3], &losses(&whole)[from..from + 3]);
 }
 
-/// The `ft train rank` processes of `run_dir` still running, with their
-/// MLX_RANK.
-fn ranks_of(run_dir: &Path) -> Vec<(u32, String)> {
-    let needle = run_dir.display().to_string();
+/// The `ft train rank` processes still running of a launcher started with
+/// `start(…, runs, …)`, with their MLX_RANK.
+fn ranks_of(runs: &Path) -> Vec<(u32, String)> {
+    let tag = format!("{TAG}={}", runs.display());
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -443,7 +457,7 @@ fn ranks_of(run_dir: &Path) -> Vec<(u32, String)> {
             continue;
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if !(cmdline.contains(" train rank ") && cmdline.contains(&needle)) {
+        if !cmdline.contains(" train rank") {
             continue;
         }
         // A zombie has exited already.
@@ -452,7 +466,11 @@ fn ranks_of(run_dir: &Path) -> Vec<(u32, String)> {
             continue;
         }
         let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        let rank = String::from_utf8_lossy(&environ)
+        let environ = String::from_utf8_lossy(&environ);
+        if !environ.split('\0').any(|v| v == tag) {
+            continue;
+        }
+        let rank = environ
             .split('\0')
             .find_map(|v| v.strip_prefix("MLX_RANK=").map(str::to_string))
             .unwrap_or_default();
@@ -499,8 +517,8 @@ fn a_killed_rank_stops_the_others_and_is_named() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let run = wait_for_steps(&runs, 2, &mut child);
-    let ranks = ranks_of(&run.dir);
+    wait_for_steps(&runs, 2, &mut child);
+    let ranks = ranks_of(&runs);
     let (pid, _) = ranks
         .iter()
         .find(|(_, r)| r == "1")
@@ -519,15 +537,7 @@ fn a_killed_rank_stops_the_others_and_is_named() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
     // No rank is left running.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ranks_of(&run.dir).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "ranks left: {:?}",
-            ranks_of(&run.dir)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_no_ranks(&runs);
 }
 
 #[test]
@@ -556,6 +566,8 @@ fn a_stopped_two_rank_run_resumes_on_its_trajectory() {
         .status()
         .unwrap();
     let _ = child.wait();
+    // The ranks leave when their launcher is gone.
+    wait_until_no_ranks(&runs);
     let mut resume = ft();
     resume
         .args([
@@ -593,4 +605,117 @@ fn a_stopped_two_rank_run_resumes_on_its_trajectory() {
         .collect();
     assert_same_losses(&resumed, &losses(&whole)[from..]);
     assert_same_adapters(&whole, &run);
+}
+
+/// A stand-in for ssh: runs the remote command here, as ssh would run it on
+/// the host, and logs the host and the command. Host `gamma` has no model
+/// (the settings its rank reads name a folder that is not there); host
+/// `nowhere` cannot be reached.
+fn fake_ssh(dir: &Path, model: &Path) -> PathBuf {
+    let path = dir.join("fake-ssh");
+    let script = format!(
+        r#"#!/bin/bash
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o) shift 2 ;;
+    --) shift; break ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+host="$1"; shift
+echo "$host $*" >> '{log}'
+case "${{host#*@}}" in
+  nowhere) echo "ssh: Could not resolve hostname nowhere: Name or service not known" >&2; exit 255 ;;
+  gamma) exec bash -c "$*" < <(sed -u 's#{model}#/nowhere/model#g') ;;
+esac
+exec bash -c "$*"
+"#,
+        log = dir.join("ssh.log").display(),
+        model = model.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// `start` over the hosts of a hostfile: this machine, then `other`
+/// (reached through `fake_ssh`).
+fn start_on_hosts(s: &Setup, runs: &Path, iters: usize, other: &str) -> Command {
+    let hosts = s.root.join(format!("hosts-{other}.json"));
+    std::fs::write(
+        &hosts,
+        format!(
+            r#"[{{"ssh": "localhost", "ips": ["127.0.0.1"]}},
+                {{"ssh": "tester@{other}", "ips": ["127.0.0.1"]}}]"#
+        ),
+    )
+    .unwrap();
+    let mut cmd = start(&s.model, &s.data, runs, iters, 1);
+    cmd.arg("--hosts")
+        .arg(&hosts)
+        .env("FINETUNE_SSH", fake_ssh(&s.root, &s.model));
+    cmd
+}
+
+fn wait_until_no_ranks(runs: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ranks_of(runs).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "ranks left: {:?}",
+            ranks_of(runs)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ranks_on_other_hosts_start_over_ssh_and_take_the_steps_of_one_process() {
+    let s = setup(10);
+    let one = s.root.join("one");
+    succeed(start(&s.model, &s.data, &one, 6, 1));
+    let runs = s.root.join("hosts");
+    let out = succeed(start_on_hosts(&s, &runs, 6, "beta"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("training on 2 rank(s), 1 of them on other hosts over ssh"),
+        "{stderr}"
+    );
+    let log = std::fs::read_to_string(s.root.join("ssh.log")).unwrap();
+    assert!(
+        log.starts_with("tester@beta ")
+            && log.contains("MLX_RANK='1'")
+            && log.contains("'train' 'rank'"),
+        "{log}"
+    );
+    let (one, spread) = (only_run(&one), only_run(&runs));
+    assert_same_losses(&losses(&one), &losses(&spread));
+    assert_same_adapters(&one, &spread);
+}
+
+#[test]
+fn a_host_without_the_model_or_out_of_reach_is_named_and_no_rank_is_left() {
+    let s = setup(10);
+    let runs = s.root.join("gamma");
+    let out = start_on_hosts(&s, &runs, 6, "gamma").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rank 1 on gamma exited with code 2") && stderr.contains("/nowhere/model"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    wait_until_no_ranks(&runs);
+
+    let runs = s.root.join("nowhere");
+    let out = start_on_hosts(&s, &runs, 6, "nowhere").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("rank 1 on nowhere could not be reached over ssh: ssh: Could not resolve hostname nowhere"),
+        "{stderr}"
+    );
+    wait_until_no_ranks(&runs);
 }

@@ -81,6 +81,11 @@ pub enum TrainEvent {
     Failed {
         error: String,
     },
+    /// A run spread over several processes: where each rank stands (sent
+    /// by the launcher whenever one changes).
+    Hosts {
+        hosts: Vec<crate::distributed::launch::HostStatus>,
+    },
 }
 
 /// What a preference run measures over a set of pairs: the mean rewards of

@@ -57,6 +57,12 @@ impl TrainControl {
     pub fn cancel(&self) {
         self.0.store(CANCELLED, Ordering::SeqCst);
     }
+    pub fn is_paused(&self) -> bool {
+        self.state() == PAUSED
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.state() == CANCELLED
+    }
     pub(super) fn state(&self) -> u8 {
         self.0.load(Ordering::SeqCst)
     }
@@ -139,19 +145,18 @@ fn run(
     let group = crate::distributed::launched_as_rank()
         .then(crate::distributed::Group::join)
         .transpose()?;
-    // Every rank resumes from the run's checkpoints.
     let checkpoint_root = config.checkpoint_dir.clone();
     let ranks = group.as_ref().map_or(1, |g| g.size);
     let mut quiet = |_: &TrainEvent| {};
-    let scratch;
-    let (config, observer): (&TrainConfig, &mut dyn Observer) = match &group {
-        Some(g) if g.rank > 0 => {
-            // Other ranks write nothing the run keeps: their adapters go
-            // to a folder of their own, deleted at the end.
-            scratch = RankScratch::new(config)?;
-            (&scratch.config, &mut quiet)
-        }
-        _ => (config, observer),
+    // Other ranks write nothing the run keeps: their adapters go to a
+    // folder of their own, deleted at the end.
+    let scratch = match &group {
+        Some(g) if g.rank > 0 => Some(RankScratch::new(config)?),
+        _ => None,
+    };
+    let (config, observer): (&TrainConfig, &mut dyn Observer) = match &scratch {
+        Some(s) => (&s.config, &mut quiet),
+        None => (config, observer),
     };
     let Prepared {
         mut loaded,
@@ -195,14 +200,23 @@ fn run(
     };
     let mut resumed_from_step = None;
     if resume {
-        let root = checkpoint_root.as_ref().ok_or_else(|| {
-            Error::Invalid(
-                "this run was not configured to write checkpoints, so it cannot resume".into(),
-            )
-        })?;
-        let dir = checkpoint::latest(root)?.ok_or_else(|| {
-            Error::Invalid(format!("{}: no checkpoint to resume from", root.display()))
-        })?;
+        let latest = || -> Result<PathBuf> {
+            let root = checkpoint_root.as_ref().ok_or_else(|| {
+                Error::Invalid(
+                    "this run was not configured to write checkpoints, so it cannot resume".into(),
+                )
+            })?;
+            checkpoint::latest(root)?.ok_or_else(|| {
+                Error::Invalid(format!("{}: no checkpoint to resume from", root.display()))
+            })
+        };
+        // Only rank 0 keeps the run: the others (maybe on other machines)
+        // resume from its checkpoint, sent through the group.
+        let dir = match (&group, &scratch) {
+            (Some(g), Some(s)) => g.share_files(None, &s.checkpoint_copy())?,
+            (Some(g), None) => g.share_files(Some(&latest()?), Path::new(""))?,
+            _ => latest()?,
+        };
         state = checkpoint::restore(&dir, model, &mut optimizer)?;
         resumed_from_step = Some(state.step);
         if state.ranks != ranks {
@@ -1244,6 +1258,11 @@ impl RankScratch {
         config.output = dir.path().join("adapters");
         config.checkpoint_dir = None;
         Ok(Self { config, _dir: dir })
+    }
+
+    /// Where this rank keeps its copy of rank 0's checkpoint when resuming.
+    fn checkpoint_copy(&self) -> PathBuf {
+        self._dir.path().join("checkpoint")
     }
 }
 

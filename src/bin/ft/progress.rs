@@ -157,6 +157,8 @@ impl Observer for TerminalProgress {
                 eprintln!("stopped at step {step}: {reason}");
             }
             TrainEvent::Failed { .. } => self.bar.abandon(),
+            // The launcher reports failed ranks itself.
+            TrainEvent::Hosts { .. } => {}
         }
     }
 }

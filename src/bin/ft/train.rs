@@ -38,21 +38,16 @@ pub enum TrainCommand {
         /// Print events as JSON lines instead of a progress bar.
         #[arg(long)]
         json: bool,
-        /// Continue in N processes (the run's number of ranks).
-        #[arg(short = 'n', long = "ranks", value_name = "N")]
-        ranks: Option<usize>,
-        /// The distributed backend of -n: ring or nccl.
-        #[arg(long, value_parser = ["ring", "nccl"], requires = "ranks")]
-        backend: Option<String>,
+        #[command(flatten)]
+        spread: Spread,
     },
-    /// One rank of a run trained by several processes (what `-n N` starts;
-    /// MLX_RANK and MLX_HOSTFILE say which rank and where the others are).
+    /// One rank of a run trained by several processes (what `-n N` and
+    /// `--hosts` start; its settings come on stdin, MLX_RANK says which
+    /// rank it is).
     #[command(hide = true)]
     Rank {
-        /// The run's folder.
-        run: PathBuf,
-        #[arg(long)]
-        resume: bool,
+        /// The run's folder (rank 0, which keeps the run).
+        run: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -196,16 +191,58 @@ pub struct TrainArgs {
     /// Print events as JSON lines instead of a progress bar.
     #[arg(long)]
     pub json: bool,
-    /// Train in N processes on this machine, data parallel over MLX's ring
-    /// backend: each trains every Nth example of each batch and the
-    /// gradients are summed (the same steps as one process, in parallel).
-    #[arg(short = 'n', long = "ranks", value_name = "N")]
+    #[command(flatten)]
+    pub spread: Spread,
+}
+
+/// Data-parallel training over several processes or machines.
+#[derive(Args, Clone, Default)]
+pub struct Spread {
+    /// Train in N processes on this machine, data parallel: each trains
+    /// every Nth example of each batch and the gradients are summed (the
+    /// same steps as one process, in parallel).
+    #[arg(
+        short = 'n',
+        long = "ranks",
+        value_name = "N",
+        conflicts_with = "hosts"
+    )]
     pub ranks: Option<usize>,
-    /// The distributed backend of -n: ring (TCP over loopback, on the CPU;
-    /// the default without a GPU) or nccl (one NVIDIA GPU per rank; the
-    /// default on one). Named, it runs the ranks even for -n 1.
-    #[arg(long, value_parser = ["ring", "nccl"], requires = "ranks")]
+    /// Train over the machines of a hostfile (mlx.launch's JSON format, one
+    /// rank per entry: `[{"ssh": "mac-b.local", "ips": ["192.168.1.11"]}]`),
+    /// the first entry being this machine. Other hosts are reached over ssh
+    /// (keys, no password) and need ft, the model and the data at the same
+    /// paths.
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+    /// The distributed backend: ring (TCP, on the CPU; the default without
+    /// a GPU) or nccl (one NVIDIA GPU per rank; the default on one). Named
+    /// with -n 1, it still runs one rank in a group.
+    #[arg(long, value_parser = ["ring", "nccl"])]
     pub backend: Option<String>,
+}
+
+impl Spread {
+    /// The ranks' machines, when the run is spread over several processes.
+    fn hosts(&self) -> anyhow::Result<Option<Vec<finetune::distributed::hosts::Host>>> {
+        use finetune::distributed::hosts;
+        if self.ranks == Some(0) {
+            anyhow::bail!(finetune::Error::Invalid("-n: at least 1 rank".into()));
+        }
+        if let Some(path) = &self.hosts {
+            return Ok(Some(hosts::read(path)?));
+        }
+        Ok(match self.ranks {
+            Some(n) if n > 1 || self.backend.is_some() => Some(hosts::local(n)),
+            _ if self.backend.is_some() => {
+                anyhow::bail!(finetune::Error::Invalid(
+                    "--backend: say over how many ranks (-n N) or which hosts (--hosts FILE)"
+                        .into()
+                ))
+            }
+            _ => None,
+        })
+    }
 }
 
 fn parse_batch_size(s: &str) -> Result<usize, String> {
@@ -227,19 +264,25 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             run,
             runs_dir: dir,
             json,
-            ranks,
-            backend,
+            spread,
         } => {
+            let hosts = spread.hosts()?;
             let run = Run::open(&dir.unwrap_or_else(runs_dir), &run)?;
             let config = run.resume_config()?;
             eprintln!("resuming run {} in {}", run.id, run.dir.display());
-            if let Some(n) = ranks.filter(|&n| n > 1 || backend.is_some()) {
+            if let Some(hosts) = hosts {
                 let _lock = run.lock()?;
-                return crate::launch::supervise(&run, n, backend.as_deref(), json, true);
+                return crate::launch::supervise(
+                    &run,
+                    &hosts,
+                    spread.backend.as_deref(),
+                    json,
+                    true,
+                );
             }
             return execute(&run, &config, json, true);
         }
-        TrainCommand::Rank { run, resume, json } => return rank(&run, resume, json),
+        TrainCommand::Rank { run, json } => return rank(run.as_deref(), json),
         TrainCommand::Validate {
             config,
             profile,
@@ -317,20 +360,24 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     }
 
     let root = args.runs_dir.clone().unwrap_or_else(runs_dir);
-    if args.ranks == Some(0) {
-        anyhow::bail!(finetune::Error::Invalid("-n: at least 1 rank".into()));
-    }
+    let hosts = args.spread.hosts()?;
     // A rank other than 0 of a group another launcher started (mlx.launch):
     // rank 0 keeps the run; this one trains its share and keeps nothing.
     if finetune::distributed::launched_as_rank() && std::env::var("MLX_RANK").as_deref() != Ok("0")
     {
-        return train_quietly(&config, false);
+        return train_quietly(&config, false, &TrainControl::default());
     }
     let run = Run::start(&root, &mut config)?;
     eprintln!("run {} in {}", run.id, run.dir.display());
-    if let Some(n) = args.ranks.filter(|&n| n > 1 || args.backend.is_some()) {
+    if let Some(hosts) = hosts {
         let _lock = run.lock()?;
-        return crate::launch::supervise(&run, n, args.backend.as_deref(), args.json, false);
+        return crate::launch::supervise(
+            &run,
+            &hosts,
+            args.spread.backend.as_deref(),
+            args.json,
+            false,
+        );
     }
     execute(&run, &config, args.json, false)
 }
@@ -338,26 +385,30 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
 /// One rank of a multi-process run: rank 0 records and renders the events
 /// as a lone process does; the others train quietly (the trainer writes
 /// nothing for them).
-fn rank(dir: &std::path::Path, resuming: bool, json: bool) -> anyhow::Result<()> {
-    let run = Run::open(dir, &dir.display().to_string())?;
-    let config = run.resume_config()?;
-    if std::env::var("MLX_RANK").as_deref() == Ok("0") {
-        return execute_unlocked(&run, &config, json, resuming);
+fn rank(dir: Option<&std::path::Path>, json: bool) -> anyhow::Result<()> {
+    let control = TrainControl::default();
+    let (spec, _ring) = crate::launch::read_spec(&control)?;
+    if let Some(dir) = dir {
+        let run = Run::open(dir, &dir.display().to_string())?;
+        return execute_with(&run, &spec.config, json, spec.resume, control);
     }
-    train_quietly(&config, resuming)
+    train_quietly(&spec.config, spec.resume, &control)
 }
 
 /// A rank other than 0: trains (or resumes) with no events to show or
 /// record; Ctrl-C asks the group to stop after this step.
-fn train_quietly(config: &TrainConfig, resuming: bool) -> anyhow::Result<()> {
-    let control = TrainControl::default();
+fn train_quietly(
+    config: &TrainConfig,
+    resuming: bool,
+    control: &TrainControl,
+) -> anyhow::Result<()> {
     let on_interrupt = control.clone();
     let _ = ctrlc::set_handler(move || on_interrupt.cancel());
     let mut quiet = |_: &finetune::train::TrainEvent| {};
     if resuming {
-        resume(config, &mut quiet, &control)?;
+        resume(config, &mut quiet, control)?;
     } else {
-        train(config, &mut quiet, &control)?;
+        train(config, &mut quiet, control)?;
     }
     Ok(())
 }
@@ -366,16 +417,17 @@ fn train_quietly(config: &TrainConfig, resuming: bool) -> anyhow::Result<()> {
 fn execute(run: &Run, config: &TrainConfig, json: bool, resuming: bool) -> anyhow::Result<()> {
     // Held until training ends: nothing else may resume this run meanwhile.
     let _lock = run.lock()?;
-    execute_unlocked(run, config, json, resuming)
+    execute_with(run, config, json, resuming, TrainControl::default())
 }
 
-/// `execute` without taking the run's lock (a rank of a run whose launcher
-/// holds it).
-fn execute_unlocked(
+/// `execute` without taking the run's lock (rank 0 of a run whose launcher
+/// holds it), stopped through `control`.
+fn execute_with(
     run: &Run,
     config: &TrainConfig,
     json: bool,
     resuming: bool,
+    control: TrainControl,
 ) -> anyhow::Result<()> {
     // A hub model is downloaded here, with a progress bar, before training.
     crate::models::fetch_if_hub_id(&config.model)?;
@@ -384,7 +436,6 @@ fn execute_unlocked(
     let mut json_lines = JsonLines;
     let renderer: &mut dyn Observer = if json { &mut json_lines } else { &mut terminal };
     let mut observer = Fanout(vec![&mut recorder, renderer]);
-    let control = TrainControl::default();
     // Ctrl-C stops after the current step, saving adapters and a checkpoint;
     // a second Ctrl-C quits at once.
     let on_interrupt = control.clone();

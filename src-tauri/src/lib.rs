@@ -28,6 +28,7 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
             training::stop_training,
             training::resume_run,
             training::plan_training,
+            training::read_hostfile,
             workbench::model_info,
             workbench::download_model,
             workbench::list_templates,

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use finetune::distributed::hosts::Host;
+use finetune::distributed::launch::{self, Settings};
 use finetune::runs::{runs_dir, Run};
 use finetune::train::{train, Observer, TrainConfig, TrainControl, TrainEvent};
 use serde::{Deserialize, Serialize};
@@ -80,6 +82,10 @@ pub struct StartRequest {
     /// GRPO: the reward functions, as in the YAML (`{"exact_match": {…}}`).
     #[serde(default)]
     pub rewards: Option<Vec<finetune::train::rewards::RewardSpec>>,
+    /// Spread the run over the machines of this hostfile (mlx.launch's
+    /// format, one rank per entry, the first being this machine).
+    #[serde(default)]
+    pub hosts: Option<PathBuf>,
 }
 
 /// The job the window controls (one at a time).
@@ -127,6 +133,8 @@ struct ChannelObserver {
     /// The run's lock, released at the run's last event for the same
     /// reason (the trainer writes nothing after it).
     lock: Option<finetune::runs::RunLock>,
+    /// The run's last event was sent.
+    ended: bool,
 }
 
 impl Observer for ChannelObserver {
@@ -140,6 +148,7 @@ impl Observer for ChannelObserver {
         ) {
             self.lock = None;
             self.job.clear();
+            self.ended = true;
         }
         let _ = self.channel.send(event.clone());
     }
@@ -225,8 +234,60 @@ pub fn start_training(
 ) -> Result<String, CommandError> {
     let mut current = idle_job(&state)?;
     let mut config = request.to_config()?;
+    let spread = request.hosts.as_deref().map(read_hosts).transpose()?;
     let run = Run::start(&runs_dir(), &mut config)?;
-    spawn(&mut current, &state, run, config, on_event, false)
+    let job = Job {
+        run,
+        config,
+        resuming: false,
+        spread,
+    };
+    spawn(&mut current, &state, job, on_event)
+}
+
+/// The machines of a hostfile, checked (the Train panel lists them before
+/// a spread run starts).
+#[tauri::command]
+pub fn read_hostfile(path: PathBuf) -> Result<Vec<HostEntry>, CommandError> {
+    Ok(read_hosts(&path)?
+        .iter()
+        .enumerate()
+        .map(|(rank, h)| HostEntry {
+            rank,
+            host: h.label(),
+            // Rank 0 runs in this app whatever its entry says.
+            this_machine: rank == 0 || h.is_this_machine(),
+        })
+        .collect())
+}
+
+/// One rank's machine, as the Train panel lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostEntry {
+    pub rank: usize,
+    pub host: String,
+    pub this_machine: bool,
+}
+
+fn read_hosts(path: &std::path::Path) -> Result<Vec<Host>, CommandError> {
+    Ok(finetune::distributed::hosts::read(path)?)
+}
+
+/// The `ft` command that runs the ranks of a spread run: $FINETUNE_FT, else
+/// the one installed beside the app.
+fn ft_command() -> Result<PathBuf, CommandError> {
+    if let Some(path) = std::env::var_os("FINETUNE_FT") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| CommandError::Background(e.to_string()))?;
+    let beside = exe.with_file_name("ft");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    Err(CommandError::from(finetune::Error::Invalid(format!(
+        "a spread run needs the ft command, which runs its ranks, beside the app ({} is missing)",
+        beside.display()
+    ))))
 }
 
 /// What the settings amount to before starting: examples, steps, and the
@@ -251,7 +312,59 @@ pub fn resume_run(
     let mut current = idle_job(&state)?;
     let run = Run::open(&runs_dir(), &id)?;
     let config = run.resume_config()?;
-    spawn(&mut current, &state, run, config, on_event, true)
+    let job = Job {
+        run,
+        config,
+        resuming: true,
+        spread: None,
+    };
+    spawn(&mut current, &state, job, on_event)
+}
+
+/// What the training thread runs.
+struct Job {
+    run: Run,
+    config: TrainConfig,
+    resuming: bool,
+    /// The machines of a spread run (rank 0 here, its events ours).
+    spread: Option<Vec<Host>>,
+}
+
+impl Job {
+    fn run(&self, observer: &mut ChannelObserver, control: &TrainControl) {
+        let Some(hosts) = &self.spread else {
+            let _ = if self.resuming {
+                finetune::train::resume(&self.config, observer, control)
+            } else {
+                train(&self.config, observer, control)
+            };
+            return;
+        };
+        let settings = match ft_command() {
+            Ok(ft) => Settings {
+                ft,
+                hosts,
+                backend: None,
+                resume: self.resuming,
+                json: true,
+            },
+            Err(e) => {
+                observer.on_event(&TrainEvent::Failed {
+                    error: e.to_string(),
+                });
+                return;
+            }
+        };
+        // A rank's failure arrives as a `failed` event; an error before
+        // any rank started does not.
+        if let Err(e) = launch::run(&self.run, &settings, control, Some(observer)) {
+            if !observer.ended {
+                observer.on_event(&TrainEvent::Failed {
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
 }
 
 /// The job's control slot, locked, when no run is in progress.
@@ -271,17 +384,21 @@ fn idle_job<'a>(
 fn spawn(
     current: &mut Option<TrainControl>,
     state: &State<'_, TrainingState>,
-    run: Run,
-    config: TrainConfig,
+    job_to_run: Job,
     on_event: Channel<TrainEvent>,
-    resuming: bool,
 ) -> Result<String, CommandError> {
+    let run = &job_to_run.run;
     // Taken here, so that a run in use elsewhere (`ft train` in a terminal)
     // is refused before anything starts.
     let lock = run.lock()?;
     let control = TrainControl::default();
     *current = Some(control.clone());
-    let recorder = run.recorder().ok();
+    // A spread run's rank 0 records its own events.
+    let recorder = if job_to_run.spread.is_some() {
+        None
+    } else {
+        run.recorder().ok()
+    };
     let id = run.id.clone();
     let job = state.job.clone();
     *job.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
@@ -296,16 +413,13 @@ fn spawn(
                 recorder,
                 job: job.clone(),
                 lock: Some(lock),
+                ended: false,
             };
             // Errors reach the window as a `failed` event; so does a panic,
             // which would otherwise leave the job slot full and refuse
             // every later Start.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if resuming {
-                    finetune::train::resume(&config, &mut observer, &control)
-                } else {
-                    train(&config, &mut observer, &control)
-                }
+                job_to_run.run(&mut observer, &control)
             }));
             if let Err(panic) = outcome {
                 let failed = TrainEvent::Failed {

@@ -115,3 +115,85 @@ fn a_run_streams_events_and_a_second_start_is_refused_until_it_ends() {
     }
     wait_for(&done, |e| matches!(e, TrainEvent::Finished { .. }));
 }
+
+/// The `ft` command of this build (beside the test binaries' folder).
+fn ft_command() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let ft = exe.parent().unwrap().parent().unwrap().join("ft");
+    assert!(
+        ft.is_file(),
+        "{} is not built: run the workspace's tests (cargo nextest run --workspace)",
+        ft.display()
+    );
+    ft
+}
+
+#[test]
+fn a_run_spread_over_a_hostfile_streams_rank_0s_events_and_each_ranks_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    // SAFETY: set before any thread of this test process reads them.
+    unsafe {
+        std::env::set_var("FINETUNE_RUNS", &runs);
+        std::env::set_var("FINETUNE_FT", ft_command());
+    }
+    let (model, data) = fixture(tmp.path());
+    let hostfile = tmp.path().join("hosts.json");
+    std::fs::write(&hostfile, r#"[{"ssh": "localhost"}, {"ssh": "localhost"}]"#).unwrap();
+    let app = mock_builder()
+        .manage(TrainingState::default())
+        .build(mock_context(noop_assets()))
+        .unwrap();
+    let (channel, events) = collect();
+    let mut spread = request(&model, &data, 4);
+    spread.hosts = Some(hostfile);
+    let id = start_training(spread, channel, app.state()).unwrap();
+    wait_for(&events, |e| matches!(e, TrainEvent::Finished { .. }));
+    // The ranks leave after rank 0 finished; the last state says so.
+    let finished = |e: &TrainEvent| match e {
+        TrainEvent::Hosts { hosts } => hosts
+            .iter()
+            .all(|h| h.state == finetune::distributed::launch::HostState::Finished),
+        _ => false,
+    };
+    wait_for(&events, finished);
+    let got = events.lock().unwrap().clone();
+    let states: Vec<Vec<_>> = got
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Hosts { hosts } => Some(hosts.iter().map(|h| h.state).collect()),
+            _ => None,
+        })
+        .collect();
+    use finetune::distributed::launch::HostState::*;
+    assert_eq!(
+        states.first(),
+        Some(&vec![Starting, Starting]),
+        "{states:?}"
+    );
+    assert!(states.contains(&vec![Training, Training]), "{states:?}");
+    let steps = got
+        .iter()
+        .filter(|e| matches!(e, TrainEvent::Step { .. }))
+        .count();
+    assert_eq!(steps, 4);
+    // Rank 0 recorded the run once (the window records nothing itself).
+    let run = finetune::runs::Run::open(&runs, &id).unwrap();
+    let recorded = run.read_events().unwrap();
+    assert_eq!(
+        recorded
+            .iter()
+            .filter(|e| matches!(e, TrainEvent::Started { warnings, .. }
+                if warnings.iter().any(|w| w.contains("data parallel over ring: 2 rank(s)"))))
+            .count(),
+        1,
+        "{recorded:?}"
+    );
+    assert_eq!(
+        recorded
+            .iter()
+            .filter(|e| matches!(e, TrainEvent::Step { .. }))
+            .count(),
+        4
+    );
+}

@@ -10,7 +10,7 @@ import { strict as assert } from "node:assert";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { test } from "node:test";
-import { OUT, call, click, drop, openSession, run, screenshot, setInput, show, waitFor, waitUntil, WINDOW } from "./webdriver.mjs";
+import { OUT, call, click, drop, openWithModel, run, screenshot, setInput, show, waitFor, waitUntil } from "./webdriver.mjs";
 
 const APP = process.env.FINETUNE_APP;
 const RUNS = process.env.FINETUNE_RUNS;
@@ -33,21 +33,8 @@ test("a prompt set trains with GRPO, with its reward chart", { timeout: 600_000 
   const data = resolve(join(OUT, "grpo-prompts.jsonl"));
   writePromptSet(data);
 
-  const s = await openSession(APP);
+  const s = await openWithModel(APP, TINY);
   try {
-    await waitFor(s, '[data-testid="start"]', 60_000);
-    await call("POST", `/session/${s}/window/rect`, WINDOW).catch(() => {});
-    await new Promise((r) => setTimeout(r, 500));
-
-    await show(s, "model");
-    await waitUntil(
-      s,
-      "the Model step to show the default model",
-      60_000,
-      `return document.querySelector('[data-testid="model-info"], [data-testid="model-offer"], #step-model [role="alert"]') !== null;`,
-    ).catch(() => {});
-    drop(TINY);
-    await waitFor(s, '[data-testid="model-info"]', 120_000, (t) => /llama, 2 layers/.test(t));
 
     // The prompts: counted with their answers, previewed as the model
     // continues them.

@@ -15,7 +15,7 @@ import { strict as assert } from "node:assert";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { test } from "node:test";
-import { OUT, call, click, drop, openSession, run, screenshot, setInput, show, waitFor, waitUntil, WINDOW } from "./webdriver.mjs";
+import { OUT, call, click, drop, openWithModel, run, screenshot, setInput, show, waitFor, waitUntil } from "./webdriver.mjs";
 
 const APP = process.env.FINETUNE_APP;
 const RUNS = process.env.FINETUNE_RUNS;
@@ -61,24 +61,8 @@ test("a preference set trains with DPO, with its rewards and preference charts",
   const data = resolve(join(OUT, "preference-pairs.jsonl"));
   writePreferenceSet(data);
 
-  const s = await openSession(APP);
+  const s = await openWithModel(APP, TINY);
   try {
-    await waitFor(s, '[data-testid="start"]', 60_000);
-    await call("POST", `/session/${s}/window/rect`, WINDOW).catch(() => {});
-    // Give the window a moment to settle where it was moved before dropping.
-    await new Promise((r) => setTimeout(r, 500));
-
-    // The tiny model, dropped on the window (once the default one has been
-    // looked at, so that its answer cannot come after the drop's).
-    await show(s, "model");
-    await waitUntil(
-      s,
-      "the Model step to show the default model",
-      60_000,
-      `return document.querySelector('[data-testid="model-info"], [data-testid="model-offer"], #step-model [role="alert"]') !== null;`,
-    ).catch(() => {});
-    drop(TINY);
-    await waitFor(s, '[data-testid="model-info"]', 120_000, (t) => /llama, 2 layers/.test(t));
 
     // The preference set, dropped too: the Dataset step counts pairs.
     drop(data);

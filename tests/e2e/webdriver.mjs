@@ -146,3 +146,31 @@ export async function screenshot(session, name, selector) {
   const png = await call("GET", `/session/${session}/screenshot`);
   writeFileSync(join(OUT, `${name}.png`), Buffer.from(png, "base64"));
 }
+
+/**
+ * Opens the app in a session with its window where drops land, and the tiny
+ * model dropped on it (once the default model has been looked at, so that
+ * its answer cannot come after the drop's). Returns the session.
+ */
+export async function openWithModel(app, model) {
+  const s = await openSession(app);
+  try {
+    await waitFor(s, '[data-testid="start"]', 60_000);
+    await call("POST", `/session/${s}/window/rect`, WINDOW).catch(() => {});
+    // Give the window a moment to settle where it was moved before dropping.
+    await new Promise((r) => setTimeout(r, 500));
+    await show(s, "model");
+    await waitUntil(
+      s,
+      "the Model step to show the default model",
+      60_000,
+      `return document.querySelector('[data-testid="model-info"], [data-testid="model-offer"], #step-model [role="alert"]') !== null;`,
+    ).catch(() => {});
+    drop(model);
+    await waitFor(s, '[data-testid="model-info"]', 120_000, (t) => /llama, 2 layers/.test(t));
+  } catch (e) {
+    await call("DELETE", `/session/${s}`).catch(() => {});
+    throw e;
+  }
+  return s;
+}

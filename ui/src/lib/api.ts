@@ -139,7 +139,28 @@ export interface StartRequest {
   temperature?: number;
   kl_coef?: number;
   rewards?: RewardSpec[];
+  /** Spread the run over the machines of this hostfile (mlx.launch's format). */
+  hosts?: string | null;
 }
+
+/** Where a rank of a spread run stands, as its launcher sees it. */
+export type HostState = "starting" | "training" | "finished" | "failed" | "stopped";
+
+export interface HostStatus {
+  rank: number;
+  host: string;
+  state: HostState;
+  message?: string;
+}
+
+/** One rank's machine in a hostfile. */
+export interface HostEntry {
+  rank: number;
+  host: string;
+  this_machine: boolean;
+}
+
+export const readHostfile = (path: string) => invoke<HostEntry[]>("read_hostfile", { path });
 
 export interface TrainSummary {
   steps: number;
@@ -203,7 +224,8 @@ export type TrainEvent =
   | { event: "checkpoint"; step: number; path: string }
   | { event: "finished"; summary: TrainSummary }
   | { event: "stopped"; step: number; reason: string }
-  | { event: "failed"; error: string };
+  | { event: "failed"; error: string }
+  | { event: "hosts"; hosts: HostStatus[] };
 
 /** Starts a run; `onEvent` receives its events in order. Resolves to the run id. */
 export function startTraining(request: StartRequest, onEvent: (e: TrainEvent) => void): Promise<string> {

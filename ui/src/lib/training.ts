@@ -1,6 +1,6 @@
 // The Train panel's state, folded from TrainEvents (no UI code here, so it
 // is tested directly).
-import type { GrpoMetrics, Method, PreferenceMetrics, TrainEvent, TrainSummary } from "./api";
+import type { GrpoMetrics, HostStatus, Method, PreferenceMetrics, TrainEvent, TrainSummary } from "./api";
 
 export type Phase = "idle" | "running" | "paused" | "finished" | "stopped" | "failed";
 
@@ -62,6 +62,8 @@ export interface TrainingView {
   bestReward: number | null;
   grpo: GrpoMetrics | null;
   evalGrpo: (GrpoMetrics & { step: number }) | null;
+  /** A spread run: where each rank stands (empty for a run in this app). */
+  hosts: HostStatus[];
 }
 
 /** Weight of the newest point in the smoothed loss. */
@@ -114,6 +116,7 @@ export function initialView(): TrainingView {
     bestReward: null,
     grpo: null,
     evalGrpo: null,
+    hosts: [],
   };
 }
 
@@ -133,6 +136,8 @@ export function apply(view: TrainingView, e: TrainEvent): TrainingView {
         method: e.method ?? "sft",
         trainExamples: e.train_examples,
         validExamples: e.valid_examples,
+        // The launcher reports the ranks before rank 0 starts.
+        hosts: v.hosts,
       };
     case "step": {
       const prev = v.smoothed.length ? v.smoothed[v.smoothed.length - 1] : e.loss;
@@ -196,6 +201,8 @@ export function apply(view: TrainingView, e: TrainEvent): TrainingView {
       return { ...v, phase: "stopped", message: `Stopped at step ${e.step}: ${e.reason}` };
     case "failed":
       return { ...v, phase: "failed", message: e.error };
+    case "hosts":
+      return { ...v, hosts: e.hosts };
   }
 }
 

@@ -1,9 +1,10 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { mount, tick, unmount } from "svelte";
+import { mount, unmount } from "svelte";
 import { clearMocks, mockIPC } from "@tauri-apps/api/mocks";
 import App from "../../src/App.svelte";
 import { formatBytes } from "../../src/lib/api";
 import type { DeviceReport, DefaultFile } from "../../src/lib/api";
+import { settle } from "./dom";
 
 const report: DeviceReport = {
   os: "Debian GNU/Linux 12",
@@ -26,13 +27,6 @@ const files: DefaultFile[] = [
   { label: "Model", path: "/cache/model.gguf", present: true, size_bytes: 98_362_432 },
   { label: "Dataset", path: "/cache/train.jsonl", present: false, size_bytes: null },
 ];
-
-async function settle() {
-  for (let i = 0; i < 5; i++) {
-    await new Promise((r) => setTimeout(r, 0));
-    await tick();
-  }
-}
 
 describe("App", () => {
   let app: ReturnType<typeof mount> | undefined;

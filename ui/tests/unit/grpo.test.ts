@@ -2,7 +2,7 @@
 // following the data, the sampling and reward settings Start sends, and the
 // reward chart and figures only GRPO runs have.
 import { afterEach, describe, expect, it } from "vitest";
-import { mount, tick, unmount } from "svelte";
+import { mount, unmount } from "svelte";
 import { clearMocks, mockIPC } from "@tauri-apps/api/mocks";
 import type { Channel } from "@tauri-apps/api/core";
 import DatasetPanel from "../../src/lib/DatasetPanel.svelte";
@@ -10,6 +10,7 @@ import TrainPanel from "../../src/lib/TrainPanel.svelte";
 import { apply, grpoSeries, hasGrpo, hasPreference, initialView } from "../../src/lib/training";
 import type { DatasetReport, GrpoMetrics, TrainEvent } from "../../src/lib/api";
 import { started, step } from "./fixtures";
+import { $, all, feed, input, settle, text } from "./dom";
 
 /** 500 prompts, 480 with a reference answer, two previewed. */
 const promptsReport: DatasetReport = {
@@ -89,29 +90,7 @@ const grpoRun: TrainEvent[] = [
   grpoStep(3, 0.75, 0.003),
 ];
 
-async function settle() {
-  for (let i = 0; i < 8; i++) {
-    await new Promise((r) => setTimeout(r, 0));
-    await tick();
-  }
-}
-
-function feed<T>(channel: Channel<T>, messages: T[]) {
-  const internals = (window as unknown as { __TAURI_INTERNALS__: { runCallback: (id: number, d: unknown) => void } })
-    .__TAURI_INTERNALS__;
-  messages.forEach((message, index) => internals.runCallback(channel.id, { index, message }));
-}
-
-const $ = <T extends Element = HTMLElement>(testid: string) => document.querySelector<T>(`[data-testid="${testid}"]`);
-const all = (testid: string) => [...document.querySelectorAll<HTMLElement>(`[data-testid="${testid}"]`)];
-const text = (testid: string) => $(testid)?.textContent ?? "";
 const option = (value: string) => $<HTMLSelectElement>("train-method")!.querySelector<HTMLOptionElement>(`option[value="${value}"]`)!;
-
-function input(testid: string, value: string, index = 0) {
-  const el = all(testid)[index] as HTMLInputElement | HTMLSelectElement;
-  el.value = value;
-  el.dispatchEvent(new Event(el instanceof HTMLSelectElement ? "change" : "input", { bubbles: true }));
-}
 
 describe("GRPO view", () => {
   it("folds the completions' figures into the reward chart, and keeps evaluations off the loss chart", () => {

@@ -15,6 +15,7 @@ import { selection } from "../../src/lib/selection.svelte";
 import { STEPS } from "../../src/lib/steps";
 import type { DatasetReport, DefaultFile, ModelInfo, TrainEvent } from "../../src/lib/api";
 import { started, step, run } from "./fixtures";
+import { $, feed, settle, text } from "./dom";
 
 const files: DefaultFile[] = [
   { label: "Model", path: "/cache/bundled-model.gguf", present: true, size_bytes: 98_362_432 },
@@ -61,21 +62,6 @@ function datasetReport(data: string | null): DatasetReport {
 
 
 
-function feed<T>(channel: Channel<T>, messages: T[]) {
-  const internals = (window as unknown as { __TAURI_INTERNALS__: { runCallback: (id: number, d: unknown) => void } })
-    .__TAURI_INTERNALS__;
-  messages.forEach((message, index) => internals.runCallback(channel.id, { index, message }));
-}
-
-async function settle() {
-  for (let i = 0; i < 8; i++) {
-    await new Promise((r) => setTimeout(r, 0));
-    await tick();
-  }
-}
-
-const $ = <T extends Element = HTMLElement>(testid: string) => document.querySelector<T>(`[data-testid="${testid}"]`);
-const text = (testid: string) => $(testid)?.textContent ?? "";
 const shown = (id: string) => !(document.getElementById(`step-${id}`) as HTMLElement).hidden;
 const visibleSteps = () => STEPS.map((s) => s.id).filter(shown);
 

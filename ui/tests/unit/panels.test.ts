@@ -12,13 +12,7 @@ import { overlay } from "../../src/lib/runs";
 import { selection } from "../../src/lib/selection.svelte";
 import type { DatasetReport, DownloadEvent, ModelInfo, TrainEvent } from "../../src/lib/api";
 import { run } from "./fixtures";
-
-async function settle() {
-  for (let i = 0; i < 8; i++) {
-    await new Promise((r) => setTimeout(r, 0));
-    await tick();
-  }
-}
+import { feed, settle } from "./dom";
 
 const report: DatasetReport = {
   file: "/data/train.jsonl",
@@ -50,12 +44,6 @@ const report: DatasetReport = {
   ],
 };
 
-
-function feed<T>(channel: Channel<T>, messages: T[]) {
-  const internals = (window as unknown as { __TAURI_INTERNALS__: { runCallback: (id: number, d: unknown) => void } })
-    .__TAURI_INTERNALS__;
-  messages.forEach((message, index) => internals.runCallback(channel.id, { index, message }));
-}
 
 describe("panels", () => {
   let app: ReturnType<typeof mount> | undefined;

@@ -24,6 +24,7 @@ import {
 } from "../../src/lib/training";
 import type { DatasetReport, DatasetStats, TrainEvent } from "../../src/lib/api";
 import { prefStep, run, started, startedDpo, step } from "./fixtures";
+import { $, all, feed, settle, text } from "./dom";
 
 function stats(records: number, trained: number, mean: number): DatasetStats {
   return {
@@ -71,28 +72,12 @@ const sftReport: DatasetReport = {
   rejected_stats: null,
 };
 
-async function settle() {
-  for (let i = 0; i < 8; i++) {
-    await new Promise((r) => setTimeout(r, 0));
-    await tick();
-  }
-}
-
 /** Past the Train panel's redraw interval (250 ms). */
 async function redrawn() {
   await new Promise((r) => setTimeout(r, 300));
   await settle();
 }
 
-function feed<T>(channel: Channel<T>, messages: T[]) {
-  const internals = (window as unknown as { __TAURI_INTERNALS__: { runCallback: (id: number, d: unknown) => void } })
-    .__TAURI_INTERNALS__;
-  messages.forEach((message, index) => internals.runCallback(channel.id, { index, message }));
-}
-
-const $ = <T extends Element = HTMLElement>(testid: string) => document.querySelector<T>(`[data-testid="${testid}"]`);
-const all = (testid: string) => [...document.querySelectorAll<HTMLElement>(`[data-testid="${testid}"]`)];
-const text = (testid: string) => $(testid)?.textContent ?? "";
 const option = (value: string) => $<HTMLSelectElement>("train-method")!.querySelector<HTMLOptionElement>(`option[value="${value}"]`)!;
 
 /** A DPO run: `started`, three steps, and an evaluation of the held-out pairs. */

@@ -1,11 +1,12 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { mount, tick, unmount } from "svelte";
+import { mount, unmount } from "svelte";
 import { clearMocks, mockIPC } from "@tauri-apps/api/mocks";
 import type { Channel } from "@tauri-apps/api/core";
 import TrainPanel from "../../src/lib/TrainPanel.svelte";
 import { alignedValidation, apply, EMA_ALPHA, initialView } from "../../src/lib/training";
 import type { TrainEvent } from "../../src/lib/api";
 import { started, step } from "./fixtures";
+import { feed, settle } from "./dom";
 
 
 
@@ -28,20 +29,7 @@ describe("training view", () => {
   });
 });
 
-async function settle() {
-  for (let i = 0; i < 5; i++) {
-    await new Promise((r) => setTimeout(r, 0));
-    await tick();
-  }
-}
-
 /** Feeds messages to a Channel the way the Tauri runtime does. */
-function feed(channel: Channel<TrainEvent>, events: TrainEvent[]) {
-  const internals = (window as unknown as { __TAURI_INTERNALS__: { runCallback: (id: number, d: unknown) => void } })
-    .__TAURI_INTERNALS__;
-  events.forEach((message, index) => internals.runCallback(channel.id, { index, message }));
-}
-
 describe("TrainPanel", () => {
   let app: ReturnType<typeof mount> | undefined;
   afterEach(() => {

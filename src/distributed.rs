@@ -123,6 +123,58 @@ impl Group {
         }
     }
 
+    /// `x` from every rank, stacked along a new first axis in rank order
+    /// (lazy, as [`Group::all_sum`]).
+    pub fn all_gather(&self, x: &Array) -> Result<Array> {
+        unsafe {
+            let mut out = mlx_sys::mlx_array_new();
+            let rc = mlx_sys::mlx_distributed_all_gather(
+                &mut out,
+                x.as_ptr(),
+                self.raw,
+                self.stream.as_ptr(),
+            );
+            if rc != 0 {
+                mlx_sys::mlx_array_free(out);
+                return Err(Error::Invalid(
+                    "the training group could not gather an array from its ranks".into(),
+                ));
+            }
+            Ok(Array::from_ptr(out))
+        }
+    }
+
+    /// Checks that every rank holds the same `arrays` (the trained
+    /// parameters after step `step`): each rank's sum and sum of squares of
+    /// each array, gathered and compared with rank 0's. Cheap: two
+    /// reductions an array and one small collective.
+    pub fn check_same(&self, arrays: &[&Array], step: usize) -> Result<()> {
+        if self.size == 1 || arrays.is_empty() {
+            return Ok(());
+        }
+        let mut sums = Vec::with_capacity(2 * arrays.len());
+        for a in arrays {
+            let a = a.as_dtype(mlx_rs::Dtype::Float32)?;
+            sums.push(a.sum(None)?);
+            sums.push(a.square()?.sum(None)?);
+        }
+        let mine = mlx_rs::ops::stack(&sums, 0)?;
+        let all = self.all_gather(&mine.reshape(&[1, -1])?)?;
+        mlx_rs::transforms::eval([&all])?;
+        let rows: Vec<Vec<f32>> = all
+            .as_slice::<f32>()
+            .chunks(sums.len())
+            .map(<[f32]>::to_vec)
+            .collect();
+        match first_divergent(&rows) {
+            None => Ok(()),
+            Some(rank) => Err(Error::Invalid(format!(
+                "after step {step}, rank {rank}'s parameters differ from rank 0's: the ranks no longer train the same model \
+                 (mixed MLX versions or devices across hosts?)"
+            ))),
+        }
+    }
+
     /// Host numbers (counts, sums of losses) summed over every rank, as
     /// float32, in one collective; it waits for the result.
     pub fn sum_scalars(&self, values: &[f64]) -> Result<Vec<f64>> {
@@ -245,6 +297,17 @@ pub fn shard<T: Clone>(units: &[T], rank: usize, size: usize) -> Vec<T> {
         .collect()
 }
 
+/// The first rank whose checksums differ from rank 0's beyond float32
+/// rounding (the same sums taken on another machine may round apart).
+fn first_divergent(rows: &[Vec<f32>]) -> Option<usize> {
+    let root = rows.first()?;
+    rows.iter().position(|row| {
+        row.iter()
+            .zip(root)
+            .any(|(a, b)| !((a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-6)))
+    })
+}
+
 /// The largest piece of a shared file sent in one collective.
 const SHARE_CHUNK: u64 = 64 << 20;
 
@@ -334,6 +397,19 @@ mod tests {
             .collect();
         assert_eq!(ports.len(), 3);
         assert!(hosts.iter().all(|h| h[0].starts_with("127.0.0.1:")));
+    }
+
+    #[test]
+    fn ranks_whose_checksums_drift_are_found() {
+        let root = vec![1.0, 2.5e-3];
+        assert_eq!(first_divergent(&[root.clone(), root.clone()]), None);
+        // Rounding of a sum taken on another machine is not a divergence.
+        assert_eq!(first_divergent(&[root.clone(), vec![1.000_000_1, 2.5e-3]]), None);
+        assert_eq!(
+            first_divergent(&[root.clone(), root.clone(), vec![1.0, 2.6e-3]]),
+            Some(2)
+        );
+        assert_eq!(first_divergent(&[root, vec![f32::NAN, 2.5e-3]]), Some(1));
     }
 
     #[test]

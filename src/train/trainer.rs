@@ -482,6 +482,12 @@ fn run(
         to_eval.extend(params.values().copied());
         to_eval.extend(optimizer_state.iter());
         mlx_rs::transforms::eval(to_eval)?;
+        if let Some(g) = group.as_ref().filter(|_| check_ranks_now(step + 1)) {
+            // By name: every rank lists them in the same order.
+            let mut named: Vec<_> = params.iter().collect();
+            named.sort_by(|a, b| a.0.cmp(b.0));
+            g.check_same(&named.iter().map(|(_, a)| **a).collect::<Vec<_>>(), step + 1)?;
+        }
 
         let loss_value: f32 = loss.item_exact();
         let grad_norm: f32 = grad_norm.item_exact();
@@ -1239,6 +1245,20 @@ fn rank_rows(
     } else {
         (mine, true)
     }
+}
+
+/// Whether the ranks compare their parameters after `step`: every
+/// $FINETUNE_CHECK_RANKS steps, by default every 10 in debug builds (tests)
+/// and never in release builds.
+fn check_ranks_now(step: usize) -> bool {
+    static EVERY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let every = *EVERY.get_or_init(|| {
+        std::env::var("FINETUNE_CHECK_RANKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if cfg!(debug_assertions) { 10 } else { 0 })
+    });
+    every > 0 && step % every == 0
 }
 
 /// What a rank other than 0 writes to: a copy of the run's settings

@@ -404,7 +404,10 @@ mod tests {
         let root = vec![1.0, 2.5e-3];
         assert_eq!(first_divergent(&[root.clone(), root.clone()]), None);
         // Rounding of a sum taken on another machine is not a divergence.
-        assert_eq!(first_divergent(&[root.clone(), vec![1.000_000_1, 2.5e-3]]), None);
+        assert_eq!(
+            first_divergent(&[root.clone(), vec![1.000_000_1, 2.5e-3]]),
+            None
+        );
         assert_eq!(
             first_divergent(&[root.clone(), root.clone(), vec![1.0, 2.6e-3]]),
             Some(2)

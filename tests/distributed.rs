@@ -182,6 +182,39 @@ fn two_ranks_take_the_steps_of_one_process() {
 }
 
 #[test]
+fn accumulation_packing_dora_qlora_and_checkpointing_compose_with_ranks() {
+    // Each setting trained by one process and by 2 ranks at the same global
+    // batch: the same steps (the ranks also compare their parameters every
+    // step, FINETUNE_CHECK_RANKS=1).
+    let s = setup(48);
+    let settings: [&[&str]; 3] = [
+        &[
+            "--grad-accumulation",
+            "2",
+            "--packing",
+            "--max-length",
+            "48",
+        ],
+        &["--dora", "--grad-checkpoint"],
+        &["--qlora-bits", "4"],
+    ];
+    for (i, extra) in settings.iter().enumerate() {
+        let one = s.root.join(format!("one-{i}"));
+        let two = s.root.join(format!("two-{i}"));
+        let mut a = start(&s.model, &s.data, &one, 6, 1);
+        a.args(*extra);
+        succeed(a);
+        let mut b = start(&s.model, &s.data, &two, 6, 2);
+        b.args(*extra).env("FINETUNE_CHECK_RANKS", "1");
+        succeed(b);
+        let (one, two) = (only_run(&one), only_run(&two));
+        eprintln!("with {extra:?}:");
+        assert_same_losses(&losses(&one), &losses(&two));
+        assert_same_adapters(&one, &two);
+    }
+}
+
+#[test]
 fn validation_is_split_across_ranks_and_summed() {
     // 16 records, half held out: two validation batches of 4, one per rank.
     let s = setup(16);
@@ -610,9 +643,16 @@ fn a_stopped_two_rank_run_resumes_on_its_trajectory() {
 /// A stand-in for ssh: runs the remote command here, as ssh would run it on
 /// the host, and logs the host and the command. Host `gamma` has no model
 /// (the settings its rank reads name a folder that is not there); host
-/// `nowhere` cannot be reached.
-fn fake_ssh(dir: &Path, model: &Path) -> PathBuf {
+/// `delta` has a broken copy of the data (record 2); host `nowhere` cannot
+/// be reached.
+fn fake_ssh(dir: &Path, model: &Path, data: &Path) -> PathBuf {
     let path = dir.join("fake-ssh");
+    let broken = dir.join("data-on-delta.jsonl");
+    std::fs::write(
+        &broken,
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}\n{\"messages\": 3}\n",
+    )
+    .unwrap();
     let script = format!(
         r#"#!/bin/bash
 while [ $# -gt 0 ]; do
@@ -628,11 +668,14 @@ echo "$host $*" >> '{log}'
 case "${{host#*@}}" in
   nowhere) echo "ssh: Could not resolve hostname nowhere: Name or service not known" >&2; exit 255 ;;
   gamma) exec bash -c "$*" < <(sed -u 's#{model}#/nowhere/model#g') ;;
+  delta) exec bash -c "$*" < <(sed -u 's#{data}#{broken}#g') ;;
 esac
 exec bash -c "$*"
 "#,
         log = dir.join("ssh.log").display(),
-        model = model.display()
+        model = model.display(),
+        data = data.display(),
+        broken = broken.display()
     );
     std::fs::write(&path, script).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -655,7 +698,7 @@ fn start_on_hosts(s: &Setup, runs: &Path, iters: usize, other: &str) -> Command 
     let mut cmd = start(&s.model, &s.data, runs, iters, 1);
     cmd.arg("--hosts")
         .arg(&hosts)
-        .env("FINETUNE_SSH", fake_ssh(&s.root, &s.model));
+        .env("FINETUNE_SSH", fake_ssh(&s.root, &s.model, &s.data));
     cmd
 }
 
@@ -696,7 +739,7 @@ fn ranks_on_other_hosts_start_over_ssh_and_take_the_steps_of_one_process() {
 }
 
 #[test]
-fn a_host_without_the_model_or_out_of_reach_is_named_and_no_rank_is_left() {
+fn a_host_without_the_model_with_bad_data_or_out_of_reach_is_named_and_no_rank_is_left() {
     let s = setup(10);
     let runs = s.root.join("gamma");
     let out = start_on_hosts(&s, &runs, 6, "gamma").output().unwrap();
@@ -707,6 +750,17 @@ fn a_host_without_the_model_or_out_of_reach_is_named_and_no_rank_is_left() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    wait_until_no_ranks(&runs);
+
+    let runs = s.root.join("delta");
+    let out = start_on_hosts(&s, &runs, 6, "delta").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rank 1 on delta exited with code 2")
+            && stderr.contains("data-on-delta.jsonl:2"),
+        "{stderr}"
+    );
     wait_until_no_ranks(&runs);
 
     let runs = s.root.join("nowhere");

@@ -147,6 +147,7 @@ fn run(
         .transpose()?;
     let checkpoint_root = config.checkpoint_dir.clone();
     let ranks = group.as_ref().map_or(1, |g| g.size);
+    let rank_salt = group.as_ref().map_or(0, |g| (g.rank as u64) << 32);
     let mut quiet = |_: &TrainEvent| {};
     // Other ranks write nothing the run keeps: their adapters go to a
     // folder of their own, deleted at the end.
@@ -330,8 +331,13 @@ fn run(
         let lr = schedule.at(step);
         optimizer.set_learning_rate(lr);
         // Dropout masks come from a seed per step, so a resumed run draws
-        // the same ones.
-        mlx_rs::random::seed(config.seed.wrapping_add(step as u64))?;
+        // the same ones; each rank its own (rank 0's are a lone process's).
+        mlx_rs::random::seed(
+            config
+                .seed
+                .wrapping_add(step as u64)
+                .wrapping_add(rank_salt),
+        )?;
         model.set_training(true);
 
         // Gradients of the accumulated batches, weighted by their trained
@@ -384,7 +390,7 @@ fn run(
                         args.push(preference::sequence_mask(&train_set, rows, width));
                     }
                     let (mut values, grads) = if config.grad_checkpoint {
-                        let seed = micro_seed(config, step, micro);
+                        let seed = micro_seed(config, step, micro).wrapping_add(rank_salt);
                         let head = |model: &mut Model, h: &Array| {
                             let normed = model.final_norm(h)?;
                             kind.from_hidden(model, &normed, &args[1], &args[2], args.get(3), true)
@@ -403,7 +409,7 @@ fn run(
                     }
                     (values.pop().expect("the loss"), grads)
                 } else if config.grad_checkpoint {
-                    let seed = micro_seed(config, step, micro);
+                    let seed = micro_seed(config, step, micro).wrapping_add(rank_salt);
                     recompute::checkpointed_value_and_grad(model, arrays, seed)?
                 } else if let Some(compiled) = compiled.as_mut() {
                     let mut args = vec![
@@ -486,7 +492,10 @@ fn run(
             // By name: every rank lists them in the same order.
             let mut named: Vec<_> = params.iter().collect();
             named.sort_by(|a, b| a.0.cmp(b.0));
-            g.check_same(&named.iter().map(|(_, a)| **a).collect::<Vec<_>>(), step + 1)?;
+            g.check_same(
+                &named.iter().map(|(_, a)| **a).collect::<Vec<_>>(),
+                step + 1,
+            )?;
         }
 
         let loss_value: f32 = loss.item_exact();

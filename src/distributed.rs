@@ -304,7 +304,11 @@ fn first_divergent(rows: &[Vec<f32>]) -> Option<usize> {
     rows.iter().position(|row| {
         row.iter()
             .zip(root)
-            .any(|(a, b)| !((a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-6)))
+            .any(|(a, b)| {
+                // NaN is never close.
+                let close = (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-6);
+                !close
+            })
     })
 }
 

@@ -302,13 +302,11 @@ pub fn shard<T: Clone>(units: &[T], rank: usize, size: usize) -> Vec<T> {
 fn first_divergent(rows: &[Vec<f32>]) -> Option<usize> {
     let root = rows.first()?;
     rows.iter().position(|row| {
-        row.iter()
-            .zip(root)
-            .any(|(a, b)| {
-                // NaN is never close.
-                let close = (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-6);
-                !close
-            })
+        row.iter().zip(root).any(|(a, b)| {
+            // NaN is never close.
+            let close = (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-6);
+            !close
+        })
     })
 }
 

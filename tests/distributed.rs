@@ -214,6 +214,84 @@ fn accumulation_packing_dora_qlora_and_checkpointing_compose_with_ranks() {
     }
 }
 
+/// GRPO's figures at each report: the mean reward and the completions.
+fn grpo_figures(run: &Run) -> Vec<(f32, usize)> {
+    run.read_events()
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step { grpo: Some(g), .. } | TrainEvent::Eval { grpo: Some(g), .. } => {
+                Some((g.reward_mean, g.completions))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn grpo_prompts_are_split_across_ranks_with_the_same_samples_and_steps() {
+    // Each rank samples every other prompt's group (the samples seeded by
+    // the prompt's place in the global batch) and the ranks sum gradients:
+    // the same completions, rewards and steps as one process; the held-out
+    // prompts are split too, their figures summed.
+    let s = setup(2);
+    let prompts = s.root.join("grpo-data");
+    std::fs::create_dir_all(&prompts).unwrap();
+    let lines = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"question\": \"count to {}\", \"answer\": \"{}\"}}\n",
+                    i % 5,
+                    i % 5
+                )
+            })
+            .collect()
+    };
+    std::fs::write(prompts.join("train.jsonl"), lines(16)).unwrap();
+    std::fs::write(prompts.join("valid.jsonl"), lines(6)).unwrap();
+    let grpo = |runs: &Path, ranks: usize| {
+        let mut cmd = start(&s.model, &prompts, runs, 4, ranks);
+        cmd.args([
+            "--method",
+            "grpo",
+            "--group-size",
+            "4",
+            "--max-completion-length",
+            "6",
+        ])
+        // A letter the tiny model writes now and then: groups differ.
+        .args(["--reward", "regex=e"])
+        .env("FINETUNE_CHECK_RANKS", "1");
+        succeed(cmd)
+    };
+    let (one, two) = (s.root.join("one"), s.root.join("two"));
+    grpo(&one, 1);
+    let out = grpo(&two, 2);
+    let (one, two) = (only_run(&one), only_run(&two));
+    assert_same_losses(&losses(&one), &losses(&two));
+    let (a, b) = (grpo_figures(&one), grpo_figures(&two));
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.1, y.1, "{a:?} vs {b:?}");
+        assert!((x.0 - y.0).abs() < 1e-5, "{a:?} vs {b:?}");
+    }
+    // 4 prompts × 4 completions a step; 6 held-out prompts, one greedy each.
+    assert!(
+        a.iter().any(|f| f.1 == 16) && a.iter().any(|f| f.1 == 6),
+        "{a:?}"
+    );
+    // Something was learnt: the reward moved, and the loss is not all zero.
+    assert!(a[0].0 < a[3].0, "{a:?}");
+    assert!(losses(&two).iter().any(|l| l.abs() > 1e-3));
+    assert_adapters_within(&one, &two, 1e-3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 rank(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn validation_is_split_across_ranks_and_summed() {
     // 16 records, half held out: two validation batches of 4, one per rank.

@@ -30,9 +30,9 @@ use super::recompute::{self, Gradients};
 use super::rewards::Rewards;
 use super::schedule::Schedule;
 use super::trainer::{
-    cast_for_training, check_memory, clip_by_global_norm, compiled_value_and_grad, compiles_step,
-    load_for_training, micro_seed, stop_early, summary, write_checkpoint, Clock, TrainControl,
-    TrainSummary, CANCELLED, PAUSED,
+    cast_for_training, check_memory, check_ranks_now, clip_by_global_norm, compiled_value_and_grad,
+    compiles_step, load_for_training, micro_seed, resume_dir, stop_early, summary,
+    write_checkpoint, Clock, RankSetup, TrainControl, TrainSummary, CANCELLED, PAUSED,
 };
 use crate::data::prompts::{read_prompts, PromptSet, PromptTokens};
 use crate::data::{templates, valid_file, Example};
@@ -242,7 +242,9 @@ struct Rollout {
 /// Figures summed between two reports.
 #[derive(Default)]
 struct GrpoWindow {
-    rewards: Vec<f32>,
+    completions: usize,
+    reward_sum: f64,
+    reward_squares: f64,
     by_function: Vec<f64>,
     kl: Option<(f64, usize)>,
     lengths: usize,
@@ -252,7 +254,9 @@ struct GrpoWindow {
 
 impl GrpoWindow {
     fn merge(&mut self, other: GrpoWindow) {
-        self.rewards.extend(other.rewards);
+        self.completions += other.completions;
+        self.reward_sum += other.reward_sum;
+        self.reward_squares += other.reward_squares;
         if self.by_function.len() < other.by_function.len() {
             self.by_function.resize(other.by_function.len(), 0.0);
         }
@@ -269,17 +273,38 @@ impl GrpoWindow {
         self.generation += other.generation;
     }
 
+    /// Every rank's completions summed (the KL, measured over the global
+    /// batch, and the sampling time, a wall time, stay this rank's).
+    fn merge_over(&mut self, group: &crate::distributed::Group) -> Result<()> {
+        let mut mine = vec![
+            self.completions as f64,
+            self.reward_sum,
+            self.reward_squares,
+            self.lengths as f64,
+            self.clipped as f64,
+        ];
+        mine.extend(&self.by_function);
+        let all = group.sum_scalars(&mine)?;
+        self.completions = all[0].round() as usize;
+        self.reward_sum = all[1];
+        self.reward_squares = all[2];
+        self.lengths = all[3].round() as usize;
+        self.clipped = all[4].round() as usize;
+        self.by_function = all[5..].to_vec();
+        Ok(())
+    }
+
     fn take(&mut self, names: &[&str]) -> Option<GrpoMetrics> {
         let w = std::mem::take(self);
-        let n = w.rewards.len();
+        let n = w.completions;
         if n == 0 {
             return None;
         }
-        let mean = w.rewards.iter().sum::<f32>() / n as f32;
-        let var = w.rewards.iter().map(|r| (r - mean).powi(2)).sum::<f32>() / n as f32;
+        let mean = w.reward_sum / n as f64;
+        let var = (w.reward_squares / n as f64 - mean * mean).max(0.0);
         Some(GrpoMetrics {
-            reward_mean: mean,
-            reward_std: var.sqrt(),
+            reward_mean: mean as f32,
+            reward_std: var.sqrt() as f32,
             rewards: names
                 .iter()
                 .zip(&w.by_function)
@@ -294,11 +319,13 @@ impl GrpoWindow {
     }
 }
 
-/// Samples `count` completions of each prompt and scores them.
+/// Samples `count` completions of each prompt and scores them; a prompt's
+/// samples come from its place in the global batch (the same on any number
+/// of ranks).
 fn roll_out(
     model: &mut Model,
     tokenizer: &crate::tokenizer::Tokenizer,
-    prompts: &[&PromptTokens],
+    prompts: &[(usize, &PromptTokens)],
     rewards: &Rewards,
     options: &GenerateOptions,
     count: usize,
@@ -310,7 +337,8 @@ fn roll_out(
         ..GrpoWindow::default()
     };
     let mut examples = Vec::new();
-    for (k, prompt) in prompts.iter().enumerate() {
+    let mut totals = Vec::new();
+    for &(k, prompt) in prompts {
         let options = GenerateOptions {
             seed: options.seed.wrapping_add((k * count) as u64),
             ..options.clone()
@@ -328,7 +356,11 @@ fn roll_out(
             for (sum, s) in window.by_function.iter_mut().zip(&scores) {
                 *sum += *s as f64;
             }
-            window.rewards.push(rewards.total(&scores));
+            let total = rewards.total(&scores);
+            window.completions += 1;
+            window.reward_sum += total as f64;
+            window.reward_squares += (total as f64).powi(2);
+            totals.push(total);
             window.lengths += completion.len();
             window.clipped += usize::from(!stopped);
             let mut tokens = prompt.tokens.clone();
@@ -344,7 +376,7 @@ fn roll_out(
     }
     window.generation = since.elapsed();
     Ok(Rollout {
-        advantages: advantages(&window.rewards, count),
+        advantages: advantages(&totals, count),
         examples,
         window,
     })
@@ -358,6 +390,7 @@ fn evaluate(
     rewards: &Rewards,
     config: &TrainConfig,
     batch_size: usize,
+    group: Option<&crate::distributed::Group>,
 ) -> Result<(f32, GrpoMetrics)> {
     let take = if config.val_batches == 0 {
         prompts.len()
@@ -370,8 +403,20 @@ fn evaluate(
         top_p: 1.0,
         seed: config.seed,
     };
-    let chosen: Vec<&PromptTokens> = prompts.iter().take(take).collect();
+    // Data parallel: each rank completes every Nth prompt; the figures are
+    // summed.
+    let (rank, size) = group.map_or((0, 1), |g| (g.rank, g.size));
+    let chosen: Vec<(usize, &PromptTokens)> = prompts
+        .iter()
+        .take(take)
+        .enumerate()
+        .skip(rank)
+        .step_by(size)
+        .collect();
     let mut rollout = roll_out(model, tokenizer, &chosen, rewards, &options, 1)?;
+    if let Some(g) = group {
+        rollout.window.merge_over(g)?;
+    }
     let metrics = rollout
         .window
         .take(rewards.names())
@@ -494,17 +539,27 @@ pub(super) fn run(
     resume: bool,
 ) -> Result<TrainSummary> {
     mlx_rs::random::seed(config.seed)?;
-    if crate::distributed::launched_as_rank() {
-        return Err(Error::Invalid(
-            "method grpo does not train across several processes yet: run it as one (without -n or MLX_RANK)".into(),
-        ));
-    }
+    // Data parallel: each rank samples and trains every Nth prompt of each
+    // batch (whole groups, so the advantages are its own), and the ranks sum
+    // gradients; rank 0 alone reports and writes.
+    let RankSetup {
+        group,
+        scratch,
+        checkpoint_root,
+    } = RankSetup::join(config)?;
+    let ranks = group.as_ref().map_or(1, |g| g.size);
+    let rank_salt = group.as_ref().map_or(0, |g| (g.rank as u64) << 32);
+    let mut quiet = |_: &TrainEvent| {};
+    let (config, observer): (&TrainConfig, &mut dyn Observer) = match &scratch {
+        Some(s) => (&s.config, &mut quiet),
+        None => (config, observer),
+    };
     let Prepared {
         rewards,
         mut loaded,
         train_set,
         valid_set,
-        warnings,
+        mut warnings,
         trainable,
         total_parameters,
         available_memory,
@@ -521,6 +576,17 @@ pub(super) fn run(
         available_memory,
         batch_size,
     )?;
+    if batch_size < ranks {
+        return Err(Error::Invalid(format!(
+            "GRPO over {ranks} ranks gives each rank whole prompts: the batch needs at least {ranks} prompts, not {batch_size}"
+        )));
+    }
+    if let Some(g) = &group {
+        warnings.push(format!(
+            "data parallel over {}: {} rank(s), each sampling and training one prompt in {} of every batch of {batch_size}",
+            g.backend, g.size, g.size
+        ));
+    }
     let compiled_step = compiles_step(config);
     let multiple = pad_multiple(compiled_step);
     let tokenizer = &loaded.tokenizer;
@@ -531,20 +597,20 @@ pub(super) fn run(
         trained_tokens: 0,
         best_val_loss: None,
         evals_since_best: 0,
-        ranks: 1,
+        ranks,
     };
     let mut resumed_from_step = None;
     if resume {
-        let root = config.checkpoint_dir.as_ref().ok_or_else(|| {
-            Error::Invalid(
-                "this run was not configured to write checkpoints, so it cannot resume".into(),
-            )
-        })?;
-        let dir = checkpoint::latest(root)?.ok_or_else(|| {
-            Error::Invalid(format!("{}: no checkpoint to resume from", root.display()))
-        })?;
+        let dir = resume_dir(&group, &scratch, &checkpoint_root)?;
         state = checkpoint::restore(&dir, model, &mut optimizer)?;
         resumed_from_step = Some(state.step);
+        if state.ranks != ranks {
+            warnings.push(format!(
+                "resumed with {ranks} rank(s); the run's last session had {}: the global batch is the same, so are the steps (to float32 summation order)",
+                state.ranks
+            ));
+            state.ranks = ranks;
+        }
     }
     observer.on_event(&TrainEvent::Started {
         total_steps,
@@ -590,6 +656,8 @@ pub(super) fn run(
     let first_step = state.step;
     let mut order =
         super::batches::epoch_order(train_set.len(), config.seed, first_step / steps_per_epoch);
+    // Ctrl-C on any rank stops every rank after the same step.
+    let mut group_cancelled = false;
 
     for step in first_step..total_steps {
         if control.state() == PAUSED {
@@ -599,7 +667,7 @@ pub(super) fn run(
             }
             clock.paused += since.elapsed();
         }
-        if control.state() == CANCELLED {
+        if (group.is_none() && control.state() == CANCELLED) || group_cancelled {
             stop_early(
                 config,
                 model,
@@ -629,9 +697,13 @@ pub(super) fn run(
         let (mut step_tokens, mut step_rows) = (0usize, 0usize);
         for micro in 0..config.grad_accumulation {
             let start = ((step % steps_per_epoch) * config.grad_accumulation + micro) * batch_size;
-            let prompts: Vec<&PromptTokens> = order[start..start + batch_size]
+            let (rank, size) = group.as_ref().map_or((0, 1), |g| (g.rank, g.size));
+            let prompts: Vec<(usize, &PromptTokens)> = order[start..start + batch_size]
                 .iter()
                 .map(|&i| &train_set[i])
+                .enumerate()
+                .skip(rank)
+                .step_by(size)
                 .collect();
             // Each step's samples come from its own seed: a resumed run
             // draws the same completions.
@@ -669,10 +741,15 @@ pub(super) fn run(
                 advantages,
                 reference,
             ];
-            mlx_rs::random::seed(config.seed.wrapping_add(step as u64))?;
+            mlx_rs::random::seed(
+                config
+                    .seed
+                    .wrapping_add(step as u64)
+                    .wrapping_add(rank_salt),
+            )?;
             model.set_training(true);
             let (mut values, grads) = if config.grad_checkpoint {
-                let seed = micro_seed(config, step, micro);
+                let seed = micro_seed(config, step, micro).wrapping_add(rank_salt);
                 let head = |model: &mut Model, h: &Array| {
                     let normed = model.final_norm(h)?;
                     loss_from_hidden(model, &normed, &args, kl_coef, true)
@@ -713,9 +790,31 @@ pub(super) fn run(
             mlx_rs::transforms::eval(pending)?;
             figures.merge(rollout.window);
         }
-        let total = Array::from_f32(step_rows as f32);
+        let mut accumulated = accumulated.expect("at least one batch");
+        let mut total = Array::from_f32(step_rows as f32);
+        // Data parallel: the ranks' weighted sums, summed, over the global
+        // batch's completions (one collective with the loss, the KL, the
+        // counts and whether any rank was asked to stop).
+        if let Some(g) = &group {
+            let cancel = f32::from(control.state() == CANCELLED);
+            let counts = Array::from_slice(&[step_rows as f32, step_tokens as f32, cancel], &[3]);
+            let mut keys: Vec<_> = accumulated.keys().cloned().collect();
+            keys.sort();
+            let mut parts: Vec<&Array> = keys.iter().map(|k| &accumulated[k]).collect();
+            parts.extend([&loss_sum, &kl_sum, &counts]);
+            let mut summed = g.all_sum_many(&parts)?;
+            let counts = summed.pop().expect("the counts");
+            kl_sum = summed.pop().expect("the KL");
+            loss_sum = summed.pop().expect("the loss");
+            accumulated = keys.into_iter().zip(summed).collect();
+            counts.eval()?;
+            let counts = counts.as_slice::<f32>().to_vec();
+            step_rows = counts[0] as usize;
+            step_tokens = counts[1] as usize;
+            group_cancelled = counts[2] > 0.0;
+            total = Array::from_f32(step_rows.max(1) as f32);
+        }
         let grads = accumulated
-            .expect("at least one batch")
             .into_iter()
             .map(|(k, g)| Ok((k, g.divide(&total)?)))
             .collect::<Result<Gradients>>()?;
@@ -729,6 +828,14 @@ pub(super) fn run(
         to_eval.extend(params.values().copied());
         to_eval.extend(optimizer_state.iter());
         mlx_rs::transforms::eval(to_eval)?;
+        if let Some(g) = group.as_ref().filter(|_| check_ranks_now(step + 1)) {
+            let mut named: Vec<_> = params.iter().collect();
+            named.sort_by(|a, b| a.0.cmp(b.0));
+            g.check_same(
+                &named.iter().map(|(_, a)| **a).collect::<Vec<_>>(),
+                step + 1,
+            )?;
+        }
         let loss_value: f32 = loss.item_exact();
         if !loss_value.is_finite() {
             return Err(Error::Invalid(format!(
@@ -750,6 +857,9 @@ pub(super) fn run(
 
         let done = step + 1;
         if done % config.steps_per_report.max(1) == 0 || done == total_steps {
+            if let Some(g) = &group {
+                figures.merge_over(g)?;
+            }
             let elapsed = clock.elapsed();
             let seconds_per_step = elapsed / (done - first_step) as f64;
             observer.on_event(&TrainEvent::Step {
@@ -774,8 +884,15 @@ pub(super) fn run(
             (config.steps_per_eval > 0 && done % config.steps_per_eval == 0) || done == total_steps;
         if eval_now && !valid_set.is_empty() {
             let since = Instant::now();
-            let (val_loss, metrics) =
-                evaluate(model, tokenizer, &valid_set, &rewards, config, batch_size)?;
+            let (val_loss, metrics) = evaluate(
+                model,
+                tokenizer,
+                &valid_set,
+                &rewards,
+                config,
+                batch_size,
+                group.as_ref(),
+            )?;
             clock.evaluating += since.elapsed();
             let best = state.best_val_loss.is_none_or(|b| val_loss < b);
             if best {

@@ -142,19 +142,14 @@ fn run(
     // or by mlx.launch): every rank prepares the same data, trains its
     // share of each global batch, and sums gradients with the others; rank
     // 0 alone reports and writes.
-    let group = crate::distributed::launched_as_rank()
-        .then(crate::distributed::Group::join)
-        .transpose()?;
-    let checkpoint_root = config.checkpoint_dir.clone();
+    let RankSetup {
+        group,
+        scratch,
+        checkpoint_root,
+    } = RankSetup::join(config)?;
     let ranks = group.as_ref().map_or(1, |g| g.size);
     let rank_salt = group.as_ref().map_or(0, |g| (g.rank as u64) << 32);
     let mut quiet = |_: &TrainEvent| {};
-    // Other ranks write nothing the run keeps: their adapters go to a
-    // folder of their own, deleted at the end.
-    let scratch = match &group {
-        Some(g) if g.rank > 0 => Some(RankScratch::new(config)?),
-        _ => None,
-    };
     let (config, observer): (&TrainConfig, &mut dyn Observer) = match &scratch {
         Some(s) => (&s.config, &mut quiet),
         None => (config, observer),
@@ -201,23 +196,7 @@ fn run(
     };
     let mut resumed_from_step = None;
     if resume {
-        let latest = || -> Result<PathBuf> {
-            let root = checkpoint_root.as_ref().ok_or_else(|| {
-                Error::Invalid(
-                    "this run was not configured to write checkpoints, so it cannot resume".into(),
-                )
-            })?;
-            checkpoint::latest(root)?.ok_or_else(|| {
-                Error::Invalid(format!("{}: no checkpoint to resume from", root.display()))
-            })
-        };
-        // Only rank 0 keeps the run: the others (maybe on other machines)
-        // resume from its checkpoint, sent through the group.
-        let dir = match (&group, &scratch) {
-            (Some(g), Some(s)) => g.share_files(None, &s.checkpoint_copy())?,
-            (Some(g), None) => g.share_files(Some(&latest()?), Path::new(""))?,
-            _ => latest()?,
-        };
+        let dir = resume_dir(&group, &scratch, &checkpoint_root)?;
         state = checkpoint::restore(&dir, model, &mut optimizer)?;
         resumed_from_step = Some(state.step);
         if state.ranks != ranks {
@@ -1259,7 +1238,7 @@ fn rank_rows(
 /// Whether the ranks compare their parameters after `step`: every
 /// $FINETUNE_CHECK_RANKS steps, by default every 10 in debug builds (tests)
 /// and never in release builds.
-fn check_ranks_now(step: usize) -> bool {
+pub(super) fn check_ranks_now(step: usize) -> bool {
     static EVERY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let every = *EVERY.get_or_init(|| {
         std::env::var("FINETUNE_CHECK_RANKS")
@@ -1270,10 +1249,64 @@ fn check_ranks_now(step: usize) -> bool {
     every > 0 && step % every == 0
 }
 
+/// A process's place in a data-parallel group (started by `ft train start
+/// -n N` or `--hosts`, or by mlx.launch): every rank prepares the same
+/// data, trains its share of each global batch, and sums gradients with the
+/// others; rank 0 alone reports and writes.
+pub(super) struct RankSetup {
+    pub(super) group: Option<crate::distributed::Group>,
+    /// A rank other than 0: what it writes to instead of the run.
+    pub(super) scratch: Option<RankScratch>,
+    /// The run's checkpoints (rank 0 resumes from them).
+    pub(super) checkpoint_root: Option<PathBuf>,
+}
+
+impl RankSetup {
+    /// Joins the group the environment names, if any.
+    pub(super) fn join(config: &TrainConfig) -> Result<Self> {
+        let group = crate::distributed::launched_as_rank()
+            .then(crate::distributed::Group::join)
+            .transpose()?;
+        let scratch = match &group {
+            Some(g) if g.rank > 0 => Some(RankScratch::new(config)?),
+            _ => None,
+        };
+        Ok(Self {
+            group,
+            scratch,
+            checkpoint_root: config.checkpoint_dir.clone(),
+        })
+    }
+}
+
+/// The checkpoint a run resumes from: the run's newest on rank 0; on the
+/// others (maybe on other machines) a copy of it, sent through the group.
+pub(super) fn resume_dir(
+    group: &Option<crate::distributed::Group>,
+    scratch: &Option<RankScratch>,
+    checkpoint_root: &Option<PathBuf>,
+) -> Result<PathBuf> {
+    let latest = || -> Result<PathBuf> {
+        let root = checkpoint_root.as_ref().ok_or_else(|| {
+            Error::Invalid(
+                "this run was not configured to write checkpoints, so it cannot resume".into(),
+            )
+        })?;
+        checkpoint::latest(root)?.ok_or_else(|| {
+            Error::Invalid(format!("{}: no checkpoint to resume from", root.display()))
+        })
+    };
+    match (group, scratch) {
+        (Some(g), Some(s)) => g.share_files(None, &s.checkpoint_copy()),
+        (Some(g), None) => g.share_files(Some(&latest()?), Path::new("")),
+        _ => latest(),
+    }
+}
+
 /// What a rank other than 0 writes to: a copy of the run's settings
 /// without the checkpoint folder, and its output in a temporary folder.
-struct RankScratch {
-    config: TrainConfig,
+pub(super) struct RankScratch {
+    pub(super) config: TrainConfig,
     _dir: tempfile::TempDir,
 }
 

@@ -105,40 +105,37 @@ impl Group {
     /// result is evaluated, and every rank must evaluate its collectives in
     /// the same order).
     pub fn all_sum(&self, x: &Array) -> Result<Array> {
-        unsafe {
-            let mut out = mlx_sys::mlx_array_new();
-            let rc = mlx_sys::mlx_distributed_all_sum(
-                &mut out,
-                x.as_ptr(),
-                self.raw,
-                self.stream.as_ptr(),
-            );
-            if rc != 0 {
-                mlx_sys::mlx_array_free(out);
-                return Err(Error::Invalid(
-                    "the training group could not sum an array across its ranks".into(),
-                ));
-            }
-            Ok(Array::from_ptr(out))
-        }
+        self.collective(x, mlx_sys::mlx_distributed_all_sum, "sum an array across")
     }
 
     /// `x` from every rank, stacked along a new first axis in rank order
     /// (lazy, as [`Group::all_sum`]).
     pub fn all_gather(&self, x: &Array) -> Result<Array> {
+        self.collective(
+            x,
+            mlx_sys::mlx_distributed_all_gather,
+            "gather an array from",
+        )
+    }
+
+    fn collective(
+        &self,
+        x: &Array,
+        op: unsafe extern "C" fn(
+            *mut mlx_sys::mlx_array,
+            mlx_sys::mlx_array,
+            mlx_sys::mlx_distributed_group,
+            mlx_sys::mlx_stream,
+        ) -> std::os::raw::c_int,
+        what: &str,
+    ) -> Result<Array> {
         unsafe {
             let mut out = mlx_sys::mlx_array_new();
-            let rc = mlx_sys::mlx_distributed_all_gather(
-                &mut out,
-                x.as_ptr(),
-                self.raw,
-                self.stream.as_ptr(),
-            );
-            if rc != 0 {
+            if op(&mut out, x.as_ptr(), self.raw, self.stream.as_ptr()) != 0 {
                 mlx_sys::mlx_array_free(out);
-                return Err(Error::Invalid(
-                    "the training group could not gather an array from its ranks".into(),
-                ));
+                return Err(Error::Invalid(format!(
+                    "the training group could not {what} its ranks"
+                )));
             }
             Ok(Array::from_ptr(out))
         }

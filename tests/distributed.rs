@@ -94,6 +94,14 @@ fn assert_same_losses(a: &[f32], b: &[f32]) {
     }
 }
 
+/// The one runs of two runs folders took the same steps to the same
+/// adapters.
+fn assert_same_runs(a: &Path, b: &Path) {
+    let (a, b) = (only_run(a), only_run(b));
+    assert_same_losses(&losses(&a), &losses(&b));
+    assert_same_adapters(&a, &b);
+}
+
 fn assert_same_adapters(a: &Run, b: &Run) {
     assert_adapters_within(a, b, 1e-4);
 }
@@ -141,9 +149,8 @@ fn two_ranks_take_the_steps_of_one_process() {
         stderr.contains("training on 2 rank(s) on this machine (ring backend over loopback)"),
         "{stderr}"
     );
+    assert_same_runs(&one, &two);
     let (one, two) = (only_run(&one), only_run(&two));
-    assert_same_losses(&losses(&one), &losses(&two));
-    assert_same_adapters(&one, &two);
     // Rank 0 alone wrote the run: one `started`, one `finished`, and the
     // warning that says how the batch was split.
     let events = two.read_events().unwrap();
@@ -207,10 +214,8 @@ fn accumulation_packing_dora_qlora_and_checkpointing_compose_with_ranks() {
         let mut b = start(&s.model, &s.data, &two, 6, 2);
         b.args(*extra).env("FINETUNE_CHECK_RANKS", "1");
         succeed(b);
-        let (one, two) = (only_run(&one), only_run(&two));
         eprintln!("with {extra:?}:");
-        assert_same_losses(&losses(&one), &losses(&two));
-        assert_same_adapters(&one, &two);
+        assert_same_runs(&one, &two);
     }
 }
 
@@ -483,9 +488,7 @@ fn ranks_started_as_mlx_launch_starts_them_train_one_run() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let (one, launched) = (only_run(&one), only_run(&runs));
-    assert_same_losses(&losses(&one), &losses(&launched));
-    assert_same_adapters(&one, &launched);
+    assert_same_runs(&one, &runs);
 }
 
 #[test]
@@ -811,9 +814,7 @@ fn ranks_on_other_hosts_start_over_ssh_and_take_the_steps_of_one_process() {
             && log.contains("'train' 'rank'"),
         "{log}"
     );
-    let (one, spread) = (only_run(&one), only_run(&runs));
-    assert_same_losses(&losses(&one), &losses(&spread));
-    assert_same_adapters(&one, &spread);
+    assert_same_runs(&one, &runs);
 }
 
 #[test]

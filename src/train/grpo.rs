@@ -30,9 +30,9 @@ use super::recompute::{self, Gradients};
 use super::rewards::Rewards;
 use super::schedule::Schedule;
 use super::trainer::{
-    cast_for_training, check_memory, check_ranks_now, clip_by_global_norm, compiled_value_and_grad,
-    compiles_step, load_for_training, micro_seed, resume_dir, stop_early, summary,
-    write_checkpoint, Clock, RankSetup, TrainControl, TrainSummary, CANCELLED, PAUSED,
+    cast_for_training, check_memory, clip_by_global_norm, compiled_value_and_grad, compiles_step,
+    load_for_training, micro_seed, stop_early, sum_over_ranks, summary, write_checkpoint, Clock,
+    RankSetup, TrainControl, TrainSummary, CANCELLED, PAUSED,
 };
 use crate::data::prompts::{read_prompts, PromptSet, PromptTokens};
 use crate::data::{templates, valid_file, Example};
@@ -542,18 +542,10 @@ pub(super) fn run(
     // Data parallel: each rank samples and trains every Nth prompt of each
     // batch (whole groups, so the advantages are its own), and the ranks sum
     // gradients; rank 0 alone reports and writes.
-    let RankSetup {
-        group,
-        scratch,
-        checkpoint_root,
-    } = RankSetup::join(config)?;
-    let ranks = group.as_ref().map_or(1, |g| g.size);
-    let rank_salt = group.as_ref().map_or(0, |g| (g.rank as u64) << 32);
+    let setup = RankSetup::join(config)?;
+    let (group, ranks, rank_salt) = (&setup.group, setup.ranks(), setup.salt());
     let mut quiet = |_: &TrainEvent| {};
-    let (config, observer): (&TrainConfig, &mut dyn Observer) = match &scratch {
-        Some(s) => (&s.config, &mut quiet),
-        None => (config, observer),
-    };
+    let (config, observer) = setup.route(config, observer, &mut quiet);
     let Prepared {
         rewards,
         mut loaded,
@@ -601,7 +593,7 @@ pub(super) fn run(
     };
     let mut resumed_from_step = None;
     if resume {
-        let dir = resume_dir(&group, &scratch, &checkpoint_root)?;
+        let dir = setup.resume_dir()?;
         state = checkpoint::restore(&dir, model, &mut optimizer)?;
         resumed_from_step = Some(state.step);
         if state.ranks != ranks {
@@ -795,18 +787,17 @@ pub(super) fn run(
         // Data parallel: the ranks' weighted sums, summed, over the global
         // batch's completions (one collective with the loss, the KL, the
         // counts and whether any rank was asked to stop).
-        if let Some(g) = &group {
-            let cancel = f32::from(control.state() == CANCELLED);
-            let counts = Array::from_slice(&[step_rows as f32, step_tokens as f32, cancel], &[3]);
-            let mut keys: Vec<_> = accumulated.keys().cloned().collect();
-            keys.sort();
-            let mut parts: Vec<&Array> = keys.iter().map(|k| &accumulated[k]).collect();
-            parts.extend([&loss_sum, &kl_sum, &counts]);
-            let mut summed = g.all_sum_many(&parts)?;
-            let counts = summed.pop().expect("the counts");
-            kl_sum = summed.pop().expect("the KL");
-            loss_sum = summed.pop().expect("the loss");
-            accumulated = keys.into_iter().zip(summed).collect();
+        if let Some(g) = group {
+            let stop = control.state() == CANCELLED;
+            let (summed, counts) = sum_over_ranks(
+                g,
+                accumulated,
+                &mut [&mut loss_sum, &mut kl_sum],
+                step_rows,
+                step_tokens,
+                stop,
+            )?;
+            accumulated = summed;
             counts.eval()?;
             let counts = counts.as_slice::<f32>().to_vec();
             step_rows = counts[0] as usize;
@@ -828,14 +819,7 @@ pub(super) fn run(
         to_eval.extend(params.values().copied());
         to_eval.extend(optimizer_state.iter());
         mlx_rs::transforms::eval(to_eval)?;
-        if let Some(g) = group.as_ref().filter(|_| check_ranks_now(step + 1)) {
-            let mut named: Vec<_> = params.iter().collect();
-            named.sort_by(|a, b| a.0.cmp(b.0));
-            g.check_same(
-                &named.iter().map(|(_, a)| **a).collect::<Vec<_>>(),
-                step + 1,
-            )?;
-        }
+        setup.check_params(model, step + 1)?;
         let loss_value: f32 = loss.item_exact();
         if !loss_value.is_finite() {
             return Err(Error::Invalid(format!(

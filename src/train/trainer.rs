@@ -142,18 +142,10 @@ fn run(
     // or by mlx.launch): every rank prepares the same data, trains its
     // share of each global batch, and sums gradients with the others; rank
     // 0 alone reports and writes.
-    let RankSetup {
-        group,
-        scratch,
-        checkpoint_root,
-    } = RankSetup::join(config)?;
-    let ranks = group.as_ref().map_or(1, |g| g.size);
-    let rank_salt = group.as_ref().map_or(0, |g| (g.rank as u64) << 32);
+    let setup = RankSetup::join(config)?;
+    let (group, ranks, rank_salt) = (&setup.group, setup.ranks(), setup.salt());
     let mut quiet = |_: &TrainEvent| {};
-    let (config, observer): (&TrainConfig, &mut dyn Observer) = match &scratch {
-        Some(s) => (&s.config, &mut quiet),
-        None => (config, observer),
-    };
+    let (config, observer) = setup.route(config, observer, &mut quiet);
     let Prepared {
         mut loaded,
         train_set,
@@ -196,7 +188,7 @@ fn run(
     };
     let mut resumed_from_step = None;
     if resume {
-        let dir = resume_dir(&group, &scratch, &checkpoint_root)?;
+        let dir = setup.resume_dir()?;
         state = checkpoint::restore(&dir, model, &mut optimizer)?;
         resumed_from_step = Some(state.step);
         if state.ranks != ranks {
@@ -285,7 +277,8 @@ fn run(
     let mut group_cancelled = false;
     for step in first_step..total_steps {
         // Pause / cancel between steps.
-        if control.state() == PAUSED && group.is_none() {
+        // A paused rank holds the others at the step's collective.
+        if control.state() == PAUSED {
             let since = Instant::now();
             while control.state() == PAUSED {
                 std::thread::sleep(Duration::from_millis(50));
@@ -437,18 +430,17 @@ fn run(
         // batch's units (one collective for the gradients, the loss, the
         // counts and whether any rank was asked to stop).
         let mut global_counts = None;
-        if let Some(g) = &group {
-            let cancel = f32::from(control.state() == CANCELLED);
-            let counts = Array::from_slice(&[step_units as f32, step_tokens as f32, cancel], &[3]);
-            let mut keys: Vec<Rc<str>> = accumulated.keys().cloned().collect();
-            keys.sort();
-            let mut parts: Vec<&Array> = keys.iter().map(|k| &accumulated[k]).collect();
-            parts.push(&loss_sum);
-            parts.push(&counts);
-            let mut summed = g.all_sum_many(&parts)?;
-            let counts = summed.pop().expect("the counts");
-            loss_sum = summed.pop().expect("the loss");
-            accumulated = keys.into_iter().zip(summed).collect();
+        if let Some(g) = group {
+            let stop = control.state() == CANCELLED;
+            let (summed, counts) = sum_over_ranks(
+                g,
+                accumulated,
+                &mut [&mut loss_sum],
+                step_units,
+                step_tokens,
+                stop,
+            )?;
+            accumulated = summed;
             total = mlx_rs::ops::maximum(counts.index(0), Array::from_f32(1.0))?;
             global_counts = Some(counts);
         }
@@ -467,15 +459,7 @@ fn run(
         to_eval.extend(params.values().copied());
         to_eval.extend(optimizer_state.iter());
         mlx_rs::transforms::eval(to_eval)?;
-        if let Some(g) = group.as_ref().filter(|_| check_ranks_now(step + 1)) {
-            // By name: every rank lists them in the same order.
-            let mut named: Vec<_> = params.iter().collect();
-            named.sort_by(|a, b| a.0.cmp(b.0));
-            g.check_same(
-                &named.iter().map(|(_, a)| **a).collect::<Vec<_>>(),
-                step + 1,
-            )?;
-        }
+        setup.check_params(model, step + 1)?;
 
         let loss_value: f32 = loss.item_exact();
         let grad_norm: f32 = grad_norm.item_exact();
@@ -1238,7 +1222,7 @@ fn rank_rows(
 /// Whether the ranks compare their parameters after `step`: every
 /// $FINETUNE_CHECK_RANKS steps, by default every 10 in debug builds (tests)
 /// and never in release builds.
-pub(super) fn check_ranks_now(step: usize) -> bool {
+fn check_ranks_now(step: usize) -> bool {
     static EVERY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let every = *EVERY.get_or_init(|| {
         std::env::var("FINETUNE_CHECK_RANKS")
@@ -1279,9 +1263,80 @@ impl RankSetup {
     }
 }
 
+impl RankSetup {
+    pub(super) fn ranks(&self) -> usize {
+        self.group.as_ref().map_or(1, |g| g.size)
+    }
+
+    /// Added to dropout seeds: each rank draws its own masks (rank 0 a lone
+    /// process's).
+    pub(super) fn salt(&self) -> u64 {
+        self.group.as_ref().map_or(0, |g| (g.rank as u64) << 32)
+    }
+
+    /// The settings and observer this rank trains with: a rank other than
+    /// 0 writes to its scratch folder and reports to `quiet`.
+    pub(super) fn route<'a>(
+        &'a self,
+        config: &'a TrainConfig,
+        observer: &'a mut dyn Observer,
+        quiet: &'a mut dyn Observer,
+    ) -> (&'a TrainConfig, &'a mut dyn Observer) {
+        match &self.scratch {
+            Some(s) => (&s.config, quiet),
+            None => (config, observer),
+        }
+    }
+
+    /// The checkpoint to resume from (see [`resume_dir`]).
+    pub(super) fn resume_dir(&self) -> Result<PathBuf> {
+        resume_dir(&self.group, &self.scratch, &self.checkpoint_root)
+    }
+
+    /// After `step`, every so often ([`check_ranks_now`]): whether every
+    /// rank holds the same trained parameters.
+    pub(super) fn check_params(&self, model: &Model, step: usize) -> Result<()> {
+        let Some(g) = self.group.as_ref().filter(|_| check_ranks_now(step)) else {
+            return Ok(());
+        };
+        let params = model.trainable_parameters().flatten();
+        // By name: every rank lists them in the same order.
+        let mut named: Vec<_> = params.iter().collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        g.check_same(&named.iter().map(|(_, a)| **a).collect::<Vec<_>>(), step)
+    }
+}
+
+/// Data parallel: every rank's weighted gradient sums and `sums` (the loss,
+/// …), summed in one collective with the step's counts (`units`, trained
+/// `tokens`) and whether any rank was asked to stop. Returns the summed
+/// gradients and the global `[units, tokens, stop]` (lazy).
+pub(super) fn sum_over_ranks(
+    group: &crate::distributed::Group,
+    grads: HashMap<Rc<str>, Array>,
+    sums: &mut [&mut Array],
+    units: usize,
+    tokens: usize,
+    stop: bool,
+) -> Result<(HashMap<Rc<str>, Array>, Array)> {
+    let counts = Array::from_slice(&[units as f32, tokens as f32, f32::from(stop)], &[3]);
+    // By name: every rank sums the same arrays in the same order.
+    let mut keys: Vec<Rc<str>> = grads.keys().cloned().collect();
+    keys.sort();
+    let mut parts: Vec<&Array> = keys.iter().map(|k| &grads[k]).collect();
+    parts.extend(sums.iter().map(|a| &**a));
+    parts.push(&counts);
+    let mut summed = group.all_sum_many(&parts)?;
+    let counts = summed.pop().expect("the counts");
+    for slot in sums.iter_mut().rev() {
+        **slot = summed.pop().expect("one per sum");
+    }
+    Ok((keys.into_iter().zip(summed).collect(), counts))
+}
+
 /// The checkpoint a run resumes from: the run's newest on rank 0; on the
 /// others (maybe on other machines) a copy of it, sent through the group.
-pub(super) fn resume_dir(
+fn resume_dir(
     group: &Option<crate::distributed::Group>,
     scratch: &Option<RankScratch>,
     checkpoint_root: &Option<PathBuf>,

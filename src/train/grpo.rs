@@ -543,7 +543,7 @@ pub(super) fn run(
     // batch (whole groups, so the advantages are its own), and the ranks sum
     // gradients; rank 0 alone reports and writes.
     let setup = RankSetup::join(config)?;
-    let (group, ranks, rank_salt) = (&setup.group, setup.ranks(), setup.salt());
+    let (group, ranks) = (&setup.group, setup.ranks());
     let mut quiet = |_: &TrainEvent| {};
     let (config, observer) = setup.route(config, observer, &mut quiet);
     let Prepared {
@@ -733,15 +733,10 @@ pub(super) fn run(
                 advantages,
                 reference,
             ];
-            mlx_rs::random::seed(
-                config
-                    .seed
-                    .wrapping_add(step as u64)
-                    .wrapping_add(rank_salt),
-            )?;
+            mlx_rs::random::seed(setup.dropout_seed(config, step))?;
             model.set_training(true);
             let (mut values, grads) = if config.grad_checkpoint {
-                let seed = micro_seed(config, step, micro).wrapping_add(rank_salt);
+                let seed = setup.micro_dropout_seed(config, step, micro);
                 let head = |model: &mut Model, h: &Array| {
                     let normed = model.final_norm(h)?;
                     loss_from_hidden(model, &normed, &args, kl_coef, true)

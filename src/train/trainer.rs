@@ -143,7 +143,7 @@ fn run(
     // share of each global batch, and sums gradients with the others; rank
     // 0 alone reports and writes.
     let setup = RankSetup::join(config)?;
-    let (group, ranks, rank_salt) = (&setup.group, setup.ranks(), setup.salt());
+    let (group, ranks) = (&setup.group, setup.ranks());
     let mut quiet = |_: &TrainEvent| {};
     let (config, observer) = setup.route(config, observer, &mut quiet);
     let Prepared {
@@ -304,12 +304,7 @@ fn run(
         optimizer.set_learning_rate(lr);
         // Dropout masks come from a seed per step, so a resumed run draws
         // the same ones; each rank its own (rank 0's are a lone process's).
-        mlx_rs::random::seed(
-            config
-                .seed
-                .wrapping_add(step as u64)
-                .wrapping_add(rank_salt),
-        )?;
+        mlx_rs::random::seed(setup.dropout_seed(config, step))?;
         model.set_training(true);
 
         // Gradients of the accumulated batches, weighted by their trained
@@ -362,7 +357,7 @@ fn run(
                         args.push(preference::sequence_mask(&train_set, rows, width));
                     }
                     let (mut values, grads) = if config.grad_checkpoint {
-                        let seed = micro_seed(config, step, micro).wrapping_add(rank_salt);
+                        let seed = setup.micro_dropout_seed(config, step, micro);
                         let head = |model: &mut Model, h: &Array| {
                             let normed = model.final_norm(h)?;
                             kind.from_hidden(model, &normed, &args[1], &args[2], args.get(3), true)
@@ -381,7 +376,7 @@ fn run(
                     }
                     (values.pop().expect("the loss"), grads)
                 } else if config.grad_checkpoint {
-                    let seed = micro_seed(config, step, micro).wrapping_add(rank_salt);
+                    let seed = setup.micro_dropout_seed(config, step, micro);
                     recompute::checkpointed_value_and_grad(model, arrays, seed)?
                 } else if let Some(compiled) = compiled.as_mut() {
                     let mut args = vec![
@@ -1270,8 +1265,27 @@ impl RankSetup {
 
     /// Added to dropout seeds: each rank draws its own masks (rank 0 a lone
     /// process's).
-    pub(super) fn salt(&self) -> u64 {
+    fn salt(&self) -> u64 {
         self.group.as_ref().map_or(0, |g| (g.rank as u64) << 32)
+    }
+
+    /// The dropout seed of `step`: one per step, so a resumed run draws the
+    /// same masks; each rank its own.
+    pub(super) fn dropout_seed(&self, config: &TrainConfig, step: usize) -> u64 {
+        config
+            .seed
+            .wrapping_add(step as u64)
+            .wrapping_add(self.salt())
+    }
+
+    /// [`micro_seed`] for this rank's dropout masks.
+    pub(super) fn micro_dropout_seed(
+        &self,
+        config: &TrainConfig,
+        step: usize,
+        micro: usize,
+    ) -> u64 {
+        micro_seed(config, step, micro).wrapping_add(self.salt())
     }
 
     /// The settings and observer this rank trains with: a rank other than
